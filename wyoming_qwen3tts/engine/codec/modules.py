@@ -1,0 +1,215 @@
+"""Convolutional building blocks of the 12 Hz speech decoder, with exact streaming state.
+
+Every causal convolution can run on a chunk of its input when it is given the tail of the previous input
+(its "cache"): ``conv(cat(cache, x))`` with zero-initialised caches is exactly the reference's zero-padded
+causal convolution, so the same code serves the full decode (fresh zero state) and incremental decoding.
+
+Stateful modules get a ``slot`` index into the flat list of cache tensors held by ``DecoderState``; the
+containers pass that list down. Parameter names mirror ``Qwen3TTSTokenizerV2Decoder`` (qwen-tts 0.1.1)
+so the checkpoint loads strictly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_LOGGER = logging.getLogger(__name__)
+
+Caches = list[torch.Tensor]
+
+
+class CausalConv(nn.Module):
+    """Causal 1-d convolution (stride 1): left context of ``(k - 1) * d`` samples kept as state."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, dilation=dilation, groups=groups)
+        self.cache_len = (kernel_size - 1) * dilation
+        self.slot = -1  # assigned by SpeechDecoder
+
+    def cache_shape(self) -> tuple[int, int]:
+        return (self.conv.in_channels, self.cache_len)
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        if self.cache_len == 0:
+            return self.conv(x)
+        cache = caches[self.slot]
+        full = torch.cat((cache, x), dim=-1)
+        # The cat is a fresh tensor, so updating the cache in place cannot alias the conv input.
+        cache.copy_(full[..., -self.cache_len :])
+        return self.conv(full)
+
+
+class CausalTransConv(nn.Module):
+    """Transposed convolution with the reference's right trim (``k - s``), streamable.
+
+    Output block t (``s`` samples) depends on inputs ``t - m .. t`` with ``m = ceil(k / s) - 1``; the last
+    ``m`` inputs are the state. The blocks of the ``m`` cached inputs are recomputed and dropped.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride=stride)
+        self.stride = stride
+        self.cache_len = math.ceil(kernel_size / stride) - 1
+        self.slot = -1
+
+    def cache_shape(self) -> tuple[int, int]:
+        return (self.conv.in_channels, self.cache_len)
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        n = x.shape[-1]
+        if self.cache_len == 0:
+            return self.conv(x)[..., : n * self.stride]
+        cache = caches[self.slot]
+        full = torch.cat((cache, x), dim=-1)
+        cache.copy_(full[..., -self.cache_len :])
+        start = self.cache_len * self.stride
+        return self.conv(full)[..., start : start + n * self.stride]
+
+
+class SnakeBeta(nn.Module):
+    """``x + sin^2(x * e^alpha) / (e^beta + 1e-9)``, per channel; the exps are cached by ``refresh()``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self._alpha_exp: torch.Tensor | None = None
+        self._beta_inv: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        # Same formula as the reference, evaluated once (in at least fp32) instead of on every call.
+        dtype = self.alpha.dtype
+        work = torch.promote_types(dtype, torch.float32)
+        self._alpha_exp = torch.exp(self.alpha.to(work)).to(dtype)[None, :, None]
+        self._beta_inv = (1.0 / (torch.exp(self.beta.to(work)) + 1e-9)).to(dtype)[None, :, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._alpha_exp is None or self._beta_inv is None:
+            self.refresh()
+        assert self._alpha_exp is not None and self._beta_inv is not None
+        y = x * self._alpha_exp
+        y.sin_().square_().mul_(self._beta_inv)
+        return y.add_(x)
+
+
+class ResidualUnit(nn.Module):
+    """SnakeBeta -> causal conv k7 (dilation d) -> SnakeBeta -> conv k1 -> + input."""
+
+    def __init__(self, dim: int, dilation: int) -> None:
+        super().__init__()
+        self.act1 = SnakeBeta(dim)
+        self.conv1 = CausalConv(dim, dim, 7, dilation=dilation)
+        self.act2 = SnakeBeta(dim)
+        self.conv2 = CausalConv(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        y = self.conv2(self.act2(self.conv1(self.act1(x), caches)), caches)
+        return y.add_(x)
+
+
+class DecoderBlock(nn.Module):
+    """SnakeBeta -> causal transposed conv (k = 2r, s = r) -> residual units with dilation 1, 3, 9."""
+
+    def __init__(self, in_dim: int, out_dim: int, rate: int) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(
+            [SnakeBeta(in_dim), CausalTransConv(in_dim, out_dim, 2 * rate, rate)]
+            + [ResidualUnit(out_dim, d) for d in (1, 3, 9)]
+        )
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        x = self.block[0](x)
+        for layer in self.block[1:]:
+            x = layer(x, caches)
+        return x
+
+
+class ConvNeXtBlock(nn.Module):
+    """Causal depthwise conv k7 -> LayerNorm -> Linear(4x) -> GELU -> Linear -> x gamma -> + input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = CausalConv(dim, dim, 7, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        h = self.dwconv(x, caches).transpose(1, 2)
+        h = self.pwconv2(self.act(self.pwconv1(self.norm(h))))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class UpsampleStage(nn.ModuleList):
+    """``upsample.N``: [transposed conv k = s = factor, ConvNeXt block]."""
+
+    def __init__(self, dim: int, factor: int) -> None:
+        super().__init__([CausalTransConv(dim, dim, factor, factor), ConvNeXtBlock(dim)])
+
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:  # type: ignore[override]
+        return self[1](self[0](x, caches), caches)
+
+
+# --- RVQ dequantisation (parameter containers; the lookup itself lives in SpeechDecoder) ---
+
+
+class EuclideanCodebook(nn.Module):
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self.cluster_usage = nn.Parameter(torch.ones(codebook_size))
+        self.embedding_sum = nn.Parameter(torch.zeros(codebook_size, dim))
+
+    def vectors(self) -> torch.Tensor:
+        """Codebook vectors ``embedding_sum / clamp(cluster_usage, 1e-5)``, computed in at least fp32."""
+        work = torch.promote_types(self.embedding_sum.dtype, torch.float32)
+        return self.embedding_sum.to(work) / self.cluster_usage.to(work).clamp(min=1e-5)[:, None]
+
+
+class VectorQuantization(nn.Module):
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self._codebook = EuclideanCodebook(dim, codebook_size)
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, layers: int, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([VectorQuantization(dim, codebook_size) for _ in range(layers)])
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """One RVQ group: codebooks of ``dim`` and bias-free 1x1 projections to/from ``io_dim``."""
+
+    def __init__(self, layers: int, dim: int, io_dim: int, codebook_size: int) -> None:
+        super().__init__()
+        # input_proj is only used for encoding; it exists so that the checkpoint loads strictly.
+        self.input_proj = nn.Conv1d(io_dim, dim, 1, bias=False)
+        self.output_proj = nn.Conv1d(dim, io_dim, 1, bias=False)
+        self.vq = ResidualVQ(layers, dim, codebook_size)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, io_dim] (the 1x1 conv as a matmul on channels-last data)."""
+        return F.linear(x, self.output_proj.weight[:, :, 0])
+
+
+class SplitResidualVectorQuantizer(nn.Module):
+    """Codebook 0 (semantic) and codebooks 1.. (acoustic), each group with its own output projection."""
+
+    def __init__(self, num_quantizers: int, dim: int, io_dim: int, codebook_size: int) -> None:
+        super().__init__()
+        self.rvq_first = ResidualVectorQuantizer(1, dim, io_dim, codebook_size)
+        self.rvq_rest = ResidualVectorQuantizer(num_quantizers - 1, dim, io_dim, codebook_size)
+
+    def codebooks(self) -> list[EuclideanCodebook]:
+        groups = (self.rvq_first, self.rvq_rest)
+        return [vq._codebook for g in groups for vq in g.vq.layers]  # type: ignore[union-attr,misc]

@@ -1,0 +1,82 @@
+"""Code predictor: a 5-layer transformer that turns one codebook-0 token into codebooks 1..15.
+
+Per frame it runs a 2-position prefill ([talker hidden, codec embedding of the codebook-0 token]) and 14
+single-token steps, each with its own input table and head. Its KV cache lives only for that frame, so
+all rows of a batch share the same positions and one small static cache serves every frame.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .config import TransformerConfig
+from .layers import DecoderStack, KVCache
+
+# pick(logits [B, vocab] float32, group index 1..15) -> codes [B]
+CodePicker = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+class PredictorModel(DecoderStack):
+    def __init__(self, cfg: TransformerConfig, talker_hidden: int, groups: int) -> None:
+        super().__init__(cfg)
+        # Tables for codebooks 1..15 embed into the *talker* width (their sum feeds the talker).
+        self.codec_embedding = nn.ModuleList(nn.Embedding(cfg.vocab_size, talker_hidden) for _ in range(groups - 1))
+
+
+class CodePredictor(nn.Module):
+    def __init__(self, cfg: TransformerConfig, talker_hidden: int, groups: int = 16) -> None:
+        super().__init__()
+        self.groups = groups
+        self.model = PredictorModel(cfg, talker_hidden, groups)
+        self.lm_head = nn.ModuleList(nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(groups - 1))
+        # 1.7B: talker width 2048 -> predictor width 1024; 0.6B: identity (no weights in the checkpoint).
+        self.small_to_mtp_projection: nn.Module = (
+            nn.Linear(talker_hidden, cfg.hidden_size, bias=True) if talker_hidden != cfg.hidden_size else nn.Identity()
+        )
+        self._cache: Optional[KVCache] = None
+
+    def _frame_cache(self, rows: int, ref: torch.Tensor) -> KVCache:
+        cache = self._cache
+        if cache is None or cache.slots < rows or cache.k.dtype != ref.dtype or cache.k.device != ref.device:
+            cache = self.model.new_cache(max(rows, 1), self.groups, ref.dtype, ref.device)
+            self._cache = cache
+        return cache
+
+    def group_embeddings(self, codes: torch.Tensor) -> list[torch.Tensor]:
+        """codes [B, 15] (codebooks 1..15) -> 15 embeddings [B, 1, H_talker]."""
+        return [self.model.codec_embedding[j](codes[:, j : j + 1]) for j in range(self.groups - 1)]
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        past_hidden: torch.Tensor,
+        token_embedding: torch.Tensor,
+        pick: CodePicker,
+        forced: Optional[torch.Tensor] = None,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """past_hidden, token_embedding: [B, H_talker] -> codes [B, 15] (and logits [B, 15, vocab] if asked).
+
+        `forced` [B, 15] feeds given codes instead of the picked ones (teacher forcing for parity tests)."""
+        rows = past_hidden.shape[0]
+        cache = self._frame_cache(rows, past_hidden)
+        x = torch.stack((past_hidden, token_embedding), dim=1)
+        hidden = self.model.prefill(self.small_to_mtp_projection(x), cache, slot=0)[:, -1:]
+        codes = []
+        all_logits = []
+        for j in range(self.groups - 1):
+            logits = self.lm_head[j](hidden[:, -1]).float()
+            code = pick(logits, j + 1) if forced is None else forced[:, j]
+            codes.append(code)
+            if return_logits:
+                all_logits.append(logits)
+            if j == self.groups - 2:
+                break
+            emb = self.small_to_mtp_projection(self.model.codec_embedding[j](code[:, None]))
+            position = torch.full((rows,), j + 2, dtype=torch.long, device=past_hidden.device)
+            hidden = self.model.decode(emb, cache, position, j + 3)
+        out = torch.stack(codes, dim=1)
+        return out, (torch.stack(all_logits, dim=1) if return_logits else None)

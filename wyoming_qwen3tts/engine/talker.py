@@ -1,0 +1,59 @@
+"""Talker: a Qwen3 decoder that predicts codebook 0 once per 80 ms frame, plus its embeddings.
+
+Module names mirror the checkpoint (`talker.model.layers.N...`, `talker.text_projection...`,
+`talker.codec_head`, `talker.code_predictor...`), so the official weights load strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TalkerConfig
+from .layers import DecoderStack
+from .predictor import CodePredictor
+
+
+class TalkerModel(DecoderStack):
+    def __init__(self, cfg: TalkerConfig) -> None:
+        super().__init__(cfg.transformer)
+        self.codec_embedding = nn.Embedding(cfg.transformer.vocab_size, cfg.transformer.hidden_size)
+        self.text_embedding = nn.Embedding(cfg.text_vocab_size, cfg.text_hidden_size)
+
+
+class TextProjection(nn.Module):
+    """Linear -> SiLU -> Linear from the text width (2048) to the talker width."""
+
+    def __init__(self, text_hidden: int, hidden: int) -> None:
+        super().__init__()
+        self.linear_fc1 = nn.Linear(text_hidden, text_hidden, bias=True)
+        self.linear_fc2 = nn.Linear(text_hidden, hidden, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_fc2(F.silu(self.linear_fc1(x)))
+
+
+class Talker(nn.Module):
+    def __init__(self, cfg: TalkerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.transformer.hidden_size
+        self.model = TalkerModel(cfg)
+        self.text_projection = TextProjection(cfg.text_hidden_size, hidden)
+        self.codec_head = nn.Linear(hidden, cfg.transformer.vocab_size, bias=False)
+        self.code_predictor = CodePredictor(cfg.predictor, hidden, cfg.num_code_groups)
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [..., T] -> projected text embeddings [..., T, H]."""
+        return self.text_projection(self.model.text_embedding(ids))
+
+    def embed_codec(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.codec_embedding(ids)
+
+    def frame_embedding(self, token: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Talker input of the next step: sum of the 16 code embeddings of a frame, [B, 1, H].
+
+        Summed as one stacked `.sum` in the reference's order, so the rounding matches it."""
+        parts = [self.embed_codec(token[:, None])] + self.code_predictor.group_embeddings(codes)
+        return torch.cat(parts, dim=1).sum(1, keepdim=True)
