@@ -83,6 +83,7 @@ def test_array_inputs() -> None:
     expected = np.mean(data.astype(np.float32) / np.float32(32768.0), axis=-1).astype(np.float32)
     assert sr == 8000
     np.testing.assert_array_equal(wave, expected)
+    np.testing.assert_array_equal(load_audio((data.T, 8000))[0], expected)  # (channels, frames)
     f64 = np.linspace(-0.5, 0.5, 100)
     np.testing.assert_array_equal(load_audio((f64, 24000))[0], f64.astype(np.float32))
     np.testing.assert_array_equal(load_audio((torch.from_numpy(f64), 24000))[0], f64.astype(np.float32))

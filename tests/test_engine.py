@@ -189,3 +189,71 @@ def test_engine_is_thread_safe_for_submitters(cv_engine):
         t.join()
     assert len(results) == 4
     assert all(np.array_equal(results[0].codes, r.codes) for r in results.values())
+
+
+def test_sharded_checkpoint_loads_the_same(tiny_custom_voice, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(tiny_custom_voice, sharded)
+    state = load_file(sharded / "model.safetensors")
+    (sharded / "model.safetensors").unlink()
+    names = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for shard, keys in halves.items():
+        save_file({k: state[k] for k in keys}, sharded / shard, metadata={"format": "pt"})
+        weight_map.update({k: shard for k in keys})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    engine = Engine.load(sharded, device="cpu", dtype="float32", slots=1)
+    try:
+        codes = engine.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=6))).codes
+    finally:
+        engine.close()
+    reference = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1)
+    try:
+        assert np.array_equal(codes, reference.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=6))).codes)
+    finally:
+        reference.close()
+
+
+def test_shape_mismatch_names_the_tensor(tiny_custom_voice, tmp_path):
+    import json
+    import shutil
+
+    from wyoming_qwen3tts.engine import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_custom_voice, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["talker_config"]["intermediate_size"] += 8
+    (broken / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*talker\.model\.layers\.0\.mlp"):
+        Engine.load(broken, device="cpu")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_on_cpu_runs(tiny_custom_voice, dtype):
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype=dtype, slots=2)
+    try:
+        assert engine.dtype == getattr(torch, dtype)
+        streams = [engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=6))) for _ in range(2)]
+        results = [s.result(120) for s in streams]
+        assert all(r.audio.dtype == np.float32 and np.isfinite(r.audio).all() for r in results)
+        assert results[0].codes.shape == (5, 16) and np.array_equal(results[0].codes, results[1].codes)
+    finally:
+        engine.close()
+
+
+def test_unknown_device_and_dtype_are_rejected(tiny_custom_voice):
+    with pytest.raises(ValueError, match="dtype"):
+        Engine.load(tiny_custom_voice, device="cpu", dtype="float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            Engine.load(tiny_custom_voice, device="cuda")

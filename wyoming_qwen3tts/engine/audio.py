@@ -37,8 +37,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Tuple[Any, int]]
 
-# Full-scale value per integer dtype: the same normalisation libsndfile applies when reading PCM as float.
 _B64_RE = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
+# Full-scale value per integer dtype: the same normalisation libsndfile applies when reading PCM as float.
 _INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 
@@ -67,8 +67,9 @@ def load_audio(
 
     ``source`` is a file path (str or PathLike; wav/flac/ogg/mp3 or anything libsndfile reads), the raw
     bytes of such a file, a base64 string of such a file (raw or ``data:audio/...;base64,`` URL), or a
-    tuple ``(array, sample_rate)`` with ``array`` shaped ``(frames,)`` or ``(frames, channels)``
-    (numpy or torch). ``max_seconds`` / ``max_bytes`` of ``None`` disable that limit.
+    tuple ``(array, sample_rate)`` with ``array`` shaped ``(frames,)`` or ``(frames, channels)`` (numpy or
+    torch; a 2-D array with at most 8 rows and more columns is taken as ``(channels, frames)``).
+    ``max_seconds`` / ``max_bytes`` of ``None`` disable that limit.
     """
     if isinstance(source, tuple):
         wave, sr = _from_array(source)
@@ -141,6 +142,9 @@ def _from_array(source: Tuple[Any, int]) -> Tuple[np.ndarray, int]:
     if hasattr(data, "detach"):  # torch tensor
         data = data.detach().cpu().numpy()
     arr = np.asarray(data)
+    if arr.ndim == 2 and arr.shape[0] <= 8 < arr.shape[1]:
+        # (channels, frames) as torch/torchaudio produce it; the reference would average the wrong axis.
+        arr = arr.T
     if arr.dtype == np.uint8:  # 8-bit PCM is unsigned with a 128 offset
         wave = ((arr.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     elif arr.dtype in _INT_SCALE:
