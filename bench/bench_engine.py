@@ -41,7 +41,9 @@ def bench_ours(model: str, dtype: str, frames: int, threads: int, policy: tuple[
         chunk_policy=ChunkPolicy(*policy),
     )
     try:
-        engine.synthesize(SpeechRequest(TEXT, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=3)))
+        engine.synthesize(
+            SpeechRequest(TEXT, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=3))
+        )
         start = time.monotonic()
         stamps = []
         samples = 0
@@ -69,7 +71,9 @@ def bench_ours(model: str, dtype: str, frames: int, threads: int, policy: tuple[
 
 def bench_reference(python: str, model: str, dtype: str, frames: int, threads: int) -> dict:
     cmd = [python, str(HERE / "reference_bench.py"), model, dtype, str(frames), str(threads), TEXT]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,7 +86,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--first-chunk", type=int, default=1)
     p.add_argument("--chunk", type=int, default=4)
-    p.add_argument("--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)")
+    p.add_argument(
+        "--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)"
+    )
     p.add_argument("--json", help="append the rows as JSON lines to this file")
     args = p.parse_args()
     model = args.model
@@ -104,7 +110,8 @@ def main() -> int:
     print(f"{'engine':10} {'dtype':9} {'frames':>6} {'ms/frame':>9} {'x RT':>6} {'TTFA s':>7} {'total s':>8}")
     for r in rows:
         print(
-            f"{r['engine']:10} {r['dtype']:9} {r['frames']:6d} {r['ms_per_frame']:9.1f} {r['x_real_time']:6.3f} "
+            f"{r['engine']:10} {r['dtype']:9} {r['frames']:6d} {r['ms_per_frame']:9.1f} "
+            f"{r['x_real_time']:6.3f} "
             f"{r['ttfa_s']:7.2f} {r['total_s']:8.2f}"
         )
     for dtype in args.dtype.split(","):
@@ -112,7 +119,10 @@ def main() -> int:
         if "reference" in pair:
             ratio = pair["reference"]["ms_per_frame"] / pair["ours"]["ms_per_frame"]
             ttfa = pair["reference"]["ttfa_s"] / pair["ours"]["ttfa_s"]
-            print(f"{dtype}: ours is {ratio:.2f}x the reference per frame, time to first audio {ttfa:.1f}x lower")
+            print(
+                f"{dtype}: ours is {ratio:.2f}x the reference per frame, "
+                f"time to first audio {ttfa:.1f}x lower"
+            )
     if args.json:
         with open(args.json, "a", encoding="utf-8") as fh:
             for r in rows:

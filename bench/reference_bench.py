@@ -15,7 +15,13 @@ from qwen_tts import Qwen3TTSModel
 
 
 def main() -> None:
-    model_dir, dtype, frames, threads, text = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    model_dir, dtype, frames, threads, text = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        sys.argv[5],
+    )
     torch.set_num_threads(threads)
     t0 = time.monotonic()
     tts = Qwen3TTSModel.from_pretrained(

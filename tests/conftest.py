@@ -37,7 +37,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
 
     def get(model_type: str) -> Path:
         if model_type not in cache:
-            cache[model_type] = build_checkpoint(root / model_type, model_type, "tiny", seed=0, dtype="float32")
+            cache[model_type] = build_checkpoint(
+                root / model_type, model_type, "tiny", seed=0, dtype="float32"
+            )
         return cache[model_type]
 
     return get
@@ -72,7 +74,9 @@ def checkpoint_matches_manifest(path: Path, model_type: str, manifest: dict[str,
     """Return the files of a built checkpoint whose sha256 differs from the goldens manifest."""
     expected = manifest["checkpoints"][model_type]
     return [
-        rel for rel, digest in expected.items() if hashlib.sha256((path / rel).read_bytes()).hexdigest() != digest
+        rel
+        for rel, digest in expected.items()
+        if hashlib.sha256((path / rel).read_bytes()).hexdigest() != digest
     ]
 
 

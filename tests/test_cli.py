@@ -27,9 +27,23 @@ def _synth(*args: str) -> subprocess.CompletedProcess:
 
 def test_synth_custom_voice_writes_wav_and_codes(tiny_custom_voice, tmp_path):
     out, codes = tmp_path / "out.wav", tmp_path / "codes.npy"
-    proc = _synth("--model", str(tiny_custom_voice), "--text", "Hello there.", "--speaker", "Ryan",
-                  "--language", "English", "--greedy", "--max-new-tokens", "11", "--out", str(out),
-                  "--codes-out", str(codes))
+    proc = _synth(
+        "--model",
+        str(tiny_custom_voice),
+        "--text",
+        "Hello there.",
+        "--speaker",
+        "Ryan",
+        "--language",
+        "English",
+        "--greedy",
+        "--max-new-tokens",
+        "11",
+        "--out",
+        str(out),
+        "--codes-out",
+        str(codes),
+    )
     assert proc.returncode == 0, proc.stderr
     with wave.open(str(out)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
@@ -46,8 +60,21 @@ def test_synth_clone_from_reference_clip(tiny_base, tmp_path):
     rng = np.random.default_rng(0)
     soundfile.write(clip, (0.1 * rng.standard_normal(32000)).astype(np.float32), 16000)
     out = tmp_path / "clone.wav"
-    proc = _synth("--model", str(tiny_base), "--text", "Cloned.", "--ref-audio", str(clip), "--ref-text",
-                  "A reference transcript.", "--greedy", "--max-frames", "4", "--out", str(out))
+    proc = _synth(
+        "--model",
+        str(tiny_base),
+        "--text",
+        "Cloned.",
+        "--ref-audio",
+        str(clip),
+        "--ref-text",
+        "A reference transcript.",
+        "--greedy",
+        "--max-frames",
+        "4",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     with wave.open(str(out)) as w:
         assert w.getnframes() == 4 * 1920
@@ -57,9 +84,22 @@ def test_synth_voice_design_seeded_is_reproducible(tiny_voice_design, tmp_path):
     outs = []
     for name in ("a", "b"):
         codes = tmp_path / f"{name}.npy"
-        proc = _synth("--model", str(tiny_voice_design), "--text", "Designed.", "--instruct", "A bright voice.",
-                      "--seed", "5", "--max-frames", "5", "--out", str(tmp_path / f"{name}.wav"),
-                      "--codes-out", str(codes))
+        proc = _synth(
+            "--model",
+            str(tiny_voice_design),
+            "--text",
+            "Designed.",
+            "--instruct",
+            "A bright voice.",
+            "--seed",
+            "5",
+            "--max-frames",
+            "5",
+            "--out",
+            str(tmp_path / f"{name}.wav"),
+            "--codes-out",
+            str(codes),
+        )
         assert proc.returncode == 0, proc.stderr
         outs.append(np.load(codes))
     assert np.array_equal(outs[0], outs[1])
@@ -91,5 +131,7 @@ def test_synth_unknown_model_type_names_the_file(tiny_custom_voice, tmp_path):
 
 
 def test_plain_entry_point_without_subcommand_explains(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "wyoming_qwen3tts"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wyoming_qwen3tts"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "synth" in proc.stderr

@@ -37,7 +37,9 @@ def _request(text=TEXT, **kw) -> SpeechRequest:
     return SpeechRequest(text, **kw)
 
 
-@pytest.mark.parametrize("policy", [ChunkPolicy(1, 1), ChunkPolicy(2, 3), ChunkPolicy(1, 7), ChunkPolicy(50, 50)])
+@pytest.mark.parametrize(
+    "policy", [ChunkPolicy(1, 1), ChunkPolicy(2, 3), ChunkPolicy(1, 7), ChunkPolicy(50, 50)]
+)
 def test_streamed_chunks_equal_full_decode(cv_engine, policy):
     stream = cv_engine.submit(_request(chunk_policy=policy))
     chunks = [c.samples for c in stream]
@@ -139,7 +141,10 @@ def test_prompt_too_long_for_cache_fails_the_stream_not_the_engine(tiny_custom_v
         stream = engine.submit(_request("word " * 60))
         with pytest.raises(ValueError, match="does not fit"):
             stream.result(60)
-        assert len(engine.synthesize(_request("Hi.", sampling=SamplingParams.greedy(max_new_tokens=3))).codes) == 2
+        assert (
+            len(engine.synthesize(_request("Hi.", sampling=SamplingParams.greedy(max_new_tokens=3))).codes)
+            == 2
+        )
     finally:
         engine.close()
 
@@ -180,7 +185,9 @@ def test_engine_is_thread_safe_for_submitters(cv_engine):
     results = {}
 
     def worker(i):
-        results[i] = cv_engine.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=5)), timeout=120)
+        results[i] = cv_engine.synthesize(
+            _request(sampling=SamplingParams.greedy(max_new_tokens=5)), timeout=120
+        )
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
@@ -218,7 +225,9 @@ def test_sharded_checkpoint_loads_the_same(tiny_custom_voice, tmp_path):
         engine.close()
     reference = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1)
     try:
-        assert np.array_equal(codes, reference.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=6))).codes)
+        assert np.array_equal(
+            codes, reference.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=6))).codes
+        )
     finally:
         reference.close()
 
@@ -243,7 +252,9 @@ def test_half_precision_on_cpu_runs(tiny_custom_voice, dtype):
     engine = Engine.load(tiny_custom_voice, device="cpu", dtype=dtype, slots=2)
     try:
         assert engine.dtype == getattr(torch, dtype)
-        streams = [engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=6))) for _ in range(2)]
+        streams = [
+            engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=6))) for _ in range(2)
+        ]
         results = [s.result(120) for s in streams]
         assert all(r.audio.dtype == np.float32 and np.isfinite(r.audio).all() for r in results)
         assert results[0].codes.shape == (5, 16) and np.array_equal(results[0].codes, results[1].codes)

@@ -41,7 +41,13 @@ def _reference(logits, history, temperature, top_k, top_p, penalty):
 
 @pytest.mark.parametrize(
     "temperature, top_k, top_p, penalty",
-    [(0.9, 50, 1.0, 1.05), (0.7, 20, 0.8, 1.2), (1.0, 0, 0.5, 1.0), (1.3, 3072, 0.95, 2.0), (0.5, 1, 1.0, 1.05)],
+    [
+        (0.9, 50, 1.0, 1.05),
+        (0.7, 20, 0.8, 1.2),
+        (1.0, 0, 0.5, 1.0),
+        (1.3, 3072, 0.95, 2.0),
+        (0.5, 1, 1.0, 1.05),
+    ],
 )
 @pytest.mark.parametrize("history", [[], [5], [5, 17, 17, 2049, 300, 5]])
 def test_talker_processing_matches_transformers(temperature, top_k, top_p, penalty, history):
@@ -93,13 +99,27 @@ def test_greedy_and_seeded_choice():
 
 def test_params_resolve_from_generation_config_and_validate():
     defaults = GenerationDefaults.from_dict(
-        {"do_sample": True, "temperature": 0.9, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.05,
-         "subtalker_dosample": True, "subtalker_temperature": 0.9, "subtalker_top_k": 50, "subtalker_top_p": 1.0,
-         "max_new_tokens": 8192}
+        {
+            "do_sample": True,
+            "temperature": 0.9,
+            "top_k": 50,
+            "top_p": 1.0,
+            "repetition_penalty": 1.05,
+            "subtalker_dosample": True,
+            "subtalker_temperature": 0.9,
+            "subtalker_top_k": 50,
+            "subtalker_top_p": 1.0,
+            "max_new_tokens": 8192,
+        }
     )
     r = SamplingParams(temperature=0.5).resolve(defaults)
     assert (r.temperature, r.top_k, r.repetition_penalty, r.max_new_tokens, r.subtalker_do_sample) == (
-        0.5, 50, 1.05, 8192, True)
+        0.5,
+        50,
+        1.05,
+        8192,
+        True,
+    )
     g = SamplingParams.greedy().resolve(defaults)
     assert g.do_sample is False and g.subtalker_do_sample is False
     for bad in (dict(temperature=-1), dict(top_p=1.5), dict(top_k=-2), dict(repetition_penalty=0)):

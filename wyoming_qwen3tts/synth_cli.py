@@ -1,4 +1,4 @@
-"""`python -m wyoming_qwen3tts synth ...`: synthesize one WAV file with the engine (for users and debugging)."""
+"""`python -m wyoming_qwen3tts synth ...`: one WAV file from the engine (for users and debugging)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--text", required=True, help="text to speak ('-' reads standard input)")
     voice = p.add_argument_group("voice")
     voice.add_argument("--speaker", help="built-in speaker (CustomVoice models)")
-    voice.add_argument("--instruct", help="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
+    voice.add_argument(
+        "--instruct", help="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)"
+    )
     voice.add_argument("--ref-audio", help="reference clip to clone (Base models)")
     voice.add_argument("--ref-text", help="transcript of the reference clip (in-context cloning)")
     voice.add_argument("--xvector-only", action="store_true", help="clone from the speaker embedding alone")
@@ -38,12 +40,23 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     sampling.add_argument("--max-new-tokens", type=int, help="codebook-0 tokens to generate at most")
     p.add_argument("--max-frames", type=int, help="stop after this many 80 ms frames")
     text_mode = p.add_mutually_exclusive_group()
-    text_mode.add_argument("--streaming-text", dest="non_streaming", action="store_false", default=None,
-                           help="feed the text one token per frame")
-    text_mode.add_argument("--non-streaming-text", dest="non_streaming", action="store_true",
-                           help="put the whole text in the prompt")
+    text_mode.add_argument(
+        "--streaming-text",
+        dest="non_streaming",
+        action="store_false",
+        default=None,
+        help="feed the text one token per frame",
+    )
+    text_mode.add_argument(
+        "--non-streaming-text",
+        dest="non_streaming",
+        action="store_true",
+        help="put the whole text in the prompt",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ROCm GPUs are 'cuda' too)")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16"
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--cache-dir", help="Hugging Face cache directory for downloads")
     p.add_argument("--local-files-only", action="store_true", help="never download; use the local cache only")

@@ -35,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 TEXT = "Hello world, this is a small test."
 REF_TEXT = "This is the reference transcript of the voice, read slowly and clearly."
 GREEDY = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=16)
+REF_CLIP_24K = [24000, 0]  # [sample rate, numpy seed] of reference_audio(2.0, sr, seed)
 # "See you." (Sohee, Korean) is the second batch row because it hits EOS after 4 frames on the tiny seed-0
 # checkpoint ("Short." never stops within 15 frames), so the early-stop truncation is exercised.
 BATCH_SECOND_TEXT = "See you."
@@ -191,57 +192,132 @@ def _put_wavs(arrays: dict[str, Any], out: tuple) -> None:
     arrays["sample_rate"] = np.array(sr, dtype=np.int32)
 
 
+# name -> (model type, public API method, call kwargs, seed, code-predictor frames kept). The kwargs are
+# stored in case_json (the reference clip as "ref_audio": [sr, seed]) so tests need not repeat them.
+_SAMPLED_PARAMS = dict(
+    temperature=0.7,
+    top_k=20,
+    top_p=0.8,
+    repetition_penalty=1.2,
+    subtalker_temperature=0.6,
+    subtalker_top_k=10,
+    subtalker_top_p=0.9,
+)
+CASES: dict[str, tuple[str, str, dict[str, Any], int, int]] = {
+    "cv_greedy_lang_spk": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(text=TEXT, speaker="Ryan", language="English", **GREEDY),
+        0,
+        2,
+    ),
+    "cv_greedy_auto_dialect_instruct": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(text=TEXT, speaker="Dylan", language="Auto", instruct="Speak warmly.", **GREEDY),
+        0,
+        1,
+    ),
+    "cv_greedy_streaming_text": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(text=TEXT, speaker="Vivian", language="Chinese", non_streaming_mode=False, **GREEDY),
+        0,
+        1,
+    ),
+    "cv_greedy_batch2": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(
+            text=[TEXT, BATCH_SECOND_TEXT],
+            speaker=["Ryan", "Sohee"],
+            language=["English", "Korean"],
+            **GREEDY,
+        ),
+        0,
+        1,
+    ),
+    "cv_sampled_seed1234": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(text=TEXT, speaker="Ryan", language="English", max_new_tokens=16),
+        1234,
+        1,
+    ),
+    "cv_sampled_params_seed77": (
+        "custom_voice",
+        "generate_custom_voice",
+        dict(
+            text=TEXT,
+            speaker="Ryan",
+            language="English",
+            max_new_tokens=16,
+            do_sample=True,
+            subtalker_dosample=True,
+            **_SAMPLED_PARAMS,
+        ),
+        77,
+        1,
+    ),
+    "vd_greedy": (
+        "voice_design",
+        "generate_voice_design",
+        dict(text=TEXT, instruct="A calm deep male voice.", language="English", **GREEDY),
+        0,
+        2,
+    ),
+    "base_xvec_greedy": (
+        "base",
+        "generate_voice_clone",
+        dict(text=TEXT, language="English", ref_audio=REF_CLIP_24K, x_vector_only_mode=True, **GREEDY),
+        0,
+        1,
+    ),
+    "base_icl_greedy_streaming_text": (
+        "base",
+        "generate_voice_clone",
+        dict(text=TEXT, language="English", ref_audio=REF_CLIP_24K, ref_text=REF_TEXT, **GREEDY),
+        0,
+        2,
+    ),
+    "base_icl_greedy_non_streaming": (
+        "base",
+        "generate_voice_clone",
+        dict(
+            text=TEXT,
+            language="English",
+            ref_audio=REF_CLIP_24K,
+            ref_text=REF_TEXT,
+            non_streaming_mode=True,
+            **GREEDY,
+        ),
+        0,
+        1,
+    ),
+}
+
+
 def _cases(tts: dict[str, Any], rec: dict[str, Recorder]) -> dict[str, dict[str, Any]]:
-    cv, vd, base = tts["custom_voice"], tts["voice_design"], tts["base"]
-    ref24 = (reference_audio(2.0, 24000, 0), 24000)
     results: dict[str, dict[str, Any]] = {}
+    for name, (model_type, method, kwargs, seed, cp_frames) in CASES.items():
+        call_kwargs = dict(kwargs)
+        if "ref_audio" in call_kwargs:
+            sr, clip_seed = call_kwargs["ref_audio"]
+            call_kwargs["ref_audio"] = (reference_audio(2.0, sr, clip_seed), sr)
+        api = getattr(tts[model_type], method)
 
-    def gen(name: str, which: str, fn: Callable[[], Any], seed: int = 0, cp_frames: int = 1, **extra: Any) -> None:
-        def call() -> Any:
+        def call(api: Callable = api, call_kwargs: dict = call_kwargs, seed: int = seed) -> Any:
             torch.manual_seed(seed)
-            return fn()
+            return api(**call_kwargs)
 
-        arrays, _, out = rec[which].run(call, cp_frames)
+        arrays, _, out = rec[model_type].run(call, cp_frames)
         _put_wavs(arrays, out)
-        arrays["case_json"] = np.array(json.dumps({"model": which, "seed": seed, **extra}, sort_keys=True))
+        case = {"model": model_type, "api": method, "kwargs": kwargs, "seed": seed}
+        arrays["case_json"] = np.array(json.dumps(case, sort_keys=True))
         results[name] = arrays
         _LOGGER.info("%s: %s", name, {k: v.shape for k, v in arrays.items() if k.startswith("codes")})
-
-    gen("cv_greedy_lang_spk", "custom_voice",
-        lambda: cv.generate_custom_voice(text=TEXT, speaker="Ryan", language="English", **GREEDY),
-        cp_frames=2)
-    gen("cv_greedy_auto_dialect_instruct", "custom_voice",
-        lambda: cv.generate_custom_voice(text=TEXT, speaker="Dylan", language="Auto", instruct="Speak warmly.",
-                                         **GREEDY))
-    gen("cv_greedy_streaming_text", "custom_voice",
-        lambda: cv.generate_custom_voice(text=TEXT, speaker="Vivian", language="Chinese", non_streaming_mode=False,
-                                         **GREEDY))
-    gen("cv_greedy_batch2", "custom_voice",
-        lambda: cv.generate_custom_voice(text=[TEXT, BATCH_SECOND_TEXT], speaker=["Ryan", "Sohee"],
-                                         language=["English", "Korean"], **GREEDY))
-    gen("cv_sampled_seed1234", "custom_voice",
-        lambda: cv.generate_custom_voice(text=TEXT, speaker="Ryan", language="English", max_new_tokens=16),
-        seed=1234)
-    params = dict(temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.2, subtalker_temperature=0.6,
-                  subtalker_top_k=10, subtalker_top_p=0.9)
-    gen("cv_sampled_params_seed77", "custom_voice",
-        lambda: cv.generate_custom_voice(text=TEXT, speaker="Ryan", language="English", max_new_tokens=16,
-                                         do_sample=True, subtalker_dosample=True, **params),
-        seed=77, params=params)
-    gen("vd_greedy", "voice_design",
-        lambda: vd.generate_voice_design(text=TEXT, instruct="A calm deep male voice.", language="English",
-                                         **GREEDY), cp_frames=2)
-    gen("base_xvec_greedy", "base",
-        lambda: base.generate_voice_clone(text=TEXT, language="English", ref_audio=ref24, x_vector_only_mode=True,
-                                          **GREEDY))
-    gen("base_icl_greedy_streaming_text", "base",
-        lambda: base.generate_voice_clone(text=TEXT, language="English", ref_audio=ref24, ref_text=REF_TEXT,
-                                          **GREEDY), cp_frames=2, ref_text=REF_TEXT)
-    gen("base_icl_greedy_non_streaming", "base",
-        lambda: base.generate_voice_clone(text=TEXT, language="English", ref_audio=ref24, ref_text=REF_TEXT,
-                                          non_streaming_mode=True, **GREEDY), ref_text=REF_TEXT)
-    results["base_prompt"] = _base_prompt(base, rec["base"])
-    return results  # fmt: skip
+    results["base_prompt"] = _base_prompt(tts["base"], rec["base"])
+    return results
 
 
 def _base_prompt(base: Any, recorder: Recorder) -> dict[str, Any]:
@@ -249,7 +325,9 @@ def _base_prompt(base: Any, recorder: Recorder) -> dict[str, Any]:
     arrays: dict[str, Any] = {}
     for tag, sr, seed in (("24k", 24000, 0), ("16k", 16000, 1)):
         wav = reference_audio(2.0, sr, seed)
-        _, rec, items = recorder.run(lambda: base.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=REF_TEXT))
+        _, rec, items = recorder.run(
+            lambda: base.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=REF_TEXT)
+        )
         # The raw clip is not stored: reference_audio(2.0, sr, seed) regenerates it exactly.
         arrays[f"ref_code_{tag}"] = _np(items[0].ref_code)
         arrays[f"xvector_{tag}"] = _np(items[0].ref_spk_embedding)
@@ -261,9 +339,12 @@ def _base_prompt(base: Any, recorder: Recorder) -> dict[str, Any]:
             arrays[f"resampled_{tag}"] = spk_audio
         ref = wav if sr == 24000 else spk_audio
         assert np.array_equal(spk_audio, ref) and np.array_equal(codec_in[0], ref), "encoder inputs differ"
-    arrays["case_json"] = np.array(json.dumps(
-        {"model": "base", "ref_text": REF_TEXT, "clips": {"24k": [24000, 0], "16k": [16000, 1]}}, sort_keys=True
-    ))
+    arrays["case_json"] = np.array(
+        json.dumps(
+            {"model": "base", "ref_text": REF_TEXT, "clips": {"24k": [24000, 0], "16k": [16000, 1]}},
+            sort_keys=True,
+        )
+    )
     return arrays
 
 
@@ -277,7 +358,10 @@ def main() -> None:
     from qwen_tts import Qwen3TTSModel  # only available in the reference environment
 
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"builder": {"preset": "tiny", "seed": 0, "dtype": "float32"}, "checkpoints": {}}
+    manifest: dict[str, Any] = {
+        "builder": {"preset": "tiny", "seed": 0, "dtype": "float32"},
+        "checkpoints": {},
+    }
     tts, rec = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for model_type in ("custom_voice", "base", "voice_design"):
@@ -297,7 +381,8 @@ def main() -> None:
         np.savez_compressed(args.out / f"{name}.npz", **arrays)
     manifest["cases"] = sorted(results)
     manifest["versions"] = {
-        pkg: metadata.version(pkg) for pkg in ("qwen-tts", "torch", "transformers", "numpy", "librosa", "soxr")
+        pkg: metadata.version(pkg)
+        for pkg in ("qwen-tts", "torch", "transformers", "numpy", "librosa", "soxr")
     }
     manifest["command"] = "/work/refvenv/bin/python tests/reference/make_goldens.py"
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

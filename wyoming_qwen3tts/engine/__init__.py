@@ -150,9 +150,13 @@ class Engine:
         dt = parse_dtype(dtype, dev)
         if slots < 1 or max_len < 16:
             raise ValueError("slots must be >= 1 and max_len >= 16")
-        model_dir = resolve_model_dir(model, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision)
+        model_dir = resolve_model_dir(
+            model, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision
+        )
         cfg = ModelConfig.load(model_dir)
-        _LOGGER.info("Loading %s (%s, %s) on %s as %s", model_dir.name, cfg.tts_model_type, cfg.tts_model_size, dev, dt)
+        _LOGGER.info(
+            "Loading %s (%s, %s) on %s as %s", model_dir.name, cfg.tts_model_type, cfg.tts_model_size, dev, dt
+        )
         state = load_state_dict(model_dir)
         source = model_dir / "model.safetensors"
         with torch.device("meta"):
@@ -179,10 +183,12 @@ class Engine:
             guard=guard,
             chunk_policy=chunk_policy,
         )
-        _LOGGER.info("Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, slots, max_len)
+        _LOGGER.info(
+            "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, slots, max_len
+        )
         return engine
 
-    # -- facts -------------------------------------------------------------------------------------------------
+    # -- facts ------------------------------------------------------------------------------------------
     @property
     def model_type(self) -> str:
         return self.config.tts_model_type
@@ -197,7 +203,7 @@ class Engine:
 
     sample_rate = SAMPLE_RATE
 
-    # -- speech ------------------------------------------------------------------------------------------------
+    # -- speech -----------------------------------------------------------------------------------------
     def submit(self, request: SpeechRequest) -> SpeechStream:
         """Queues a request; validation errors (unknown speaker/language, bad sampling values, a voice the
         model cannot use) raise ValueError here, before anything runs."""
@@ -236,14 +242,18 @@ class Engine:
         if self.model_type != "base":
             raise ValueError(f"voice cloning needs a Base model; this one is {self.model_type}")
         if not x_vector_only and not (ref_text and ref_text.strip()):
-            raise ValueError("ref_text (the transcript of the reference audio) is required unless x_vector_only")
+            raise ValueError(
+                "ref_text (the transcript of the reference audio) is required unless x_vector_only"
+            )
         wave, sr = load_audio(audio)
         wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
 
         def extract() -> VoicePrompt:
             spk = self._speaker().embed(wave)
             codes = None if x_vector_only else self._encoder().encode(wave).to(torch.long)
-            return VoicePrompt(speaker_embedding=spk, ref_codes=codes, ref_text=None if x_vector_only else ref_text)
+            return VoicePrompt(
+                speaker_embedding=spk, ref_codes=codes, ref_text=None if x_vector_only else ref_text
+            )
 
         return self.scheduler.call(extract).result()
 
@@ -252,8 +262,14 @@ class Engine:
             from .speaker import SpeakerEncoder
 
             enc = SpeakerEncoder.from_config(self.config.speaker_encoder)
-            load_into(enc, self._state, "speaker_encoder.", self.config.model_dir / "model.safetensors",
-                      dtype=self.dtype, device=self.device)
+            load_into(
+                enc,
+                self._state,
+                "speaker_encoder.",
+                self.config.model_dir / "model.safetensors",
+                dtype=self.dtype,
+                device=self.device,
+            )
             self._speaker_encoder = enc.eval()
         return self._speaker_encoder
 
@@ -267,8 +283,13 @@ class Engine:
                 valid_num_quantizers=int(codec.get("encoder_valid_num_quantizers", 16)),
                 downsample_rate=int(codec.get("encode_downsample_rate", 1920)),
             )
-            load_into(enc, self._codec_state, "encoder.", self.config.model_dir / "speech_tokenizer" / "model.safetensors",
-                      device=self.device)
+            load_into(
+                enc,
+                self._codec_state,
+                "encoder.",
+                self.config.model_dir / "speech_tokenizer" / "model.safetensors",
+                device=self.device,
+            )
             self._speech_encoder = enc.eval()
         return self._speech_encoder
 

@@ -122,7 +122,7 @@ class GenerationDefaults:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything the engine needs from config.json, generation_config.json and speech_tokenizer/config.json."""
+    """What the engine needs from config.json, generation_config.json and speech_tokenizer/config.json."""
 
     model_dir: Path
     tts_model_type: str
@@ -188,10 +188,13 @@ class ModelConfig:
         )
         if talker.num_code_groups != 16:
             raise CheckpointError(
-                f"{config_path}: num_code_groups={talker.num_code_groups}; only the 12 Hz models (16) are supported"
+                f"{config_path}: num_code_groups={talker.num_code_groups}; "
+                "only the 12 Hz models (16) are supported"
             )
         gen_path = model_dir / "generation_config.json"
-        generation = GenerationDefaults.from_dict(read_json(gen_path)) if gen_path.exists() else GenerationDefaults()
+        generation = (
+            GenerationDefaults.from_dict(read_json(gen_path)) if gen_path.exists() else GenerationDefaults()
+        )
         codec_path = model_dir / "speech_tokenizer" / "config.json"
         codec = read_json(codec_path)
         codec_type = codec.get("model_type")

@@ -111,7 +111,14 @@ class Attention(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def prefill(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int, slot: int, start: int
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        slot: int,
+        start: int,
     ) -> torch.Tensor:
         """n equal-length sequences (x: [n, T, H]) written to slots slot..slot+n-1 at positions
         start..start+T-1, with causal attention over everything cached before them."""
@@ -128,7 +135,10 @@ class Attention(nn.Module):
         if start == 0:
             out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=self.scale)
         else:
-            allowed = torch.arange(end, device=x.device)[None, :] <= torch.arange(start, end, device=x.device)[:, None]
+            allowed = (
+                torch.arange(end, device=x.device)[None, :]
+                <= torch.arange(start, end, device=x.device)[:, None]
+            )
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
 
@@ -201,10 +211,17 @@ class DecoderStack(nn.Module):
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
 
     def new_cache(
-        self, slots: int, max_len: int, dtype: torch.dtype, device: torch.device | str, kv_dtype: Optional[torch.dtype] = None
+        self,
+        slots: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        kv_dtype: Optional[torch.dtype] = None,
     ) -> KVCache:
         c = self.cfg
-        return KVCache(c.num_hidden_layers, slots, c.num_key_value_heads, max_len, c.head_dim, kv_dtype or dtype, device)
+        return KVCache(
+            c.num_hidden_layers, slots, c.num_key_value_heads, max_len, c.head_dim, kv_dtype or dtype, device
+        )
 
     def prefill(self, x: torch.Tensor, cache: KVCache, slot: int, start: int = 0) -> torch.Tensor:
         """x: [n, T, H] (slots slot..slot+n-1) -> final-norm hidden states [n, T, H]."""

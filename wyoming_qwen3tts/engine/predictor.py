@@ -23,7 +23,9 @@ class PredictorModel(DecoderStack):
     def __init__(self, cfg: TransformerConfig, talker_hidden: int, groups: int) -> None:
         super().__init__(cfg)
         # Tables for codebooks 1..15 embed into the *talker* width (their sum feeds the talker).
-        self.codec_embedding = nn.ModuleList(nn.Embedding(cfg.vocab_size, talker_hidden) for _ in range(groups - 1))
+        self.codec_embedding = nn.ModuleList(
+            nn.Embedding(cfg.vocab_size, talker_hidden) for _ in range(groups - 1)
+        )
 
 
 class CodePredictor(nn.Module):
@@ -31,10 +33,14 @@ class CodePredictor(nn.Module):
         super().__init__()
         self.groups = groups
         self.model = PredictorModel(cfg, talker_hidden, groups)
-        self.lm_head = nn.ModuleList(nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(groups - 1))
+        self.lm_head = nn.ModuleList(
+            nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(groups - 1)
+        )
         # 1.7B: talker width 2048 -> predictor width 1024; 0.6B: identity (no weights in the checkpoint).
         self.small_to_mtp_projection: nn.Module = (
-            nn.Linear(talker_hidden, cfg.hidden_size, bias=True) if talker_hidden != cfg.hidden_size else nn.Identity()
+            nn.Linear(talker_hidden, cfg.hidden_size, bias=True)
+            if talker_hidden != cfg.hidden_size
+            else nn.Identity()
         )
         self._cache: Optional[KVCache] = None
 

@@ -66,7 +66,9 @@ class PromptBuilder:
                 lang_id = talker.languages[str(dialect).lower()]
         return lang_id
 
-    def check(self, speaker: Optional[str], instruct: Optional[str], voice: Optional[VoicePrompt]) -> Optional[str]:
+    def check(
+        self, speaker: Optional[str], instruct: Optional[str], voice: Optional[VoicePrompt]
+    ) -> Optional[str]:
         """Validates the voice inputs for this model type; returns the instruct actually used."""
         kind = self.cfg.tts_model_type
         if speaker and kind != "custom_voice":
@@ -150,7 +152,9 @@ class PromptBuilder:
         if voice is not None and voice.icl:
             ref_codes = voice.ref_codes.to(device=device, dtype=torch.long)
             ref_ids = self.tok.reference_ids(voice.ref_text)[None].to(device)
-            icl, trailing = self._icl(ids[:, 3:-5], ref_ids[:, 3:-2], ref_codes, tts_pad, tts_eos, non_streaming)
+            icl, trailing = self._icl(
+                ids[:, 3:-5], ref_ids[:, 3:-2], ref_codes, tts_pad, tts_eos, non_streaming
+            )
             parts.append(icl)
         elif non_streaming:
             n = ids[:, 3:-5].shape[1]

@@ -118,7 +118,9 @@ class ModelRunner:
         return [s for s in self.rows if s is not None and not s.finished]
 
     # -- prefill -----------------------------------------------------------------------------------------
-    def new_sequence(self, prompt: Prompt, params: SamplingParams, max_frames: Optional[int] = None) -> Sequence:
+    def new_sequence(
+        self, prompt: Prompt, params: SamplingParams, max_frames: Optional[int] = None
+    ) -> Sequence:
         length = prompt.prefill.shape[0]
         room = self.max_len - length
         if room < 2:
@@ -236,7 +238,9 @@ class ModelRunner:
 
     def _predictor_picker(self, by_row: list[Optional[Sequence]]):
         sample = [bool(s.params.subtalker_do_sample) if s is not None else False for s in by_row]
-        temps = [s.params.subtalker_temperature if s is not None and d else 1.0 for s, d in zip(by_row, sample)]
+        temps = [
+            s.params.subtalker_temperature if s is not None and d else 1.0 for s, d in zip(by_row, sample)
+        ]
         top_k = [s.params.subtalker_top_k if s is not None and d else 0 for s, d in zip(by_row, sample)]
         top_p = [s.params.subtalker_top_p if s is not None and d else 1.0 for s, d in zip(by_row, sample)]
         generators = [s.generator if s is not None else None for s in by_row]

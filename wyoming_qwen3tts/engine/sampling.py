@@ -53,8 +53,12 @@ class SamplingParams:
             temperature=d.temperature if self.temperature is None else self.temperature,
             top_k=d.top_k if self.top_k is None else self.top_k,
             top_p=d.top_p if self.top_p is None else self.top_p,
-            repetition_penalty=d.repetition_penalty if self.repetition_penalty is None else self.repetition_penalty,
-            subtalker_do_sample=d.subtalker_dosample if self.subtalker_do_sample is None else self.subtalker_do_sample,
+            repetition_penalty=(
+                d.repetition_penalty if self.repetition_penalty is None else self.repetition_penalty
+            ),
+            subtalker_do_sample=(
+                d.subtalker_dosample if self.subtalker_do_sample is None else self.subtalker_do_sample
+            ),
             subtalker_temperature=(
                 d.subtalker_temperature if self.subtalker_temperature is None else self.subtalker_temperature
             ),

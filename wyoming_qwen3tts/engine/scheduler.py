@@ -67,11 +67,15 @@ class Scheduler:
         self.builder = builder
         self.decoder = decoder
         self._waiting: "collections.deque[_Job]" = collections.deque()
-        self._calls: "collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]]" = collections.deque()
+        self._calls: "collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]]" = (
+            collections.deque()
+        )
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._ref_states: "collections.OrderedDict[int, tuple[Any, Any, np.ndarray]]" = collections.OrderedDict()
+        self._ref_states: "collections.OrderedDict[int, tuple[Any, Any, np.ndarray]]" = (
+            collections.OrderedDict()
+        )
         self._thread = threading.Thread(target=self._run, name="qwen3tts-engine", daemon=True)
         self._thread.start()
 

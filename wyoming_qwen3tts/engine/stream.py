@@ -116,7 +116,7 @@ class SpeechStream:
 
     # -- consumer side -------------------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stops generation; the slot is freed at the next step and iteration ends (result() raises Cancelled)."""
+        """Stops generation: the slot is freed at the next step, iteration ends, result() raises Cancelled."""
         self._cancel.set()
 
     @property

@@ -63,14 +63,27 @@ class CausalTransConv(nn.Module):
         return (self.conv.in_channels, self.cache_len)
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
-        n = x.shape[-1]
-        if self.cache_len == 0:
-            return self.conv(x)[..., : n * self.stride]
-        cache = caches[self.slot]
-        full = torch.cat((cache, x), dim=-1)
-        cache.copy_(full[..., -self.cache_len :])
-        start = self.cache_len * self.stride
-        return self.conv(full)[..., start : start + n * self.stride]
+        b, _, n = x.shape
+        m, s = self.cache_len, self.stride
+        if m:
+            cache = caches[self.slot]
+            x = torch.cat((cache, x), dim=-1)
+            cache.copy_(x[..., -m:])
+        # One GEMM per call: every input sample times the whole kernel, [B, n + m, C_out, k]. CPU
+        # conv_transpose1d often falls back to a slow im2col path for these shapes.
+        weight = self.conv.weight  # [C_in, C_out, k]
+        c_out, k = weight.shape[1], weight.shape[2]
+        taps = torch.matmul(x.transpose(1, 2), weight.reshape(weight.shape[0], c_out * k))
+        taps = taps.view(b, n + m, c_out, k)
+        if (m + 1) * s != k:
+            taps = nn.functional.pad(taps, (0, (m + 1) * s - k))
+        # Output block t (s samples) = sum over i of the i-th kernel segment of input t - i.
+        out = taps[:, m:, :, :s]
+        for i in range(1, m + 1):
+            out = out + taps[:, m - i : m - i + n, :, i * s : (i + 1) * s]
+        out = out.permute(0, 2, 1, 3).reshape(b, c_out, n * s)  # a copy (or a view of the temporary taps)
+        bias = self.conv.bias
+        return out if bias is None else out.add_(bias[:, None])
 
 
 class SnakeBeta(nn.Module):
