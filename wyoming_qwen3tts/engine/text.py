@@ -6,12 +6,41 @@ tokenising the bare text) keeps BPE merges at the template boundaries identical.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
+from packaging.version import InvalidVersion, Version
 
 _LOGGER = logging.getLogger(__name__)
+
+# qwen-tts loads its processor with `fix_mistral_regex=True`. Under transformers 4.57.3 that swaps the first
+# pre-tokenizer split of a *local* checkpoint with a vocab over 100000 for this pattern whenever config.json's
+# transformers_version is missing or newer than 4.57.2 (the released Qwen3-TTS configs say 4.57.3), so that is
+# what the reference tokenises with. We apply the same rule, independent of the installed transformers version.
+REFERENCE_SPLIT_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_MISTRAL_TYPES = ("mistral", "mistral3", "voxtral", "ministral", "pixtral")
+
+
+def reference_swaps_split(config: dict, vocab_size: int) -> bool:
+    """Whether qwen-tts 0.1.1 (transformers 4.57.3) replaces the split regex for a local checkpoint."""
+    if vocab_size <= 100000:
+        return False
+    raw = config.get("transformers_version")
+    try:
+        version = Version(raw) if raw else None
+    except InvalidVersion:
+        version = None
+    if version is not None and version <= Version("4.57.2"):
+        return config.get("model_type") in _MISTRAL_TYPES
+    if version is not None and version >= Version("5.0.0"):
+        return False
+    return True
 
 
 def assistant_text(text: str) -> str:
@@ -34,6 +63,16 @@ class TextTokenizer:
         from transformers import Qwen2TokenizerFast
 
         self._tok = Qwen2TokenizerFast.from_pretrained(str(model_dir))
+        config_path = Path(model_dir) / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+        self.reference_split = reference_swaps_split(config, self._tok.vocab_size)
+        if self.reference_split:
+            from tokenizers import Regex
+            from tokenizers.pre_tokenizers import Split
+
+            self._tok.backend_tokenizer.pre_tokenizer[0] = Split(
+                pattern=Regex(REFERENCE_SPLIT_PATTERN), behavior="isolated"
+            )
 
     def encode(self, text: str) -> torch.Tensor:
         """-> LongTensor [T] (no special tokens added beyond those written in the text)."""

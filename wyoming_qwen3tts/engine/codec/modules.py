@@ -36,13 +36,26 @@ class CausalConv(nn.Module):
         return (self.conv.in_channels, self.cache_len)
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
-        if self.cache_len == 0:
-            return self.conv(x)
-        cache = caches[self.slot]
-        full = torch.cat((cache, x), dim=-1)
-        # The cat is a fresh tensor, so updating the cache in place cannot alias the conv input.
-        cache.copy_(full[..., -self.cache_len :])
-        return self.conv(full)
+        if self.cache_len:
+            cache = caches[self.slot]
+            x = torch.cat((cache, x), dim=-1)
+            # The cat is a fresh tensor, so updating the cache in place cannot alias the conv input.
+            cache.copy_(x[..., -self.cache_len :])
+        conv = self.conv
+        b, n_out = x.shape[0], x.shape[-1] - self.cache_len
+        if conv.groups != 1 or b * n_out * 6 > conv.out_channels:
+            return conv(x)
+        # Few output samples for a big kernel (low-rate stages, small streaming steps): one im2col GEMM
+        # reads the weight once; oneDNN would re-layout the whole weight on every call.
+        weight = conv.weight  # [C_out, C_in, k]
+        c_out, c_in, k = weight.shape
+        if k == 1:
+            cols = x.transpose(1, 2)
+        else:
+            d = conv.dilation[0]
+            cols = x.unfold(2, self.cache_len + 1, 1)[..., ::d]  # [B, C_in, n, k]
+            cols = cols.permute(0, 2, 1, 3).reshape(b, n_out, c_in * k)
+        return nn.functional.linear(cols, weight.view(c_out, c_in * k), conv.bias).transpose(1, 2)
 
 
 class CausalTransConv(nn.Module):
