@@ -18,7 +18,7 @@ _LOGGER = logging.getLogger(__name__)
 # qwen-tts loads its processor with `fix_mistral_regex=True`. Under transformers 4.57.3 that swaps the first
 # pre-tokenizer split of a *local* checkpoint with a vocab over 100000 for this pattern whenever config.json's
 # transformers_version is missing or newer than 4.57.2 (the released Qwen3-TTS configs say 4.57.3), so that is
-# what the reference tokenises with. We apply the same rule, independent of the installed transformers version.
+# what the reference tokenises with. We apply the same rule, whatever transformers version is installed.
 REFERENCE_SPLIT_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"

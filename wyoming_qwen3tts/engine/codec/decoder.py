@@ -97,7 +97,11 @@ class DecoderState:
     """Streaming state of a batch of B independent streams (all tensors have batch first)."""
 
     def __init__(
-        self, pos: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], convs: list[torch.Tensor]
+        self,
+        pos: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        convs: list[torch.Tensor],
     ) -> None:
         self.pos = pos  # [B] int64: frames consumed per row (absolute RoPE position of the next frame)
         self.keys = keys  # per layer [B, kv_heads, window - 1, head_dim]
@@ -111,6 +115,7 @@ class DecoderState:
     def tensors(self) -> list[torch.Tensor]:
         return [self.pos, *self.keys, *self.values, *self.convs]
 
+    @torch.inference_mode()
     def reset_rows(self, rows: torch.Tensor | Sequence[int]) -> None:
         """Restart the given rows (bool mask [B] or indices) as fresh streams; no host sync."""
         if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool:
@@ -131,6 +136,12 @@ class DecoderState:
 
 
 class SpeechDecoder(nn.Module):
+    """Codes [B, 16, T] -> 24 kHz audio [B, T * 1920]; see the module docstring for the three modes.
+
+    Streams of one ``DecoderState`` advance together (same n per call). A finished or cancelled row can be
+    fed any valid codes (output ignored) until ``state.reset_rows`` restarts it for a new stream.
+    """
+
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -155,6 +166,7 @@ class SpeechDecoder(nn.Module):
         self._snakes = [m for m in self.modules() if isinstance(m, SnakeBeta)]
         self._codebooks = self.quantizer.codebooks()
         self._prepared_key: tuple | None = None
+        self._prepared_src: list[torch.Tensor] = []
         self._table = torch.empty(0)
         self.decode_chunk_frames = 64  # exact internal chunking of decode(): bounds activation memory
 
@@ -164,10 +176,12 @@ class SpeechDecoder(nn.Module):
 
     # --- derived tensors (codebook vectors, SnakeBeta exps): computed once per weight version ---
 
-    def _weights_key(self) -> tuple:
+    def _derived_from(self) -> list[torch.Tensor]:
         params = [p for cb in self._codebooks for p in (cb.embedding_sum, cb.cluster_usage)]
-        params += [p for s in self._snakes for p in (s.alpha, s.beta)]
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        return params + [p for s in self._snakes for p in (s.alpha, s.beta)]
+
+    def _weights_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._derived_from())
 
     @torch.no_grad()
     def prepare(self) -> None:
@@ -176,21 +190,22 @@ class SpeechDecoder(nn.Module):
         self._table = torch.cat([cb.vectors() for cb in self._codebooks]).to(dtype)
         for s in self._snakes:
             s.refresh()
+        # Holding the source storages (detach shares storage and version counter) keeps their addresses
+        # from being reused by other weights, so (data_ptr, version) identifies the weights soundly.
+        self._prepared_src = [p.detach() for p in self._derived_from()]
         self._prepared_key = self._weights_key()
 
     def _ensure_prepared(self) -> None:
-        # Cheap check of (storage, version) of the few weights involved: catches load_state_dict, copy_, .to().
+        # Cheap (storage, version) check of the weights involved: catches load_state_dict, copy_, .to().
         if self._prepared_key != self._weights_key():
             self.prepare()
 
     # --- public API ---
 
-    def new_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> DecoderState:
+    def new_state(self, batch_size: int) -> DecoderState:
+        """Zeroed state for ``batch_size`` fresh streams, on the decoder's device and in its dtype."""
         ref = self.pre_conv.conv.weight
-        device = ref.device if device is None else torch.device(device)
-        dtype = ref.dtype if dtype is None else dtype
+        device, dtype = ref.device, ref.dtype
         cfg = self.cfg
         kv_shape = (batch_size, cfg.num_key_value_heads, cfg.sliding_window - 1, cfg.head_dim)
         layers = cfg.num_hidden_layers
@@ -260,18 +275,20 @@ class SpeechDecoder(nn.Module):
                 raise ValueError(f"code ids must be in [0, {cfg.codebook_size}), got [{lo}, {hi}]")
 
     def _decode_fresh(self, codes: torch.Tensor, clamp: bool) -> torch.Tensor:
-        state = self.new_state(codes.shape[0], device=codes.device)
+        state = self.new_state(codes.shape[0])
         chunk = max(1, self.decode_chunk_frames)
         total = codes.shape[-1]
         if total <= chunk:
             return self._forward(codes, state, clamp)
-        return torch.cat([self._forward(codes[..., s : s + chunk], state, clamp) for s in range(0, total, chunk)], -1)
+        return torch.cat(
+            [self._forward(codes[..., s : s + chunk], state, clamp) for s in range(0, total, chunk)], -1
+        )
 
     def _forward(self, codes: torch.Tensor, state: DecoderState, clamp: bool) -> torch.Tensor:
         b, q, n = codes.shape
         dtype = self._table.dtype
         if n == 0:
-            return torch.zeros(b, 0, device=codes.device, dtype=dtype)
+            return torch.zeros(b, 0, device=self._table.device, dtype=dtype)
         codes = codes.to(self._table.device)
         # All 16 lookups in one gather from the concatenated table: [B, n, 16, dim].
         offsets = torch.arange(q, device=codes.device) * self.cfg.codebook_size

@@ -32,6 +32,9 @@ class CausalConv(nn.Module):
         self.cache_len = (kernel_size - 1) * dilation
         self.slot = -1  # assigned by SpeechDecoder
 
+    # Use the im2col GEMM (groups == 1 only) when B * n_out * gemm_ratio <= C_out, else F.conv1d.
+    gemm_ratio = 6
+
     def cache_shape(self) -> tuple[int, int]:
         return (self.conv.in_channels, self.cache_len)
 
@@ -43,7 +46,7 @@ class CausalConv(nn.Module):
             cache.copy_(x[..., -self.cache_len :])
         conv = self.conv
         b, n_out = x.shape[0], x.shape[-1] - self.cache_len
-        if conv.groups != 1 or b * n_out * 6 > conv.out_channels:
+        if conv.groups != 1 or b * n_out * self.gemm_ratio > conv.out_channels:
             return conv(x)
         # Few output samples for a big kernel (low-rate stages, small streaming steps): one im2col GEMM
         # reads the weight once; oneDNN would re-layout the whole weight on every call.
@@ -72,18 +75,23 @@ class CausalTransConv(nn.Module):
         self.cache_len = math.ceil(kernel_size / stride) - 1
         self.slot = -1
 
+    # Overlapping kernels use the GEMM below when B * n * gemm_ratio <= C_in, else conv_transpose1d.
+    gemm_ratio = 32
+
     def cache_shape(self) -> tuple[int, int]:
         return (self.conv.in_channels, self.cache_len)
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
-        b, _, n = x.shape
+        b, c_in, n = x.shape
         m, s = self.cache_len, self.stride
         if m:
             cache = caches[self.slot]
             x = torch.cat((cache, x), dim=-1)
             cache.copy_(x[..., -m:])
-        # One GEMM per call: every input sample times the whole kernel, [B, n + m, C_out, k]. CPU
-        # conv_transpose1d often falls back to a slow im2col path for these shapes.
+            if b * n * self.gemm_ratio > c_in:  # long inputs: oneDNN's deconvolution is faster
+                return self.conv(x)[..., m * s : (m + n) * s]
+        # One GEMM: every input sample times the whole kernel, [B, n + m, C_out, k]. For few input samples
+        # CPU conv_transpose1d falls back to a slow im2col path; with k == s there is nothing to overlap.
         weight = self.conv.weight  # [C_in, C_out, k]
         c_out, k = weight.shape[1], weight.shape[2]
         taps = torch.matmul(x.transpose(1, 2), weight.reshape(weight.shape[0], c_out * k))

@@ -9,11 +9,13 @@ decoding reproduces the full forward exactly (up to float round-off).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..layers import RMSNorm
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -24,19 +26,6 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 and scale in the input dtype, exactly like the reference.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
 
 
 class LayerScale(nn.Module):
@@ -106,7 +95,7 @@ class Mlp(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, cfg: "DecoderConfigLike") -> None:
+    def __init__(self, cfg: DecoderConfigLike) -> None:
         super().__init__()
         h = cfg.hidden_size
         self.self_attn = Attention(
@@ -132,7 +121,9 @@ class TransformerLayer(nn.Module):
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
-class DecoderConfigLike:  # pragma: no cover - typing helper only
+class DecoderConfigLike(Protocol):
+    """The config fields the transformer reads (``decoder.DecoderConfig`` provides them)."""
+
     hidden_size: int
     intermediate_size: int
     num_hidden_layers: int
@@ -163,7 +154,8 @@ class DecoderTransformer(nn.Module):
         # Same expression as transformers' default RoPE init. Kept out of the buffers so that
         # module.to(bfloat16) cannot round it; the reference computes RoPE in fp32 too.
         self._inv_freq = {
-            torch.device("cpu"): 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+            torch.device("cpu"): 1.0
+            / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
         }
 
     def _inv_freq_on(self, device: torch.device) -> torch.Tensor:
