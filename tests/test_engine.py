@@ -268,3 +268,24 @@ def test_unknown_device_and_dtype_are_rejected(tiny_custom_voice):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             Engine.load(tiny_custom_voice, device="cuda")
+
+
+def test_step_failure_fails_the_requests_and_the_engine_goes_on(cv_engine, monkeypatch):
+    real = cv_engine.runner.decode_step
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated device failure")
+        return real()
+
+    monkeypatch.setattr(cv_engine.runner, "decode_step", flaky)
+    streams = [
+        cv_engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=30))) for _ in range(2)
+    ]
+    for stream in streams:
+        with pytest.raises(RuntimeError, match="simulated"):
+            stream.result(60)
+    assert all(row is None for row in cv_engine.runner.rows)  # slots released
+    assert len(cv_engine.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=4))).codes) == 3

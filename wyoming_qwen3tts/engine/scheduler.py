@@ -130,7 +130,7 @@ class Scheduler:
                 self._step()
             except Exception as exc:  # a bug or device failure must not leave callers hanging
                 _LOGGER.exception("engine step failed")
-                for job in self._jobs:
+                for job in list(self._jobs):
                     self._end(job, exc)
         self._shutdown()
 
