@@ -16,6 +16,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from tests.fixtures.configs import GENERATION_CONFIG
 from wyoming_qwen3tts.engine.config import GenerationDefaults
 from wyoming_qwen3tts.engine.sampling import SamplingParams, TalkerSampler, choose, warp
 
@@ -98,20 +99,7 @@ def test_greedy_and_seeded_choice():
 
 
 def test_params_resolve_from_generation_config_and_validate():
-    defaults = GenerationDefaults.from_dict(
-        {
-            "do_sample": True,
-            "temperature": 0.9,
-            "top_k": 50,
-            "top_p": 1.0,
-            "repetition_penalty": 1.05,
-            "subtalker_dosample": True,
-            "subtalker_temperature": 0.9,
-            "subtalker_top_k": 50,
-            "subtalker_top_p": 1.0,
-            "max_new_tokens": 8192,
-        }
-    )
+    defaults = GenerationDefaults.from_dict(GENERATION_CONFIG)  # the released generation_config.json values
     r = SamplingParams(temperature=0.5).resolve(defaults)
     assert (r.temperature, r.top_k, r.repetition_penalty, r.max_new_tokens, r.subtalker_do_sample) == (
         0.5,

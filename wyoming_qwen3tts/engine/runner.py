@@ -167,15 +167,14 @@ class ModelRunner:
         past = torch.zeros(rows, hidden_size, dtype=self.dtype, device=self.device)
         positions = torch.zeros(rows, dtype=torch.long, device=self.device)
         text = torch.zeros(rows, 1, hidden_size, dtype=self.dtype, device=self.device)
+        by_row: list[Optional[Sequence]] = [None] * rows
         for s in active:
+            by_row[s.slot] = s
             tokens[s.slot] = s.token
             past[s.slot] = s.past_hidden
             positions[s.slot] = s.position
             trailing = s.prompt.trailing
             text[s.slot, 0] = trailing[s.frames] if s.frames < trailing.shape[0] else s.prompt.tts_pad
-        by_row: list[Optional[Sequence]] = [None] * rows
-        for s in active:
-            by_row[s.slot] = s
 
         token_emb = self.talker.embed_codec(tokens)
         codes, cp_logits = self.talker.code_predictor.generate(
