@@ -130,8 +130,9 @@ def test_synth_unknown_model_type_names_the_file(tiny_custom_voice, tmp_path):
     assert "config.json" in proc.stderr and "karaoke" in proc.stderr
 
 
-def test_plain_entry_point_without_subcommand_explains(tmp_path):
+def test_plain_entry_point_help_mentions_synth(tmp_path):
+    # Without `synth` the entry point is the server (tests/test_settings.py); its help points at `synth`.
     proc = subprocess.run(
-        [sys.executable, "-m", "wyoming_qwen3tts"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "wyoming_qwen3tts", "--help"], cwd=ROOT, capture_output=True, text=True
     )
-    assert proc.returncode == 2 and "synth" in proc.stderr
+    assert proc.returncode == 0 and "synth --help" in proc.stdout and "--uri" in proc.stdout

@@ -1,14 +1,15 @@
-"""Entry point: `python -m wyoming_qwen3tts synth ...` writes a WAV file; the Wyoming server (plain
-`python -m wyoming_qwen3tts` with server flags) lands with the server issue."""
+"""Entry point: `python -m wyoming_qwen3tts [server flags]` runs the Wyoming server;
+`python -m wyoming_qwen3tts synth ...` writes one WAV file.
+
+Server start-up order matters: settings are validated first (exit 2, one line, nothing heavy imported),
+then the GPU environment is tuned, and only then is torch imported (by the server/engine)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
-
-from . import __version__
 
 
 def _setup_logging(debug: bool) -> None:
@@ -30,12 +31,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
             logging.getLogger("wyoming_qwen3tts").error("%s", exc)
             return 2
-    parser = argparse.ArgumentParser(prog="python -m wyoming_qwen3tts", description="Qwen3-TTS for Wyoming")
-    parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("command", nargs="?", help="synth: write one WAV file (see 'synth --help')")
-    parser.parse_args(argv[:1])
-    parser.error("the Wyoming server is not part of this version yet; use the 'synth' subcommand")
-    return 2
+    return _run_server(argv)
+
+
+def _run_server(argv: list[str]) -> int:
+    from . import platform_env
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(argv, os.environ)
+    except SettingsError as exc:  # one line, exit 2, like argparse but without the usage block
+        print(f"wyoming-qwen3tts: error: {exc}", file=sys.stderr)
+        return 2
+    # Before anything imports torch: ROCm reads these variables once, at HIP initialisation.
+    applied = platform_env.apply_platform_env(os.environ)
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)
+    log = logging.getLogger("wyoming_qwen3tts")
+    log.debug("%s", settings)
+    if applied:
+        log.info("GPU environment: %s", " ".join(f"{k}={v}" for k, v in applied.items()))
+    from .server.app import run  # heavy: imports torch and the engine
+
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,338 @@
+"""One state machine per Wyoming connection. Synthesis never runs on the event loop: each audio cycle is
+an asyncio task that submits text segments to the engine (whose worker thread owns the device) and writes
+PCM events as the engine's chunks arrive, so `describe`, `ping` and new text keep being read meanwhile.
+
+Error codes (stable): voice-not-found, empty-text, text-too-long, server-busy, synthesis-failed,
+bad-request, server-stopping. After any error the connection stays usable, and a stream still ends with
+synthesize-stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from ..engine import SAMPLE_RATE, Engine, SpeechRequest, SpeechStream
+from .info import Voice
+from .language import detect_language
+from .segmenter import StreamSegmenter, split_text
+
+_LOGGER = logging.getLogger(__name__)
+
+WIDTH, CHANNELS = 2, 1
+LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+_END = object()
+
+
+class ServiceError(Exception):
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+@dataclass
+class ServerState:
+    """Shared by all connections; everything here is touched from the event loop only."""
+
+    engine: Engine
+    voices: Callable[[], list[Voice]]  # rebuilt per describe: new voices appear without restart
+    info: Callable[[], Info]
+    default_voice: Optional[str]
+    default_language: str  # engine name or "auto"
+    samples_per_chunk: int
+    max_concurrent: int
+    max_text_chars: int
+    streaming: bool
+    active_jobs: int = 0
+    handlers: set = field(default_factory=set)
+
+    def find_voice(self, name: Optional[str]) -> Voice:
+        voices = self.voices()
+        wanted = (name or self.default_voice or "").strip().lower()
+        if not wanted:
+            if not voices:
+                raise ServiceError("voice-not-found", "no voices are available")
+            return voices[0]
+        for voice in voices:
+            if voice.name.lower() == wanted:
+                return voice
+        raise ServiceError(
+            "voice-not-found", f"voice {name!r} not found; available: {', '.join(v.name for v in voices)}"
+        )
+
+
+class AudioJob:
+    """One audio cycle (audio-start ... audio-stop) fed with text segments, speaking them in order."""
+
+    def __init__(self, handler: "Qwen3TtsEventHandler", voice: Voice, streaming: bool) -> None:
+        self.handler = handler
+        self.state = handler.state
+        self.voice = voice
+        self.streaming = streaming
+        self.segments: "asyncio.Queue[object]" = asyncio.Queue()
+        self.inflight: "collections.deque[SpeechStream]" = collections.deque()
+        self.audio_started = False
+        self.spoken = 0
+        self.language: Optional[str] = None
+        self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
+
+    def add(self, segment: str) -> None:
+        self.segments.put_nowait(segment)
+
+    def close(self) -> None:
+        self.segments.put_nowait(_END)
+
+    def cancel(self) -> None:
+        for stream in self.inflight:
+            stream.cancel()
+        self.task.cancel()
+
+    def _language(self, text: str) -> str:
+        """Voice's own language > configured default > script of the first segment > auto. Decided once
+        per audio cycle, so a reply does not switch language (and timbre) between sentences."""
+        if self.language is None:
+            if self.voice.language:
+                self.language = self.voice.language
+            elif self.state.default_language != "auto":
+                self.language = self.state.default_language
+            else:
+                self.language = detect_language(text) or "auto"
+        return self.language
+
+    def _submit(self, text: str) -> None:
+        request = SpeechRequest(text, language=self._language(text), speaker=self.voice.speaker)
+        try:
+            self.inflight.append(self.state.engine.submit(request))
+        except ValueError as exc:
+            raise ServiceError("synthesis-failed", str(exc)) from exc
+
+    def _take_ready(self) -> Optional[bool]:
+        """Submits queued segments up to the lookahead; returns False once the end marker is seen."""
+        while len(self.inflight) < LOOKAHEAD and not self.segments.empty():
+            item = self.segments.get_nowait()
+            if item is _END:
+                self.segments.put_nowait(_END)  # keep it for the main loop
+                return False
+            self._submit(item)
+        return True
+
+    async def _write_audio(self, pcm: bytes) -> None:
+        if not self.audio_started:
+            await self.handler.write_event(
+                AudioStart(rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS).event()
+            )
+            self.audio_started = True
+        step = self.state.samples_per_chunk * WIDTH
+        for start in range(0, len(pcm), step):
+            await self.handler.write_event(
+                AudioChunk(
+                    rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS, audio=pcm[start : start + step]
+                ).event()
+            )
+
+    async def _run(self) -> None:
+        state = self.state
+        admitted = False
+        try:
+            if state.active_jobs >= state.max_concurrent:
+                raise ServiceError(
+                    "server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again"
+                )
+            state.active_jobs += 1
+            admitted = True
+            while True:
+                if not self.inflight:
+                    item = await self.segments.get()
+                    if item is _END:
+                        break
+                    self._submit(item)
+                self._take_ready()
+                stream = self.inflight[0]
+                async for chunk in stream:
+                    await self._write_audio(chunk.pcm)
+                    self._take_ready()
+                self.inflight.popleft()
+                self.spoken += 1
+            if self.audio_started:
+                await self.handler.write_event(AudioStop().event())
+            elif not self.streaming:
+                raise ServiceError("empty-text", "nothing to speak after text cleanup")
+        except ServiceError as exc:
+            await self._fail(exc.code, exc.text)
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError as exc:
+            _LOGGER.debug("client went away: %s", exc)
+        except Exception as exc:  # never let one request take the connection down
+            _LOGGER.exception("synthesis failed")
+            await self._fail("synthesis-failed", str(exc))
+        finally:
+            for stream in self.inflight:
+                stream.cancel()
+            if admitted:
+                state.active_jobs -= 1
+
+    async def _fail(self, code: str, text: str) -> None:
+        await self.handler.send_error(code, text)
+        if self.audio_started:  # close the cycle a client may be waiting on
+            try:
+                await self.handler.write_event(AudioStop().event())
+            except (ConnectionError, RuntimeError):
+                pass
+
+
+class Qwen3TtsEventHandler(AsyncEventHandler):
+    def __init__(self, state: ServerState, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = state
+        self.job: Optional[AudioJob] = None  # the non-streaming cycle or the stream's cycle
+        self.stream_segmenter: Optional[StreamSegmenter] = None  # set between synthesize-start and -stop
+        self.stream_chars = 0
+        self.stream_failed = False
+        self.closed = False
+        state.handlers.add(self)
+
+    # -- output ----------------------------------------------------------------------------------------------
+    async def write_event(self, event: Event) -> None:
+        if self.closed:
+            raise ConnectionResetError("connection closed")
+        await super().write_event(event)
+
+    async def send_error(self, code: str, text: str) -> None:
+        _LOGGER.info("error %s: %s", code, text)
+        try:
+            await self.write_event(Error(text=text, code=code).event())
+        except (ConnectionError, RuntimeError):
+            pass
+
+    # -- input -----------------------------------------------------------------------------------------------
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            await self._dispatch(event)
+        except ServiceError as exc:
+            await self.send_error(exc.code, exc.text)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
+    async def _dispatch(self, event: Event) -> None:
+        if Describe.is_type(event.type):
+            await self.write_event(self.state.info().event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=Ping.from_event(event).text).event())
+        elif Synthesize.is_type(event.type):
+            if self.stream_segmenter is not None:
+                return  # Home Assistant's compat copy of the streamed text: never speak it twice
+            await self._synthesize(Synthesize.from_event(event))
+        elif not self.state.streaming:
+            return
+        elif SynthesizeStart.is_type(event.type):
+            await self._stream_start(SynthesizeStart.from_event(event))
+        elif SynthesizeChunk.is_type(event.type):
+            await self._stream_chunk(SynthesizeChunk.from_event(event).text)
+        elif SynthesizeStop.is_type(event.type):
+            await self._stream_stop()
+        # select-program and anything unknown: ignored, the connection stays
+
+    async def _wait_previous(self) -> None:
+        if self.job is not None:
+            await asyncio.shield(self.job.task)
+            self.job = None
+
+    async def _synthesize(self, request: Synthesize) -> None:
+        await self._wait_previous()
+        text = request.text or ""
+        if len(text) > self.state.max_text_chars:
+            raise ServiceError(
+                "text-too-long", f"text has {len(text)} characters; the limit is {self.state.max_text_chars}"
+            )
+        voice = self.state.find_voice(request.voice.name if request.voice else None)
+        segments = split_text(text)
+        if not segments:
+            raise ServiceError("empty-text", "nothing to speak after text cleanup")
+        job = AudioJob(self, voice, streaming=False)
+        for segment in segments:
+            job.add(segment)
+        job.close()
+        self.job = job
+
+    async def _stream_start(self, start: SynthesizeStart) -> None:
+        if self.stream_segmenter is not None:
+            raise ServiceError("bad-request", "synthesize-start while a stream is open")
+        await self._wait_previous()
+        self.stream_segmenter = StreamSegmenter()
+        self.stream_chars = 0
+        self.stream_failed = False
+        try:
+            voice = self.state.find_voice(start.voice.name if start.voice else None)
+        except ServiceError:
+            self.stream_failed = True
+            raise
+        self.job = AudioJob(self, voice, streaming=True)
+
+    async def _stream_chunk(self, text: str) -> None:
+        if self.stream_segmenter is None or self.stream_failed:
+            return
+        self.stream_chars += len(text or "")
+        if self.stream_chars > self.state.max_text_chars:
+            self.stream_failed = True
+            self.job.cancel()
+            raise ServiceError(
+                "text-too-long", f"streamed text exceeds {self.state.max_text_chars} characters"
+            )
+        for segment in self.stream_segmenter.feed(text or ""):
+            self.job.add(segment)
+
+    async def _stream_stop(self) -> None:
+        if self.stream_segmenter is None:
+            await self.write_event(SynthesizeStopped().event())  # stray stop: still close the exchange
+            return
+        segmenter, job = self.stream_segmenter, self.job
+        self.stream_segmenter = None
+        if job is not None and not self.stream_failed:
+            for segment in segmenter.finish():
+                job.add(segment)
+            job.close()
+            try:
+                await asyncio.shield(job.task)
+            except asyncio.CancelledError:
+                if not job.task.cancelled():
+                    raise
+        elif job is not None:
+            job.cancel()
+            if job.audio_started:
+                await self.write_event(AudioStop().event())
+        self.job = None
+        await self.write_event(SynthesizeStopped().event())
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def disconnect(self) -> None:
+        """The client went away: cancel its work at once (frees the engine's KV slots)."""
+        self.closed = True
+        if self.job is not None:
+            self.job.cancel()
+        self.state.handlers.discard(self)
+
+    async def shutdown(self) -> None:
+        """Server stopping: in-flight work gets an error event, a stream still gets synthesize-stopped."""
+        if self.job is not None and not self.job.task.done():
+            self.job.cancel()
+            await self.send_error("server-stopping", "the server is shutting down")
+            if self.stream_segmenter is not None:
+                try:
+                    await self.write_event(SynthesizeStopped().event())
+                except (ConnectionError, RuntimeError):
+                    pass
+        await self.stop()
