@@ -4,7 +4,6 @@ exact event sequences of Home Assistant and wyoming-bench."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
@@ -23,6 +22,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from tests.fixtures.server_process import free_port
 from wyoming_qwen3tts.engine import Engine, RunawayGuard
 from wyoming_qwen3tts.server.app import make_state, serve
 from wyoming_qwen3tts.server.segmenter import StreamSegmenter, split_text
@@ -31,12 +31,6 @@ from wyoming_qwen3tts.settings import Settings
 # Random weights never say EOS: a tight guard keeps every segment short (hard bound = 1 frame per token + 2).
 GUARD = RunawayGuard(frames_per_token=1.0, slack_frames=2, hard_factor=1.0, eos_bias_per_frame=0.0)
 TEXT = "Hello there, this is the first sentence. And here is the second one!"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerThread:
@@ -78,7 +72,7 @@ def engine(tiny_custom_voice):
 
 @pytest.fixture(scope="module")
 def server(engine, tiny_custom_voice):
-    port = _free_port()
+    port = free_port()
     settings = Settings(
         uri=f"tcp://127.0.0.1:{port}", model=str(tiny_custom_voice), max_concurrent=6, max_text_chars=2000
     )

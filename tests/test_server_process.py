@@ -6,11 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from wyoming.audio import AudioStart
@@ -18,60 +14,23 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStopped
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(uri: str) -> bool:
-    proc = subprocess.run(
-        [sys.executable, "-m", "wyoming_qwen3tts.health_check", "--uri", uri, "--timeout", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    return proc.returncode == 0
+from tests.fixtures.server_process import start_server
 
 
 @pytest.fixture()
 def server_process(tiny_custom_voice, tmp_path):
-    port = _free_port()
-    uri = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path / "server.log", "w+")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wyoming_qwen3tts",
-            "--uri",
-            uri,
-            "--model",
-            str(tiny_custom_voice),
-            "--device",
-            "cpu",
-            "--threads",
-            "2",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not _healthy(uri):
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        assert time.monotonic() < deadline, "server did not become healthy"
-        time.sleep(0.5)
-    yield proc, port, tmp_path / "server.log"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
-    log.close()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w+") as log:
+        try:
+            proc, port = start_server(
+                str(tiny_custom_voice), ["--threads", "2", "--data-dir", str(tmp_path / "data")], log
+            )
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}: {log_path.read_text()}")
+        yield proc, port, log_path
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_ready_log_and_clean_sigterm(server_process):
