@@ -11,7 +11,7 @@ import pytest
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.info import Describe, Info
+from wyoming.info import Describe, Info, SelectProgram
 from wyoming.ping import Ping, Pong
 from wyoming.tts import (
     Synthesize,
@@ -300,3 +300,28 @@ def test_twenty_concurrent_clients(server):
             return await asyncio.wait_for(client.read_event(), 5)
 
     assert Info.is_type(run(describe()).type)
+
+
+def test_no_streaming_server_over_a_unix_socket(engine, tiny_custom_voice, tmp_path):
+    from wyoming.client import AsyncClient
+
+    path = tmp_path / "tts.sock"
+    settings = Settings(uri=f"unix://{path}", model=str(tiny_custom_voice), streaming=False)
+    srv = ServerThread(settings, engine)
+
+    async def go():
+        async with AsyncClient.from_uri(f"unix://{path}") as client:
+            await client.write_event(SelectProgram(name="qwen3-tts").event())  # ignored, connection stays
+            await client.write_event(Describe().event())
+            info = Info.from_event(await asyncio.wait_for(client.read_event(), 5))
+            await client.write_event(SynthesizeStart().event())  # not offered, so ignored
+            await client.write_event(Synthesize(text="Hi.").event())
+            events = await _collect(client, AudioStop().event().type)
+            return info, events
+
+    try:
+        info, events = run(go())
+    finally:
+        srv.close()
+    assert info.tts[0].supports_synthesize_streaming is False
+    assert AudioStart.is_type(events[0].type) and not any(SynthesizeStopped.is_type(e.type) for e in events)
