@@ -4,6 +4,7 @@ exact event sequences of Home Assistant and wyoming-bench."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -66,6 +67,12 @@ class ServerThread:
 @pytest.fixture(scope="module")
 def engine(tiny_custom_voice):
     engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=4, guard=GUARD)
+    # Greedy defaults (as if generation_config.json said do_sample false): sampled runs on random weights
+    # may draw EOS early, and the tests count exact samples.
+    engine.config = dataclasses.replace(
+        engine.config,
+        generation=dataclasses.replace(engine.config.generation, do_sample=False, subtalker_dosample=False),
+    )
     yield engine
     engine.close()
 

@@ -1,0 +1,481 @@
+"""Voice profiles on disk: ``<data_dir>/voices/<name>/`` with ``meta.json`` (+ ``reference.wav`` for clones).
+
+Layout of one profile directory:
+
+* ``meta.json``: name, display name, kind (``clone`` or ``design``), language (engine name or null),
+  transcript, mode (``icl`` / ``xvector``), instruct (design voices), sha256 of the stored audio, times.
+* ``reference.wav`` (clones): the reference clip normalised to mono 24 kHz 16-bit PCM.
+* ``prompt.<model>.safetensors``: cached voice prompts, written by :mod:`.prompts`.
+
+The simple layout other servers use, ``<root>/<name>.wav`` (+ ``<name>.txt`` with the transcript), is
+imported read-only; a profile directory of the same name wins.
+
+Every write is atomic: files are written to a temp file in the same directory and ``os.replace``-d, and a
+new profile is built in a hidden temp directory that is renamed into place, so readers (a running server)
+never see a half-written profile. Broken profiles are skipped with a warning and never hide the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import soundfile as sf
+
+from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
+from ..server.language import from_bcp47
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
+REC_MIN_SECONDS, REC_MAX_SECONDS = 3.0, 30.0  # recommended range (warn outside)
+MAX_BYTES = 50 * 1024 * 1024
+MAX_INSTRUCT_CHARS = 2000
+MAX_TRANSCRIPT_CHARS = 5000
+MIN_WPS, MAX_WPS = 0.5, 8.0  # transcript "words" (CJK characters count one each) per second of speech
+
+META_FILE = "meta.json"
+AUDIO_FILE = "reference.wav"
+FLAT_AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Windows device names (the library may live on a share) and words the server uses for "no voice chosen".
+RESERVED_NAMES = frozenset(
+    ["con", "prn", "aux", "nul", "default", "auto"]
+    + [f"com{i}" for i in range(10)]
+    + [f"lpt{i}" for i in range(10)]
+)
+_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_WORD_RE = re.compile(r"\w+")
+
+KINDS = ("clone", "design")
+MODES = ("icl", "xvector")
+
+
+class VoiceLibraryError(ValueError):
+    """A library operation failed; ``code`` is stable (e.g. for the CLI exit message or a Wyoming error).
+
+    Codes: ``invalid-name``, ``invalid-language``, ``invalid-argument``, ``voice-exists``,
+    ``voice-not-found``, ``voice-corrupt``, ``voice-read-only``, ``audio-unreadable``, ``audio-too-short``,
+    ``audio-too-long``, ``audio-too-large``, ``audio-silent``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    name: str
+    kind: str  # "clone" | "design"
+    display_name: str
+    language: Optional[str] = None  # engine language name ("german"), None = let the model decide
+    transcript: Optional[str] = None
+    mode: Optional[str] = None  # clones: "icl" | "xvector"
+    instruct: Optional[str] = None  # design voices
+    audio_path: Optional[Path] = None
+    sha256: Optional[str] = None  # of the stored audio file
+    created: Optional[str] = None  # ISO 8601, UTC
+    updated: Optional[str] = None
+    read_only: bool = False  # imported from the flat <name>.wav layout
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # validation warnings from add_*
+
+    @property
+    def directory(self) -> Optional[Path]:
+        return None if self.read_only or self.audio_path is None else self.audio_path.parent
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case and validate a voice name; raises ``invalid-name``."""
+    if not isinstance(name, str):
+        raise VoiceLibraryError("invalid-name", f"voice name must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    if not NAME_RE.fullmatch(key):
+        raise VoiceLibraryError(
+            "invalid-name",
+            f"invalid voice name {name[:80]!r}: use 1-64 of a-z 0-9 _ - (starting with a letter or digit)",
+        )
+    if key in RESERVED_NAMES:
+        raise VoiceLibraryError("invalid-name", f"voice name {key!r} is reserved")
+    return key
+
+
+def normalize_language(language: Optional[str]) -> Optional[str]:
+    if language is None or not language.strip() or language.strip().lower() == "auto":
+        return None
+    engine_name = from_bcp47(language)
+    if engine_name is None:
+        raise VoiceLibraryError("invalid-language", f"unsupported language {language!r}")
+    return engine_name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def count_words(text: str) -> int:
+    """Spoken-unit count for the transcript sanity check: CJK characters one each, other words one each."""
+    cjk = len(_CJK_RE.findall(text))
+    return cjk + len(_WORD_RE.findall(_CJK_RE.sub(" ", text)))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _mtime_iso(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
+def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: str) -> list[str]:
+    """Hard limits (raise) and soft warnings (returned) for a mono reference clip."""
+    seconds = wave.shape[0] / sr
+    if seconds < MIN_SECONDS:
+        raise VoiceLibraryError(
+            "audio-too-short", f"{source}: {seconds:.2f} s of audio, at least {MIN_SECONDS:g} s needed"
+        )
+    if seconds > MAX_SECONDS:
+        raise VoiceLibraryError(
+            "audio-too-long", f"{source}: {seconds:.1f} s of audio, limit {MAX_SECONDS:g} s"
+        )
+    peak = float(np.max(np.abs(wave)))
+    if peak < 1e-4:
+        raise VoiceLibraryError("audio-silent", f"{source}: the audio is silent")
+    warnings = []
+    if not REC_MIN_SECONDS <= seconds <= REC_MAX_SECONDS:
+        warnings.append(
+            f"{source}: {seconds:.1f} s of audio; {REC_MIN_SECONDS:g}-{REC_MAX_SECONDS:g} s clone best"
+        )
+    clipped = float(np.mean(np.abs(wave) >= 0.999))
+    if clipped > 0.001:
+        warnings.append(f"{source}: {clipped:.1%} of the samples are clipped; the clone may sound distorted")
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    if rms < 0.003:  # about -50 dBFS
+        warnings.append(f"{source}: the audio is nearly silent (RMS {20 * np.log10(rms):.0f} dBFS)")
+    if transcript:
+        # Only the voiced span counts: leading/trailing silence says nothing about the text length.
+        active = np.flatnonzero(np.abs(wave) >= 0.02 * peak)
+        speech = max((active[-1] - active[0] + 1) / sr if active.size else seconds, 0.25)
+        wps = count_words(transcript) / speech
+        if wps < MIN_WPS or wps > MAX_WPS:
+            warnings.append(
+                f"{source}: the transcript has {count_words(transcript)} words for {speech:.1f} s of speech "
+                f"({wps:.1f}/s); it probably does not match the clip, which makes ICL cloning unstable"
+            )
+    return warnings
+
+
+class VoiceLibrary:
+    """The voice profiles under ``root``; the only writer of the library. Safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()  # serialises writers of this process; readers never need it
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def list(self) -> list[VoiceProfile]:
+        """All valid profiles sorted by name; broken ones are skipped with a (once per state) warning."""
+        found: dict[str, VoiceProfile] = {}
+        if not self.root.is_dir():
+            return []
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as err:
+            _LOGGER.warning("Cannot read voice library %s: %s", self.root, err)
+            return []
+        flat: list[Path] = []
+        for entry in entries:
+            if entry.name.startswith("."):  # temp dirs/files of in-flight writes, caches
+                continue
+            if entry.is_dir():
+                profile = self._try_load(entry)
+                if profile is not None:
+                    found[profile.name] = profile
+            elif entry.suffix.lower() in FLAT_AUDIO_EXTS:
+                flat.append(entry)
+        for audio in flat:
+            profile = self._try_load(audio)
+            if profile is not None and profile.name not in found:
+                found[profile.name] = profile
+        return [found[name] for name in sorted(found)]
+
+    def get(self, name: str) -> VoiceProfile:
+        key = normalize_name(name)
+        directory = self.root / key
+        if directory.is_dir():
+            try:
+                return self._load_dir(directory)
+            except VoiceLibraryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - anything unreadable is "corrupt"
+                raise VoiceLibraryError("voice-corrupt", f"voice {key!r} is corrupt: {err}") from None
+        if self.root.is_dir():
+            for audio in sorted(self.root.iterdir()):
+                if audio.suffix.lower() in FLAT_AUDIO_EXTS and audio.stem.lower() == key and audio.is_file():
+                    return self._load_flat(audio)
+        raise VoiceLibraryError("voice-not-found", f"no voice named {key!r}")
+
+    def _try_load(self, path: Path) -> Optional[VoiceProfile]:
+        try:
+            return self._load_dir(path) if path.is_dir() else self._load_flat(path)
+        except Exception as err:  # noqa: BLE001 - one broken profile never hides the others
+            try:
+                state = str(path.stat().st_mtime_ns)
+            except OSError:
+                state = "gone"
+            if (str(path), state) not in self._warned:  # once per state, not on every describe
+                self._warned.add((str(path), state))
+                _LOGGER.warning("Skipping voice %s: %s", path, err)
+            return None
+
+    def _load_dir(self, directory: Path) -> VoiceProfile:
+        name = normalize_name(directory.name)
+        if name != directory.name:
+            raise VoiceLibraryError("invalid-name", f"directory name {directory.name!r} is not lower-case")
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is unreadable: {err}") from None
+        if not isinstance(meta, dict):
+            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is not a JSON object")
+        kind = meta.get("kind")
+        if kind not in KINDS:
+            raise VoiceLibraryError("voice-corrupt", f"unknown kind {kind!r}")
+        if meta.get("name", name) != name:
+            _LOGGER.debug("meta.json of %s names %r; the directory name wins", directory, meta.get("name"))
+        language = meta.get("language")
+        common: dict[str, Any] = dict(
+            name=name,
+            kind=kind,
+            display_name=str(meta.get("display_name") or name),
+            language=from_bcp47(language) if isinstance(language, str) else None,
+            created=meta.get("created"),
+            updated=meta.get("updated"),
+        )
+        if kind == "design":
+            instruct = meta.get("instruct")
+            if not isinstance(instruct, str) or not instruct.strip():
+                raise VoiceLibraryError("voice-corrupt", "design voice without instruct text")
+            return VoiceProfile(**common, instruct=instruct)
+        audio = directory / AUDIO_FILE
+        if not audio.is_file():
+            raise VoiceLibraryError("voice-corrupt", f"{AUDIO_FILE} is missing")
+        transcript = meta.get("transcript")
+        mode = meta.get("mode")
+        if mode not in MODES or (mode == "icl" and not (isinstance(transcript, str) and transcript.strip())):
+            raise VoiceLibraryError("voice-corrupt", f"bad mode {mode!r} (icl needs a transcript)")
+        return VoiceProfile(
+            **common,
+            transcript=transcript if isinstance(transcript, str) and transcript.strip() else None,
+            mode=mode,
+            audio_path=audio,
+            sha256=meta.get("sha256"),
+        )
+
+    def _load_flat(self, audio: Path) -> VoiceProfile:
+        name = normalize_name(audio.stem)
+        transcript = None
+        for txt in (audio.with_suffix(".txt"), audio.with_suffix(".TXT")):
+            if txt.is_file():
+                transcript = txt.read_text(encoding="utf-8").strip() or None
+                break
+        return VoiceProfile(
+            name=name,
+            kind="clone",
+            display_name=audio.stem,
+            transcript=transcript,
+            mode="icl" if transcript else "xvector",
+            audio_path=audio,
+            sha256=sha256_file(audio),
+            created=_mtime_iso(audio),
+            updated=_mtime_iso(audio),
+            read_only=True,
+        )
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def add_clone(
+        self,
+        name: str,
+        audio_source: AudioSource,
+        transcript: Optional[str] = None,
+        language: Optional[str] = None,
+        mode: str = "icl",
+        *,
+        display_name: Optional[str] = None,
+        overwrite: bool = False,
+    ) -> VoiceProfile:
+        """Store a clone voice from a reference clip (path, bytes, base64 or ``(array, sr)``)."""
+        key = normalize_name(name)
+        lang = normalize_language(language)
+        if mode not in MODES:
+            raise VoiceLibraryError(
+                "invalid-argument", f"mode must be one of {', '.join(MODES)}, got {mode!r}"
+            )
+        transcript = " ".join(transcript.split()) if transcript and transcript.strip() else None
+        if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
+            raise VoiceLibraryError(
+                "invalid-argument", f"transcript longer than {MAX_TRANSCRIPT_CHARS} chars"
+            )
+        label = str(audio_source) if isinstance(audio_source, (str, os.PathLike)) else "reference audio"
+        label = label if len(label) < 200 else "reference audio"
+        try:
+            wave, sr = load_audio(audio_source, max_seconds=MAX_SECONDS, max_bytes=MAX_BYTES)
+        except AudioError as err:
+            code = {"audio_too_long": "audio-too-long", "audio_too_large": "audio-too-large"}.get(
+                err.code, "audio-unreadable"
+            )
+            raise VoiceLibraryError(code, f"{label}: {err.message}") from None
+        warnings = check_audio(wave, sr, transcript, label)
+        if mode == "icl" and not transcript:
+            warnings.append(f"{label}: no transcript given; using x-vector mode (less similar than ICL)")
+            mode = "xvector"
+        wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
+        pcm = np.frombuffer(to_pcm16(wave), dtype="<i2")
+        for warning in warnings:
+            _LOGGER.warning("Voice %r: %s", key, warning)
+
+        def fill(tmp: Path) -> dict[str, Any]:
+            sf.write(tmp / AUDIO_FILE, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            return dict(
+                kind="clone",
+                transcript=transcript,
+                mode=mode,
+                audio=AUDIO_FILE,
+                sha256=sha256_file(tmp / AUDIO_FILE),
+            )
+
+        profile = self._create(key, display_name or name.strip(), lang, fill, overwrite)
+        return dataclasses.replace(profile, warnings=tuple(warnings))
+
+    def add_design(
+        self,
+        name: str,
+        instruct: str,
+        language: Optional[str] = None,
+        *,
+        display_name: Optional[str] = None,
+        overwrite: bool = False,
+    ) -> VoiceProfile:
+        """Store a design voice: an instruct text for the VoiceDesign model."""
+        key = normalize_name(name)
+        lang = normalize_language(language)
+        text = " ".join((instruct or "").split())
+        if not text:
+            raise VoiceLibraryError("invalid-argument", "a design voice needs an instruct text")
+        if len(text) > MAX_INSTRUCT_CHARS:
+            raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
+        return self._create(
+            key,
+            display_name or name.strip(),
+            lang,
+            lambda tmp: dict(kind="design", instruct=text),
+            overwrite,
+        )
+
+    def remove(self, name: str) -> None:
+        """Delete a profile: renamed to a hidden temp name first, so it disappears atomically."""
+        key = normalize_name(name)
+        directory = self.root / key
+        with self._lock:
+            if not directory.is_dir():
+                profile = self.get(key)  # raises voice-not-found
+                raise VoiceLibraryError(
+                    "voice-read-only", f"{profile.audio_path} is an imported file; delete it by hand"
+                )
+            trash = self.root / f".trash-{key}-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        _LOGGER.info("Removed voice %r", key)
+
+    def _clean_stale(self, max_age: float = 3600.0) -> None:
+        """Delete temp/trash directories left behind by writers that died (never listed as voices)."""
+        for entry in self.root.glob(".t*-*"):
+            try:
+                if (
+                    entry.name.startswith((".tmp-", ".trash-"))
+                    and time.time() - entry.stat().st_mtime > max_age
+                ):
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                pass
+
+    def _create(self, key: str, display: str, language: Optional[str], fill, overwrite: bool) -> VoiceProfile:
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / key
+        with self._lock:
+            created = _now()
+            if final.exists():
+                if not overwrite:
+                    raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists")
+                try:
+                    created = self._load_dir(final).created or created
+                except Exception:  # noqa: BLE001 - replacing a broken profile is fine
+                    pass
+            self._clean_stale()
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the server may run as another user
+            try:
+                meta = dict(
+                    name=key, display_name=display, language=language, created=created, updated=_now()
+                )
+                meta.update(fill(tmp))
+                meta = {"version": 1, **meta}
+                atomic_write_bytes(tmp / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False).encode())
+                trash = self.root / f".trash-{key}-{uuid.uuid4().hex[:8]}"
+                if overwrite:
+                    # Swap: the old profile is gone only for the instant between the two renames.
+                    try:
+                        os.replace(final, trash)
+                    except FileNotFoundError:
+                        pass
+                try:
+                    os.replace(tmp, final)
+                except OSError:  # another writer created it meanwhile (rename onto a non-empty dir fails)
+                    raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists") from None
+                shutil.rmtree(trash, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        _LOGGER.info("Saved %s voice %r in %s", meta["kind"], key, final)
+        return self._load_dir(final)
