@@ -1,5 +1,6 @@
 """Entry point: `python -m wyoming_qwen3tts [server flags]` runs the Wyoming server;
-`python -m wyoming_qwen3tts synth ...` writes one WAV file.
+`python -m wyoming_qwen3tts synth ...` writes one WAV file; `python -m wyoming_qwen3tts voices ...` manages
+the voice library.
 
 Server start-up order matters: settings are validated first (exit 2, one line, nothing heavy imported),
 then the GPU environment is tuned, and only then is torch imported (by the server/engine)."""
@@ -31,6 +32,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
             logging.getLogger("wyoming_qwen3tts").error("%s", exc)
             return 2
+    if argv and argv[0] == "voices":
+        from .voices.cli import main as voices_main
+
+        return voices_main(argv[1:])
     return _run_server(argv)
 
 

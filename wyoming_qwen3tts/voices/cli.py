@@ -1,0 +1,328 @@
+"""`python -m wyoming_qwen3tts voices ...`: manage the voice library (add, design, list, remove, rebuild).
+
+The library lives in ``<data_dir>/voices``. ``data_dir`` (and the model settings ``rebuild`` falls back on)
+come from the server's own settings: defaults < ``--config``/``$WYOMING_QWEN3TTS_CONFIG`` <
+``$WYOMING_QWEN3TTS_ARGS`` < the flags given here, so the CLI and the server agree on where the library is.
+Every user error is one line ``voices: error: <code>: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from .library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile
+
+_LOGGER = logging.getLogger(__name__)
+
+PROG = "python -m wyoming_qwen3tts voices"
+
+
+class CliError(Exception):
+    """A user error with a stable code, printed as one line."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: the options may come before or after the command without one hiding the other.
+    p.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS, help="the library is DIR/voices")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="server YAML settings to take defaults from",
+    )
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage the voice library (<data-dir>/voices) of wyoming-qwen3tts.",
+        epilog="The data dir defaults to the server's setting (--config, $WYOMING_QWEN3TTS_CONFIG, "
+        "$WYOMING_QWEN3TTS_ARGS, else 'data').",
+        allow_abbrev=False,
+    )
+    _add_common(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    add = sub.add_parser("add", help="add a clone voice from a reference clip")
+    add.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
+    add.add_argument("--audio", required=True, metavar="FILE", help="reference clip (wav, flac, ogg, mp3)")
+    add.add_argument("--text", metavar="TRANSCRIPT", help="exact transcript of the clip (enables ICL mode)")
+    add.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
+    add.add_argument(
+        "--mode",
+        choices=MODES,
+        default="icl",
+        help="icl (needs --text; most similar) or xvector (speaker embedding only); default: icl",
+    )
+    add.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
+    add.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+
+    design = sub.add_parser(
+        "design",
+        help="add a designed voice from a description",
+        description="Add a design voice: an instruct text for a VoiceDesign model. Freezing a design "
+        "voice into a reusable clone voice (--freeze) arrives later.",
+    )
+    design.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
+    design.add_argument("--instruct", required=True, metavar="TEXT", help="voice description")
+    design.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
+    design.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
+    design.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+
+    lst = sub.add_parser("list", help="list the voices")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    rm = sub.add_parser("remove", help="delete a voice")
+    rm.add_argument("name", metavar="NAME")
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="recompute the cached voice prompts of clone voices",
+        description="Load the Base (clone) model and recompute the cached voice prompts of the clone "
+        "voices (all, or the NAMEs given).",
+    )
+    rebuild.add_argument("names", nargs="*", metavar="NAME", help="voices to rebuild (default: all)")
+    rebuild.add_argument(
+        "--model",
+        metavar="CLONE_MODEL",
+        help="Base model, hub id or directory (default: the clone_model setting)",
+    )
+    rebuild.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the device setting)")
+    rebuild.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default: the dtype setting)")
+    rebuild.add_argument("--local-files-only", action="store_true", help="never download the model")
+    rebuild.add_argument("--cache-dir", metavar="D", help="Hugging Face download cache")
+    for parser in (add, design, lst, rm, rebuild):
+        _add_common(parser)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """The server settings, with this command's --config/--data-dir on top (same precedence as the server)."""
+    from ..settings import SettingsError, load_settings
+
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", args.config]
+    if getattr(args, "data_dir", None):
+        argv += ["--data-dir", args.data_dir]
+    try:
+        return load_settings(argv, os.environ)
+    except SettingsError as exc:
+        raise CliError("invalid-setting", str(exc)) from None
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Mute a logger whose messages this CLI prints itself (no duplicate lines)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _describe(profile: VoiceProfile) -> str:
+    lines = [f"{profile.kind} voice {profile.name!r} ({profile.display_name})"]
+    lines.append(f"  language: {profile.language or 'auto'}")
+    if profile.kind == "clone":
+        lines.append(f"  mode: {profile.mode}")
+        if profile.transcript:
+            lines.append(f"  transcript: {profile.transcript}")
+    if profile.instruct:
+        lines.append(f"  instruct: {profile.instruct}")
+    if profile.directory is not None:
+        lines.append(f"  stored in: {profile.directory}")
+    return "\n".join(lines)
+
+
+def _as_dict(profile: VoiceProfile) -> dict[str, Any]:
+    return dict(
+        name=profile.name,
+        kind=profile.kind,
+        display_name=profile.display_name,
+        language=profile.language,
+        mode=profile.mode,
+        transcript=profile.transcript,
+        instruct=profile.instruct,
+        audio_path=None if profile.audio_path is None else str(profile.audio_path),
+        sha256=profile.sha256,
+        created=profile.created,
+        updated=profile.updated,
+        read_only=profile.read_only,
+    )
+
+
+def _table(profiles: list[VoiceProfile]) -> str:
+    rows = [("NAME", "KIND", "LANGUAGE", "MODE", "DISPLAY NAME")]
+    for p in profiles:
+        kind = p.kind + (" (file)" if p.read_only else "")
+        rows.append((p.name, kind, p.language or "auto", p.mode or "-", p.display_name))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows
+    )
+
+
+def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    if not Path(args.audio).is_file():  # a clearer message than the decoder's
+        raise VoiceLibraryError("audio-unreadable", f"{args.audio}: no such file")
+    with _quiet("wyoming_qwen3tts.voices.library"):
+        profile = library.add_clone(
+            args.name,
+            args.audio,
+            transcript=args.text,
+            language=args.language,
+            mode=args.mode,
+            display_name=args.display_name,
+            overwrite=args.force,
+        )
+    print(f"Added {_describe(profile)}")
+    for warning in profile.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _cmd_design(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    profile = library.add_design(
+        args.name,
+        args.instruct,
+        language=args.language,
+        display_name=args.display_name,
+        overwrite=args.force,
+    )
+    print(f"Added {_describe(profile)}")
+    return 0
+
+
+def _cmd_list(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    profiles = library.list()
+    if args.json:
+        print(json.dumps([_as_dict(p) for p in profiles], indent=2, ensure_ascii=False))
+    elif not profiles:
+        print(f"No voices in {library.root}")
+    else:
+        print(_table(profiles))
+    return 0
+
+
+def _cmd_remove(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    library.remove(args.name)
+    print(f"Removed voice {args.name.strip().lower()!r}")
+    return 0
+
+
+def _progress(total: int):
+    """A progress callback: a tqdm bar on a terminal, else one plain line per voice (logs stay readable)."""
+    bar = None
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="voice", file=sys.stderr)
+        except ImportError:
+            pass
+
+    def report(done: int, count: int, profile: VoiceProfile) -> None:
+        if bar is not None:
+            bar.set_postfix_str(profile.name)
+            bar.update(1)
+        else:
+            print(f"[{done}/{count}] {profile.name}", flush=True)
+
+    return report, bar
+
+
+def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
+    model = args.model or settings.clone_model
+    if not model:
+        raise CliError("no-model", "no Base model given: pass --model or set clone_model in the settings")
+    if args.names:
+        profiles = [library.get(name) for name in args.names]
+    else:
+        profiles = library.list()
+    for p in profiles if args.names else ():  # only worth saying for voices the user named
+        if p.kind != "clone":
+            print(f"{p.name}: {p.kind} voice, no prompt to build")
+    clones = [p for p in profiles if p.kind == "clone"]
+    if not clones:
+        print("No clone voices to rebuild")
+        return 0
+
+    from ..engine import Engine
+    from .prompts import PromptCache
+
+    engine = Engine.load(
+        model,
+        device=args.device or settings.device,
+        dtype=args.dtype or settings.dtype,
+        slots=1,
+        cache_dir=args.cache_dir or settings.cache_dir,
+        local_files_only=args.local_files_only or settings.local_files_only,
+    )
+    try:
+        if engine.model_type != "base":
+            raise CliError(
+                "not-a-base-model", f"{model} is a {engine.model_type} model; rebuild needs a Base model"
+            )
+        report, bar = _progress(len(clones))
+        with _quiet("wyoming_qwen3tts.voices.prompts"):
+            results = PromptCache(library).rebuild(clones, engine, model, progress=report)
+        if bar is not None:
+            bar.close()
+    finally:
+        engine.close()
+    failed = {name: err for name, err in results.items() if err is not None}
+    for name, err in failed.items():
+        print(f"{name}: failed: {' '.join(str(err).split())}", file=sys.stderr)
+    if failed:
+        raise CliError("rebuild-failed", f"{len(failed)} of {len(results)} voice prompts could not be built")
+    print(f"Rebuilt {len(results)} voice prompt(s) for {model}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(levelname)s: %(message)s",
+    )
+    from ..engine.audio import AudioError
+    from ..engine.checkpoint import CheckpointError
+
+    try:
+        settings = _settings(args)
+        library = VoiceLibrary(Path(settings.data_dir) / "voices")
+        if args.command == "rebuild":
+            return _cmd_rebuild(library, args, settings)
+        handler = {"add": _cmd_add, "design": _cmd_design, "list": _cmd_list, "remove": _cmd_remove}
+        return handler[args.command](library, args)
+    except (CliError, VoiceLibraryError, AudioError) as exc:
+        _error(exc.code, exc.message, debug)
+    except CheckpointError as exc:
+        _error("model-error", str(exc), debug)
+    except (ValueError, OSError) as exc:
+        _error("invalid-argument" if isinstance(exc, ValueError) else "os-error", str(exc), debug)
+    return 2
+
+
+def _error(code: str, message: str, debug: bool) -> None:
+    if debug:
+        _LOGGER.debug("Failed", exc_info=True)
+    print(f"voices: error: {code}: {' '.join(message.split())}", file=sys.stderr)
