@@ -6,45 +6,34 @@ public API; the fixtures rebuild byte-identical checkpoints (sha256 checked agai
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import checkpoint_matches_manifest
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, VoicePrompt
 
-GOLDENS = Path(__file__).parent / "goldens"
 TEXT = "Hello world, this is a small test."
 REF_TEXT = "This is the reference transcript of the voice, read slowly and clearly."
 INSTRUCTS = {"cv_greedy_auto_dialect_instruct": "Speak warmly.", "vd_greedy": "A calm deep male voice."}
 BATCH2_TEXTS = [TEXT, "See you."]  # the second row stops at EOS after 4 frames
 
 
-def _golden(case: str) -> dict:
-    with np.load(GOLDENS / f"{case}.npz") as z:
-        data = {k: z[k] for k in z.files}
-    data["meta"] = json.loads(str(data.pop("meta_json", "{}")))
-    data["case"] = json.loads(str(data.pop("case_json")))
-    return data
-
-
-def _engine(path: Path, kind: str) -> Engine:
-    manifest = json.loads((GOLDENS / "manifest.json").read_text())
-    for name, digest in manifest["checkpoints"][kind].items():
-        assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest, f"fixture {name} drifted"
+def _engine(path: Path, kind: str, manifest: dict) -> Engine:
+    drifted = checkpoint_matches_manifest(path, kind, manifest)
+    assert not drifted, f"fixture files drifted from the goldens: {drifted}"
     torch.set_num_threads(2)
     return Engine.load(path, device="cpu", dtype="float32", slots=2, guard=RunawayGuard(enabled=False))
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_custom_voice, tiny_base, tiny_voice_design):
+def engines(tiny_custom_voice, tiny_base, tiny_voice_design, golden_manifest):
     made = {
-        "custom_voice": _engine(tiny_custom_voice, "custom_voice"),
-        "base": _engine(tiny_base, "base"),
-        "voice_design": _engine(tiny_voice_design, "voice_design"),
+        "custom_voice": _engine(tiny_custom_voice, "custom_voice", golden_manifest),
+        "base": _engine(tiny_base, "base", golden_manifest),
+        "voice_design": _engine(tiny_voice_design, "voice_design", golden_manifest),
     }
     yield made
     for engine in made.values():
@@ -108,8 +97,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("case, kind", CASES)
-def test_matches_reference(engines, case, kind):
-    g = _golden(case)
+def test_matches_reference(engines, golden, case, kind):
+    g = golden(case)
     engine = engines[kind]
     streams = [engine.submit(r) for r in _requests(case, g)]  # batch2: both rows decode together
     results = [s.result(120) for s in streams]
@@ -135,8 +124,8 @@ def test_matches_reference(engines, case, kind):
         np.testing.assert_allclose(res.audio, wav, atol=1e-4, rtol=0)
 
 
-def test_voice_prompt_from_audio_matches_reference(engines):
-    g = _golden("base_prompt")
+def test_voice_prompt_from_audio_matches_reference(engines, golden):
+    g = golden("base_prompt")
     engine = engines["base"]
     clips = {}
     for rate, (sr, seed) in g["case"]["clips"].items():

@@ -9,7 +9,6 @@ import signal
 import time
 from functools import partial
 from typing import Optional
-from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
@@ -142,9 +141,6 @@ def run(settings: Settings) -> int:
             warm,
             ", ".join(v.name for v in state.voices()),
         )
-        uri = urlparse(settings.uri)
-        if uri.scheme == "tcp" and uri.hostname in ("0.0.0.0", "::", ""):
-            _LOGGER.debug("Listening on all interfaces")
         asyncio.run(serve(settings, state))
     finally:
         engine.close()
