@@ -89,7 +89,9 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     _one_error_line(
         _voices(tmp_path, "design", "d", "--instruct", "x", "--language", "klingon"), "invalid-language"
     )
-    _one_error_line(_voices(tmp_path, "rebuild"), "no-model")
+    off = {"WYOMING_QWEN3TTS_ARGS": "--clone-model none --design-model none"}
+    _one_error_line(_voices(tmp_path, "rebuild", env=off), "no-model")
+    _one_error_line(_voices(tmp_path, "design", "d", "--instruct", "x", "--freeze", env=off), "no-model")
     assert not (tmp_path / "data" / "voices" / "ok").exists()
 
 

@@ -9,6 +9,7 @@ anything heavy (torch, the model) is imported.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import shlex
@@ -27,6 +28,11 @@ _LOGGER = logging.getLogger(__name__)
 ENV_ARGS = "WYOMING_QWEN3TTS_ARGS"
 ENV_CONFIG = "WYOMING_QWEN3TTS_CONFIG"
 DEFAULT_ZEROCONF_NAME = "qwen3-tts"
+AUTO = "auto"
+MODEL_TYPES = ("custom_voice", "base", "voice_design")
+# Official hub ids: Qwen/Qwen3-TTS-12Hz-<size>-<CustomVoice|Base|VoiceDesign>.
+_HUB_RE = re.compile(r"(Qwen/Qwen3-TTS-12Hz-)(0\.6B|1\.7B)-(CustomVoice|Base|VoiceDesign)")
+_HUB_TYPES = {"CustomVoice": "custom_voice", "Base": "base", "VoiceDesign": "voice_design"}
 
 # The model's 10 languages (engine names) and their BCP-47 codes: one table, in server/language.py.
 LANGUAGES = BCP47
@@ -45,13 +51,32 @@ class SettingsError(ValueError):
     """Invalid configuration; the message is one line fit for the user."""
 
 
+def model_type_of(model: str) -> str:
+    """custom_voice, base or voice_design, without loading anything: from an official hub id's suffix or a
+    local checkpoint's config.json; an unknown hub id is assumed to be CustomVoice (checked at load)."""
+    hub = _HUB_RE.fullmatch(model.strip())
+    if hub is not None:
+        return _HUB_TYPES[hub.group(3)]
+    config = Path(model) / "config.json"
+    if config.is_file():
+        try:
+            kind = json.loads(config.read_text(encoding="utf-8")).get("tts_model_type")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind in MODEL_TYPES:
+            return kind
+    return "custom_voice"
+
+
 @dataclass
 class Settings:
     uri: str = "tcp://0.0.0.0:10200"
     zeroconf: Optional[str] = None  # None = off; "" = announce under DEFAULT_ZEROCONF_NAME
     model: str = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
-    clone_model: Optional[str] = None
+    clone_model: Optional[str] = AUTO  # Base model of clone: voices; None = clone voices off
+    design_model: Optional[str] = AUTO  # VoiceDesign model of design: voices; None = design voices off
     data_dir: Path = Path("data")
+    voices_dir: Optional[Path] = None  # None = <data_dir>/voices
     cache_dir: Optional[str] = None
     device: str = "auto"
     dtype: str = "auto"
@@ -66,6 +91,34 @@ class Settings:
     debug: bool = False
     log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     threads: Optional[int] = None
+    max_loaded_models: int = 2
+    preload: bool = False
+
+    @property
+    def voices_path(self) -> Path:
+        """The voice library directory."""
+        return self.voices_dir if self.voices_dir is not None else self.data_dir / "voices"
+
+    def role_models(self) -> dict[str, Optional[str]]:
+        """Model id/path per model type (custom_voice, base, voice_design); None = that role is off.
+
+        The main ``model`` fills the role of its own type; ``auto`` picks the official sibling of a hub
+        main model (the Base model of the same size; the only VoiceDesign model, 1.7B) and means "off"
+        when the main model is a local directory (we cannot guess where its siblings are)."""
+        main_type = model_type_of(self.model)
+        roles: dict[str, Optional[str]] = {"custom_voice": None, "base": None, "voice_design": None}
+        hub = _HUB_RE.fullmatch(self.model.strip())
+        for role, value in (("base", self.clone_model), ("voice_design", self.design_model)):
+            if value == AUTO:
+                if hub is None:
+                    value = None
+                elif role == "base":
+                    value = f"{hub.group(1)}{hub.group(2)}-Base"
+                else:
+                    value = f"{hub.group(1)}1.7B-VoiceDesign"
+            roles[role] = value
+        roles[main_type] = self.model
+        return roles
 
     @property
     def zeroconf_name(self) -> Optional[str]:
@@ -187,6 +240,16 @@ def _check_zeroconf(value: Any, from_text: bool) -> Optional[str]:
     return value.strip()
 
 
+def _check_model_choice(value: Any, from_text: bool) -> Optional[str]:
+    """A hub id or directory, ``auto`` (the official sibling of the main model) or ``none``/null (off)."""
+    if value is None or value is False:
+        return None
+    text = _want_str(value)
+    if text.lower() in ("none", "off", "false"):
+        return None
+    return AUTO if text.lower() == AUTO else text
+
+
 def _optional(check: Callable[[Any, bool], Any]) -> Callable[[Any, bool], Any]:
     def wrapped(value: Any, from_text: bool) -> Any:
         return None if value is None else check(value, from_text)
@@ -198,8 +261,10 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "uri": _check_uri,
     "zeroconf": _check_zeroconf,
     "model": _check_str,
-    "clone_model": _optional(_check_str),
+    "clone_model": _check_model_choice,
+    "design_model": _check_model_choice,
     "data_dir": _check_path,
+    "voices_dir": _optional(_check_path),
     "cache_dir": _optional(_check_str),
     "device": _check_device,
     "dtype": _check_dtype,
@@ -214,6 +279,8 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "debug": _check_bool,
     "log_format": _check_log_format,
     "threads": _optional(_check_positive_int),
+    "max_loaded_models": _check_positive_int,
+    "preload": _check_bool,
 }
 assert set(_CHECKS) == {f.name for f in fields(Settings)}, "every Settings field needs a check"
 
@@ -257,9 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clone-model",
         metavar="MODEL",
-        help="Base model for clone: voices (hub id or directory; default: none)",
+        help="Base model for clone: voices: hub id, directory, auto (the Base model of the main model's "
+        "size) or none (default: auto)",
+    )
+    p.add_argument(
+        "--design-model",
+        metavar="MODEL",
+        help="VoiceDesign model for design: voices: hub id, directory, auto (the official 1.7B one) or none "
+        "(default: auto)",
+    )
+    p.add_argument(
+        "--max-loaded-models",
+        metavar="N",
+        help="models kept in memory at once; the least recently used idle one is unloaded to load another "
+        f"(default: {d.max_loaded_models})",
+    )
+    p.add_argument(
+        "--preload",
+        action="store_true",
+        help="load every configured model at start and keep them (no loading on demand)",
     )
     p.add_argument("--data-dir", metavar="DIR", help=f"voice library and caches (default: {d.data_dir})")
+    p.add_argument("--voices-dir", metavar="DIR", help="voice library (default: DATA_DIR/voices)")
     p.add_argument("--cache-dir", metavar="DIR", help="Hugging Face download cache (default: the hub's own)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N; ROCm GPUs are cuda too (default: auto)")
     p.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
@@ -376,5 +462,13 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     merged.update(_check_flags(env, f"{ENV_ARGS}: "))
     merged.update(_check_flags(cli, ""))
     settings = Settings(**merged)
+    if settings.preload:
+        wanted = [m for m in settings.role_models().values() if m]
+        if len(wanted) > settings.max_loaded_models:
+            raise SettingsError(
+                f"--preload loads {len(wanted)} models ({', '.join(wanted)}) but --max-loaded-models is "
+                f"{settings.max_loaded_models}; raise it, or turn a model off (--clone-model none, "
+                "--design-model none)"
+            )
     _LOGGER.debug("Settings (config file: %s): %s", config_path or "none", settings)
     return settings

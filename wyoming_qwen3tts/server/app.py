@@ -8,66 +8,72 @@ import logging
 import signal
 import time
 from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
-from ..engine import Engine, SamplingParams, SpeechRequest
+from ..engine import Engine
 from ..settings import Settings
+from ..voices.library import VoiceLibrary
+from ..voices.prompts import PromptCache
+from .catalog import VoiceCatalog
 from .handler import Qwen3TtsEventHandler, ServerState
-from .info import Voice, build_info, builtin_voices, language_codes
+from .info import build_info, builtin_voices, language_codes
+from .models import ROLE_LABELS, ModelPool, warm_up
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def load_engine(settings: Settings) -> Engine:
-    return Engine.load(
-        settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        slots=settings.slots,
-        cache_dir=settings.cache_dir,
-        local_files_only=settings.local_files_only,
-    )
+def engine_loader(settings: Settings) -> Callable[[str], Engine]:
+    """Loads any of the configured models with the server's device, dtype and slots."""
 
-
-def warm_up(engine: Engine, voices: list[Voice]) -> float:
-    """One short synthesis before the port opens: first requests then meet warm kernels and caches."""
-    started = time.monotonic()
-    voice = voices[0]
-    request = SpeechRequest(
-        "Ready.", speaker=voice.speaker, sampling=SamplingParams(max_new_tokens=4, seed=0)
-    )
-    engine.synthesize(request, timeout=600)
-    return time.monotonic() - started
-
-
-def make_state(engine: Engine, settings: Settings) -> ServerState:
-    voices_now = builtin_voices(engine.speakers)
-    if not voices_now:
-        raise SystemExit(
-            f"{settings.model} is a {engine.model_type} model without built-in voices; "
-            "serve a CustomVoice model (clone and designed voices come from the voice library)"
+    def load(model: str) -> Engine:
+        return Engine.load(
+            model,
+            device=settings.device,
+            dtype=settings.dtype,
+            slots=settings.slots,
+            cache_dir=settings.cache_dir,
+            local_files_only=settings.local_files_only,
         )
-    default_voice = settings.voice
-    if default_voice and default_voice.lower() not in {v.name for v in voices_now}:
-        raise SystemExit(f"--voice {default_voice!r} is not one of: {', '.join(v.name for v in voices_now)}")
+
+    return load
+
+
+def load_engine(settings: Settings) -> Engine:
+    return engine_loader(settings)(settings.model)
+
+
+def make_state(
+    engine: Engine, settings: Settings, loader: Optional[Callable[[str], Engine]] = None
+) -> ServerState:
+    """Server state around the loaded main model; other models load through ``loader`` when needed."""
+    pool = ModelPool(
+        settings.role_models(),
+        loader or engine_loader(settings),
+        max_loaded=settings.max_loaded_models,
+        on_demand=not settings.preload,
+    )
+    pool.adopt(engine, settings.model)
     languages = language_codes(engine.languages)
+    builtin = builtin_voices(engine.speakers) if engine.model_type == "custom_voice" else []
+    library = VoiceLibrary(settings.voices_path)
+    catalog = VoiceCatalog(builtin, library, pool, default_voice=settings.voice)
+    if settings.voice and catalog.lookup(settings.voice) is None:
+        raise SystemExit(
+            f"--voice {settings.voice!r} is not one of: {', '.join(v.name for v in catalog.voices())}"
+        )
     model_name = str(settings.model).rstrip("/").split("/")[-1]
-
-    def voices() -> list[Voice]:
-        return list(voices_now)
-
     return ServerState(
-        engine=engine,
-        voices=voices,
-        info=lambda: build_info(voices(), languages, model_name, settings.streaming),
-        default_voice=default_voice,
+        models=pool,
+        catalog=catalog,
+        info=lambda: build_info(catalog.voices(), languages, model_name, settings.streaming),
         default_language=settings.language,
         samples_per_chunk=settings.samples_per_chunk,
         max_concurrent=settings.max_concurrent,
         max_text_chars=settings.max_text_chars,
         streaming=settings.streaming,
+        prompts=PromptCache(library),
     )
 
 
@@ -128,20 +134,30 @@ def run(settings: Settings) -> int:
         import torch
 
         torch.set_num_threads(settings.threads)
-    if settings.clone_model:
-        _LOGGER.warning("--clone-model is not used yet: clone voices arrive with the voice library")
     engine = load_engine(settings)
+    state = None
     try:
         state = make_state(engine, settings)
-        warm = warm_up(engine, state.voices())
+        speaker = state.catalog.builtin[0].speaker if state.catalog.builtin else None
+        warm = warm_up(engine, speaker)
+        if settings.preload:
+            for role, model in state.models.models.items():
+                if model and role not in state.models.engines:
+                    warm_up(state.models.load_now(role))
         _LOGGER.info(
-            "Model %s loaded and warmed up in %.1f s (warm-up %.1f s); voices: %s",
-            settings.model,
+            "Ready in %.1f s (warm-up %.1f s); models: %s; voices: %s",
             time.monotonic() - started,
             warm,
-            ", ".join(v.name for v in state.voices()),
+            ", ".join(
+                f"{ROLE_LABELS[r]}={m}{'' if r in state.models.engines else ' (on demand)'}"
+                for r, m in state.models.models.items()
+                if m
+            ),
+            ", ".join(v.name for v in state.voices()) or "none",
         )
         asyncio.run(serve(settings, state))
     finally:
+        if state is not None:
+            state.models.close()
         engine.close()
     return 0

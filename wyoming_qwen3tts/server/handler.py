@@ -2,9 +2,10 @@
 an asyncio task that submits text segments to the engine (whose worker thread owns the device) and writes
 PCM events as the engine's chunks arrive, so `describe`, `ping` and new text keep being read meanwhile.
 
-Error codes (stable): voice-not-found, empty-text, text-too-long, server-busy, synthesis-failed,
-bad-request, server-stopping. After any error the connection stays usable, and a stream still ends with
-synthesize-stopped.
+Error codes (stable, see errors.py): voice-not-found, empty-text, text-too-long, server-busy,
+synthesis-failed, bad-request, server-stopping, model-not-loaded, voice-unusable. After any error the
+connection stays usable, and a stream still ends with synthesize-stopped. The engine of a cycle is leased
+from the model pool (models.py) for the whole cycle, so it cannot be unloaded under it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -23,9 +24,14 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from ..engine import SAMPLE_RATE, Engine, SpeechRequest, SpeechStream
+from ..engine import SAMPLE_RATE, SpeechRequest, SpeechStream
+from ..voices.library import VoiceLibraryError
+from ..voices.prompts import PromptCache
+from .catalog import VoiceCatalog
+from .errors import ServiceError
 from .info import Voice
 from .language import detect_language
+from .models import ModelPool
 from .segmenter import StreamSegmenter, split_text
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,42 +41,27 @@ LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while th
 _END = object()
 
 
-class ServiceError(Exception):
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-
 @dataclass
 class ServerState:
     """Shared by all connections; everything here is touched from the event loop only."""
 
-    engine: Engine
-    voices: Callable[[], list[Voice]]  # rebuilt per describe: new voices appear without restart
-    info: Callable[[], Info]
-    default_voice: Optional[str]
+    models: ModelPool
+    catalog: VoiceCatalog
+    info: Callable[[], Info]  # rebuilt per describe: new voices appear without restart
     default_language: str  # engine name or "auto"
     samples_per_chunk: int
     max_concurrent: int
     max_text_chars: int
     streaming: bool
+    prompts: Optional[PromptCache] = None  # clone-voice prompts (memory + disk)
     active_jobs: int = 0
     handlers: set = field(default_factory=set)
 
+    def voices(self) -> list[Voice]:
+        return self.catalog.voices()
+
     def find_voice(self, name: Optional[str]) -> Voice:
-        voices = self.voices()
-        wanted = (name or self.default_voice or "").strip().lower()
-        if not wanted:
-            if not voices:
-                raise ServiceError("voice-not-found", "no voices are available")
-            return voices[0]
-        for voice in voices:
-            if voice.name.lower() == wanted:
-                return voice
-        raise ServiceError(
-            "voice-not-found", f"voice {name!r} not found; available: {', '.join(v.name for v in voices)}"
-        )
+        return self.catalog.find(name)
 
 
 class AudioJob:
@@ -86,6 +77,8 @@ class AudioJob:
         self.audio_started = False
         self.spoken = 0
         self.language: Optional[str] = None
+        self.engine: Any = None  # leased from the model pool for the whole cycle
+        self.voice_args: dict[str, Any] = {}
         self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
 
     def add(self, segment: str) -> None:
@@ -111,10 +104,25 @@ class AudioJob:
                 self.language = detect_language(text) or "auto"
         return self.language
 
-    def _submit(self, text: str) -> None:
-        request = SpeechRequest(text, language=self._language(text), speaker=self.voice.speaker)
+    async def _prepare_voice(self) -> dict[str, Any]:
+        """How to ask the leased engine for this voice; a clone voice's prompt comes from the cache
+        (memory, disk, else the encoders, in a worker thread)."""
+        voice = self.voice
+        if voice.kind == "builtin":
+            return {"speaker": voice.speaker}
+        if voice.kind == "design":
+            return {"instruct": voice.profile.instruct}
+        model_id = self.state.models.models[voice.role]
         try:
-            self.inflight.append(self.state.engine.submit(request))
+            prompt = await asyncio.to_thread(self.state.prompts.get, voice.profile, self.engine, model_id)
+        except (VoiceLibraryError, OSError, ValueError) as exc:
+            raise ServiceError("voice-unusable", f"voice {voice.name!r} is unusable: {exc}") from exc
+        return {"voice": prompt}
+
+    def _submit(self, text: str) -> None:
+        request = SpeechRequest(text, language=self._language(text), **self.voice_args)
+        try:
+            self.inflight.append(self.engine.submit(request))
         except ValueError as exc:
             raise ServiceError("synthesis-failed", str(exc)) from exc
 
@@ -142,6 +150,22 @@ class AudioJob:
                 ).event()
             )
 
+    async def _speak_all(self) -> None:
+        """Segments in order until the end marker, each streamed out as its chunks arrive."""
+        while True:
+            if not self.inflight:
+                item = await self.segments.get()
+                if item is _END:
+                    break
+                self._submit(item)
+            self._take_ready()
+            stream = self.inflight[0]
+            async for chunk in stream:
+                await self._write_audio(chunk.pcm)
+                self._take_ready()
+            self.inflight.popleft()
+            self.spoken += 1
+
     async def _run(self) -> None:
         state = self.state
         admitted = False
@@ -152,19 +176,14 @@ class AudioJob:
                 )
             state.active_jobs += 1
             admitted = True
-            while True:
-                if not self.inflight:
-                    item = await self.segments.get()
-                    if item is _END:
-                        break
-                    self._submit(item)
-                self._take_ready()
-                stream = self.inflight[0]
-                async for chunk in stream:
-                    await self._write_audio(chunk.pcm)
-                    self._take_ready()
-                self.inflight.popleft()
-                self.spoken += 1
+            async with state.models.use(self.voice.role) as engine:
+                self.engine = engine
+                try:
+                    self.voice_args = await self._prepare_voice()
+                    await self._speak_all()
+                finally:  # nothing of ours may run on an engine we no longer lease
+                    for stream in self.inflight:
+                        stream.cancel()
             if self.audio_started:
                 await self.handler.write_event(AudioStop().event())
             elif not self.streaming:
@@ -179,8 +198,6 @@ class AudioJob:
             _LOGGER.exception("synthesis failed")
             await self._fail("synthesis-failed", str(exc))
         finally:
-            for stream in self.inflight:
-                stream.cancel()
             if admitted:
                 state.active_jobs -= 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
 
@@ -27,6 +27,9 @@ SPEAKER_CARDS = {
 }
 
 
+ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design"}
+
+
 @dataclass(frozen=True)
 class Voice:
     """A voice the server can speak with: how to ask the engine for it."""
@@ -35,6 +38,13 @@ class Voice:
     description: str  # what Home Assistant shows
     speaker: Optional[str] = None  # built-in CustomVoice speaker
     language: Optional[str] = None  # the voice's own language (engine name), if it has one
+    kind: str = "builtin"  # builtin | clone | design
+    profile: Any = None  # the library's VoiceProfile of clone/design voices
+
+    @property
+    def role(self) -> str:
+        """The model type that speaks this voice."""
+        return ROLES[self.kind]
 
 
 def language_codes(engine_languages: list[str]) -> list[str]:
@@ -67,7 +77,7 @@ def build_info(voices: list[Voice], languages: list[str], model_name: str, strea
                         attribution=ATTRIBUTION,
                         installed=True,
                         version=__version__,
-                        languages=languages,
+                        languages=[BCP47[v.language]] if v.language in BCP47 else languages,
                     )
                     for v in sorted(voices, key=lambda v: v.name)
                 ],

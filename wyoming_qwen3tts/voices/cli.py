@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile
+from .library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,12 +37,46 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: the options may come before or after the command without one hiding the other.
     p.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS, help="the library is DIR/voices")
     p.add_argument(
+        "--voices-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the library itself (overrides --data-dir)",
+    )
+    p.add_argument(
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="server YAML settings to take defaults from",
     )
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def _add_model_options(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--model", metavar="MODEL", help=model_help)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the device setting)")
+    p.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default: the dtype setting)")
+    p.add_argument("--local-files-only", action="store_true", help="never download the model")
+    p.add_argument("--cache-dir", metavar="D", help="Hugging Face download cache")
+
+
+def _load_engine(args: argparse.Namespace, settings: Any, model: str, role: str) -> Any:
+    """The model a command needs, with the server's device/dtype/cache settings unless overridden."""
+    from ..engine import Engine
+
+    engine = Engine.load(
+        model,
+        device=args.device or settings.device,
+        dtype=args.dtype or settings.dtype,
+        slots=1,
+        cache_dir=args.cache_dir or settings.cache_dir,
+        local_files_only=args.local_files_only or settings.local_files_only,
+    )
+    if engine.model_type != role:
+        engine.close()
+        raise CliError(
+            "wrong-model-type", f"{model} is a {engine.model_type} model; this needs a {role} model"
+        )
+    return engine
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,14 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     design = sub.add_parser(
         "design",
         help="add a designed voice from a description",
-        description="Add a design voice: an instruct text for a VoiceDesign model. Freezing a design "
-        "voice into a reusable clone voice (--freeze) arrives later.",
+        description="Add a design voice: an instruct text for the VoiceDesign model. With --freeze, the "
+        "VoiceDesign model speaks a sample once and the voice is stored as a clone voice instead (same sound "
+        "every time, runs on the faster Base model).",
     )
     design.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
     design.add_argument("--instruct", required=True, metavar="TEXT", help="voice description")
     design.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
     design.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
     design.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+    design.add_argument(
+        "--freeze", action="store_true", help="synthesize a reference clip now and store a clone voice"
+    )
+    design.add_argument("--sample-text", metavar="TEXT", help="what the frozen clip says (default: a sample)")
+    design.add_argument("--seed", type=int, default=0, help="sampling seed of the frozen clip (default: 0)")
+    _add_model_options(design, "VoiceDesign model for --freeze (default: the design_model setting)")
 
     lst = sub.add_parser("list", help="list the voices")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -95,15 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "voices (all, or the NAMEs given).",
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="voices to rebuild (default: all)")
-    rebuild.add_argument(
-        "--model",
-        metavar="CLONE_MODEL",
-        help="Base model, hub id or directory (default: the clone_model setting)",
-    )
-    rebuild.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the device setting)")
-    rebuild.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default: the dtype setting)")
-    rebuild.add_argument("--local-files-only", action="store_true", help="never download the model")
-    rebuild.add_argument("--cache-dir", metavar="D", help="Hugging Face download cache")
+    _add_model_options(rebuild, "Base model, hub id or directory (default: the clone_model setting)")
     for parser in (add, design, lst, rm, rebuild):
         _add_common(parser)
     return p
@@ -118,6 +151,8 @@ def _settings(args: argparse.Namespace) -> Any:
         argv += ["--config", args.config]
     if getattr(args, "data_dir", None):
         argv += ["--data-dir", args.data_dir]
+    if getattr(args, "voices_dir", None):
+        argv += ["--voices-dir", args.voices_dir]
     try:
         return load_settings(argv, os.environ)
     except SettingsError as exc:
@@ -198,7 +233,9 @@ def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_design(library: VoiceLibrary, args: argparse.Namespace) -> int:
+def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
+    if args.freeze:
+        return _freeze(library, args, settings)
     profile = library.add_design(
         args.name,
         args.instruct,
@@ -207,6 +244,39 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     print(f"Added {_describe(profile)}")
+    return 0
+
+
+def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
+    from .freeze import freeze_design
+
+    model = args.model or settings.role_models()["voice_design"]
+    if not model:
+        raise CliError("no-model", "no VoiceDesign model: pass --model or set design_model in the settings")
+    key = normalize_name(args.name)  # fail before the slow model load and synthesis, not after
+    if not args.force and (library.root / key).exists():
+        raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists")
+    print(f"Loading {model} ...", flush=True)
+    engine = _load_engine(args, settings, model, "voice_design")
+    try:
+        print("Speaking the sample clip ...", flush=True)
+        with _quiet("wyoming_qwen3tts.voices.library"):
+            profile = freeze_design(
+                library,
+                engine,
+                args.name,
+                args.instruct,
+                args.language,
+                text=args.sample_text,
+                seed=args.seed,
+                display_name=args.display_name,
+                overwrite=args.force,
+            )
+    finally:
+        engine.close()
+    print(f"Added {_describe(profile)} (frozen from the description)")
+    for warning in profile.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -249,7 +319,7 @@ def _progress(total: int):
 
 
 def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
-    model = args.model or settings.clone_model
+    model = args.model or settings.role_models()["base"]
     if not model:
         raise CliError("no-model", "no Base model given: pass --model or set clone_model in the settings")
     if args.names:
@@ -264,22 +334,10 @@ def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any)
         print("No clone voices to rebuild")
         return 0
 
-    from ..engine import Engine
     from .prompts import PromptCache
 
-    engine = Engine.load(
-        model,
-        device=args.device or settings.device,
-        dtype=args.dtype or settings.dtype,
-        slots=1,
-        cache_dir=args.cache_dir or settings.cache_dir,
-        local_files_only=args.local_files_only or settings.local_files_only,
-    )
+    engine = _load_engine(args, settings, model, "base")
     try:
-        if engine.model_type != "base":
-            raise CliError(
-                "not-a-base-model", f"{model} is a {engine.model_type} model; rebuild needs a Base model"
-            )
         report, bar = _progress(len(clones))
         with _quiet("wyoming_qwen3tts.voices.prompts"):
             results = PromptCache(library).rebuild(clones, engine, model, progress=report)
@@ -308,10 +366,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         settings = _settings(args)
-        library = VoiceLibrary(Path(settings.data_dir) / "voices")
+        library = VoiceLibrary(settings.voices_path)
         if args.command == "rebuild":
             return _cmd_rebuild(library, args, settings)
-        handler = {"add": _cmd_add, "design": _cmd_design, "list": _cmd_list, "remove": _cmd_remove}
+        if args.command == "design":
+            return _cmd_design(library, args, settings)
+        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove}
         return handler[args.command](library, args)
     except (CliError, VoiceLibraryError, AudioError) as exc:
         _error(exc.code, exc.message, debug)

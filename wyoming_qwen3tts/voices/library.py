@@ -203,6 +203,18 @@ def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: st
     return warnings
 
 
+def _source_sha256(source: Any) -> Optional[str]:
+    """Checksum of the clip as given (a file or bytes), to tell later which upload a voice came from."""
+    try:
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+            return sha256_file(Path(source))
+        if isinstance(source, (bytes, bytearray)):
+            return hashlib.sha256(source).hexdigest()
+    except OSError:
+        pass
+    return None
+
+
 class VoiceLibrary:
     """The voice profiles under ``root``; the only writer of the library. Safe to share between threads."""
 
@@ -210,6 +222,7 @@ class VoiceLibrary:
         self.root = Path(root)
         self._lock = threading.Lock()  # serialises writers of this process; readers never need it
         self._warned: set[tuple[str, str]] = set()
+        self._sha_memo: dict[str, tuple[tuple[int, int], str]] = {}  # describe re-lists: hash once
 
     # -- reading -------------------------------------------------------------------------------------------
     def list(self) -> list[VoiceProfile]:
@@ -311,6 +324,7 @@ class VoiceLibrary:
             mode=mode,
             audio_path=audio,
             sha256=meta.get("sha256"),
+            instruct=meta.get("instruct") if isinstance(meta.get("instruct"), str) else None,
         )
 
     def _load_flat(self, audio: Path) -> VoiceProfile:
@@ -327,11 +341,20 @@ class VoiceLibrary:
             transcript=transcript,
             mode="icl" if transcript else "xvector",
             audio_path=audio,
-            sha256=sha256_file(audio),
+            sha256=self._sha256(audio),
             created=_mtime_iso(audio),
             updated=_mtime_iso(audio),
             read_only=True,
         )
+
+    def _sha256(self, path: Path) -> str:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        memo = self._sha_memo.get(str(path))
+        if memo is None or memo[0] != stamp:
+            memo = (stamp, sha256_file(path))
+            self._sha_memo[str(path)] = memo
+        return memo[1]
 
     # -- writing -------------------------------------------------------------------------------------------
     def add_clone(
@@ -344,8 +367,10 @@ class VoiceLibrary:
         *,
         display_name: Optional[str] = None,
         overwrite: bool = False,
+        instruct: Optional[str] = None,
     ) -> VoiceProfile:
-        """Store a clone voice from a reference clip (path, bytes, base64 or ``(array, sr)``)."""
+        """Store a clone voice from a reference clip (path, bytes, base64 or ``(array, sr)``). ``instruct``
+        records the description a frozen design voice was made from."""
         key = normalize_name(name)
         lang = normalize_language(language)
         if mode not in MODES:
@@ -366,6 +391,7 @@ class VoiceLibrary:
                 err.code, "audio-unreadable"
             )
             raise VoiceLibraryError(code, f"{label}: {err.message}") from None
+        source_sha = _source_sha256(audio_source)
         warnings = check_audio(wave, sr, transcript, label)
         if mode == "icl" and not transcript:
             warnings.append(f"{label}: no transcript given; using x-vector mode (less similar than ICL)")
@@ -377,13 +403,17 @@ class VoiceLibrary:
 
         def fill(tmp: Path) -> dict[str, Any]:
             sf.write(tmp / AUDIO_FILE, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            return dict(
+            meta = dict(
                 kind="clone",
                 transcript=transcript,
                 mode=mode,
                 audio=AUDIO_FILE,
                 sha256=sha256_file(tmp / AUDIO_FILE),
+                source_sha256=source_sha,
             )
+            if instruct:
+                meta["instruct"] = instruct
+            return meta
 
         profile = self._create(key, display_name or name.strip(), lang, fill, overwrite)
         return dataclasses.replace(profile, warnings=tuple(warnings))

@@ -1,0 +1,16 @@
+"""Errors the server answers with a Wyoming `error` event; `code` values are stable (documented in README).
+
+Codes: voice-not-found, empty-text, text-too-long, server-busy, synthesis-failed, bad-request,
+server-stopping, model-not-loaded, voice-unusable.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request-level failure: the client gets `error(code, text)`, the connection stays usable."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text

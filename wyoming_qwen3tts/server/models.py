@@ -1,0 +1,238 @@
+"""Model residency: which engines are in memory, loading on demand, and the memory bound.
+
+Each kind of voice needs its own model type: built-in speakers the CustomVoice model, ``clone:`` voices the
+Base model, ``design:`` voices the VoiceDesign model. The policy (documented in the README):
+
+* The main model (``--model``) loads at start and is warmed up before the port opens.
+* The other configured models load on their first request (``--preload``: all at start). The request that
+  needs a model waits while it loads (in a worker thread: ``describe`` and other voices keep being served)
+  and never fails because of the switch; concurrent requests share one load. A load that fails answers
+  ``model-not-loaded`` (and is retried after ``RETRY_AFTER_S``); so does a voice whose model is off.
+* At most ``max_loaded`` engines are in memory. Loading another one first unloads the least recently used
+  *idle* engine; an engine with requests in flight is never unloaded (the new request waits for one to
+  finish instead). With ``--preload`` nothing is ever unloaded or loaded later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from typing import AsyncIterator, Callable, Optional
+
+from ..engine import Engine, SamplingParams, SpeechRequest, VoicePrompt
+from .errors import ServiceError
+
+_LOGGER = logging.getLogger(__name__)
+
+ROLE_LABELS = {"custom_voice": "CustomVoice", "base": "Base", "voice_design": "VoiceDesign"}
+ROLE_SETTINGS = {"custom_voice": "--model", "base": "--clone-model", "voice_design": "--design-model"}
+RETRY_AFTER_S = 30.0
+
+
+class ModelNotLoaded(ServiceError):
+    """A request needs a model that is off, failed to load, or (with --preload) is not loaded."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("model-not-loaded", text)
+
+
+Loader = Callable[[str], Engine]
+
+
+class ModelPool:
+    """Engines by role, loaded on demand and bounded in number. Async methods run on the event loop."""
+
+    def __init__(
+        self,
+        models: dict[str, Optional[str]],
+        loader: Loader,
+        max_loaded: int = 2,
+        on_demand: bool = True,
+    ) -> None:
+        self.models = dict(models)  # role -> model id/path, None = off
+        self.loader = loader
+        self.max_loaded = max(1, max_loaded)
+        self.on_demand = on_demand
+        self.engines: dict[str, Engine] = {}
+        self.users: dict[str, int] = {}
+        self.last_used: dict[str, float] = {}
+        self.failures: dict[str, tuple[float, str]] = {}
+        self.loads = 0  # engines loaded so far (tests, logs)
+        self._loading: Optional[asyncio.Future] = None
+        self._cond: Optional[asyncio.Condition] = None
+
+    # -- start-up (before the event loop) -------------------------------------------------------------------
+    def load_now(self, role: str) -> Engine:
+        """Loads a role's model synchronously (start-up); raises what the loader raises."""
+        engine = self._load_checked(role)
+        self.engines[role] = engine
+        self.users[role] = 0
+        self.last_used[role] = time.monotonic()
+        return engine
+
+    def adopt(self, engine: Engine, model: str) -> str:
+        """Registers an already loaded engine under the role of its real type; returns the role."""
+        role = engine.model_type
+        for other, value in self.models.items():
+            if value == model and other != role:  # a guessed role was wrong: the checkpoint decides
+                self.models[other] = None
+        self.models[role] = model
+        self.engines[role] = engine
+        self.users[role] = 0
+        self.last_used[role] = time.monotonic()
+        return role
+
+    # -- facts ------------------------------------------------------------------------------------------
+    def enabled(self, role: str) -> bool:
+        return self.models.get(role) is not None
+
+    def loaded_roles(self) -> list[str]:
+        return list(self.engines)
+
+    def check_enabled(self, role: str) -> None:
+        if not self.enabled(role):
+            raise ModelNotLoaded(
+                f"{ROLE_LABELS[role]} voices are off: no {ROLE_LABELS[role]} model is configured "
+                f"({ROLE_SETTINGS[role]})"
+            )
+
+    # -- leasing ------------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, role: str) -> AsyncIterator[Engine]:
+        """The engine of ``role`` for the duration of the block (loaded first if needed; never unloaded
+        while the block runs)."""
+        engine = await self._acquire(role)
+        try:
+            yield engine
+        finally:
+            async with self._condition():
+                self.users[role] -= 1
+                self.last_used[role] = time.monotonic()
+                self._condition().notify_all()
+
+    async def _acquire(self, role: str) -> Engine:
+        self.check_enabled(role)
+        cond = self._condition()
+        while True:
+            async with cond:
+                while True:
+                    if role in self.engines:
+                        self.users[role] += 1
+                        return self.engines[role]
+                    if not self.on_demand:
+                        label = ROLE_LABELS[role]
+                        raise ModelNotLoaded(
+                            f"the {label} model is not loaded (--preload loads at start only)"
+                        )
+                    failed = self.failures.get(role)
+                    if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
+                        raise ModelNotLoaded(failed[1])
+                    if self._loading is None and await self._make_room():
+                        self._loading = asyncio.ensure_future(self._load(role))
+                        # A load outlives a cancelled requester; its error is still collected here.
+                        self._loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+                        break
+                    await cond.wait()  # another load runs, or every loaded engine is busy
+                loading = self._loading
+            await asyncio.shield(loading)  # then take the engine under the lock (next iteration)
+
+    async def _load(self, role: str) -> None:
+        """Loads ``role`` in a worker thread (the event loop keeps serving) and registers it, idle."""
+        cond = self._condition()
+        model = self.models[role]
+        _LOGGER.info(
+            "Loading the %s model %s for a request (%d of at most %d models loaded)",
+            ROLE_LABELS[role],
+            model,
+            len(self.engines),
+            self.max_loaded,
+        )
+        started = time.monotonic()
+        try:
+            engine = await asyncio.to_thread(self._load_checked, role)
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes a clear error event
+            message = f"cannot load the {ROLE_LABELS[role]} model {model}: {exc}"
+            _LOGGER.error("%s", message)
+            async with cond:
+                self.failures[role] = (time.monotonic(), message)
+                self._loading = None
+                cond.notify_all()
+            raise ModelNotLoaded(message) from exc
+        _LOGGER.info("%s model ready in %.1f s", ROLE_LABELS[role], time.monotonic() - started)
+        async with cond:
+            self.failures.pop(role, None)
+            self.engines[role] = engine
+            self.users[role] = 0
+            self.last_used[role] = time.monotonic()
+            self._loading = None
+            cond.notify_all()
+
+    async def _make_room(self) -> bool:
+        """Unloads least recently used idle engines until one more fits; False when all are busy."""
+        while len(self.engines) >= self.max_loaded:
+            idle = [r for r in self.engines if self.users.get(r, 0) == 0]
+            if not idle:
+                return False
+            victim = min(idle, key=lambda r: self.last_used.get(r, 0.0))
+            engine = self.engines.pop(victim)
+            self.users.pop(victim, None)
+            _LOGGER.info(
+                "Unloading the %s model %s (least recently used)", ROLE_LABELS[victim], self.models[victim]
+            )
+            await asyncio.to_thread(_release, engine)
+        return True
+
+    def _load_checked(self, role: str) -> Engine:
+        model = self.models[role]
+        assert model is not None
+        engine = self.loader(model)
+        self.loads += 1
+        if engine.model_type != role:
+            engine.close()
+            raise ValueError(
+                f"{model} is a {ROLE_LABELS.get(engine.model_type, engine.model_type)} model; "
+                f"{ROLE_SETTINGS[role]} needs a {ROLE_LABELS[role]} model"
+            )
+        return engine
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:  # created lazily: the pool is built before the event loop runs
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    # -- shutdown ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+        self.engines.clear()
+
+
+def _release(engine: Engine) -> None:
+    """Stops an engine's worker and gives its memory back (tensors die with the last reference)."""
+    engine.close()
+    device = engine.device
+    del engine
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def warm_up(engine: Engine, speaker: Optional[str] = None) -> float:
+    """One short synthesis: the first real request then meets warm kernels and caches."""
+    started = time.monotonic()
+    kwargs: dict = {}
+    if engine.model_type == "custom_voice":
+        kwargs["speaker"] = speaker or engine.speakers[0]
+    elif engine.model_type == "voice_design":
+        kwargs["instruct"] = "A calm, clear voice."
+    else:  # Base: a neutral x-vector-only prompt
+        size = engine.talker.codec_head.weight.shape[1]
+        kwargs["voice"] = VoicePrompt(speaker_embedding=engine.talker.codec_head.weight.new_zeros(size))
+    request = SpeechRequest("Ready.", sampling=SamplingParams(max_new_tokens=4, seed=0), **kwargs)
+    engine.synthesize(request, timeout=600)
+    return time.monotonic() - started
