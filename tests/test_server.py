@@ -4,8 +4,6 @@ exact event sequences of Home Assistant and wyoming-bench."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import threading
 import time
 
 import pytest
@@ -24,67 +22,32 @@ from wyoming.tts import (
 )
 
 from tests.fixtures.server_process import free_port
-from wyoming_qwen3tts.engine import Engine, RunawayGuard
-from wyoming_qwen3tts.server.app import make_state, serve
+from tests.fixtures.server_thread import GUARD, ServerThread, load_test_engine
+from wyoming_qwen3tts.engine import Engine
 from wyoming_qwen3tts.server.segmenter import StreamSegmenter, split_text
 from wyoming_qwen3tts.settings import Settings
 
-# Random weights never say EOS: a tight guard keeps every segment short (hard bound = 1 frame per token + 2).
-GUARD = RunawayGuard(frames_per_token=1.0, slack_frames=2, hard_factor=1.0, eos_bias_per_frame=0.0)
 TEXT = "Hello there, this is the first sentence. And here is the second one!"
-
-
-class ServerThread:
-    """The real server coroutine on its own event loop thread (as `python -m wyoming_qwen3tts` runs it)."""
-
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.settings = settings
-        self.state = make_state(engine, settings)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(30)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.stop_event = asyncio.Event()
-        ready = asyncio.Event()
-
-        async def main():
-            task = asyncio.create_task(serve(self.settings, self.state, ready=ready, stop=self.stop_event))
-            await ready.wait()
-            self.ready.set()
-            await task
-
-        self.loop.run_until_complete(main())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_custom_voice):
-    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=4, guard=GUARD)
-    # Greedy defaults (as if generation_config.json said do_sample false): sampled runs on random weights
-    # may draw EOS early, and the tests count exact samples.
-    engine.config = dataclasses.replace(
-        engine.config,
-        generation=dataclasses.replace(engine.config.generation, do_sample=False, subtalker_dosample=False),
-    )
+    engine = load_test_engine(str(tiny_custom_voice))
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
-def server(engine, tiny_custom_voice):
+def server(engine, tiny_custom_voice, tmp_path_factory):
     port = free_port()
     settings = Settings(
-        uri=f"tcp://127.0.0.1:{port}", model=str(tiny_custom_voice), max_concurrent=6, max_text_chars=2000
+        uri=f"tcp://127.0.0.1:{port}",
+        model=str(tiny_custom_voice),
+        max_concurrent=6,
+        max_text_chars=2000,
+        data_dir=tmp_path_factory.mktemp("data"),
     )
     srv = ServerThread(settings, engine)
-    srv.port = port
     yield srv
     srv.close()
 
@@ -313,7 +276,9 @@ def test_no_streaming_server_over_a_unix_socket(engine, tiny_custom_voice, tmp_p
     from wyoming.client import AsyncClient
 
     path = tmp_path / "tts.sock"
-    settings = Settings(uri=f"unix://{path}", model=str(tiny_custom_voice), streaming=False)
+    settings = Settings(
+        uri=f"unix://{path}", model=str(tiny_custom_voice), streaming=False, data_dir=tmp_path
+    )
     srv = ServerThread(settings, engine)
 
     async def go():

@@ -130,3 +130,44 @@ def test_rebuild_writes_prompt_cache(tmp_path: Path, tiny_base: Path) -> None:
     (tmp_path / "cfg.yaml").write_text(f"clone_model: {tiny_base}\ndevice: cpu\n")
     proc = _voices(tmp_path, "--config", "cfg.yaml", "rebuild", "erin")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_design_freeze_stores_a_clone_voice(tmp_path: Path, tiny_voice_design: Path) -> None:
+    args = ("--model", str(tiny_voice_design), "--device", "cpu", "--dtype", "float32", "--local-files-only")
+    proc = _voices(
+        tmp_path,
+        "design",
+        "Frosty",
+        "--instruct",
+        "A  crisp, bright voice.",
+        "--language",
+        "en",
+        "--freeze",
+        *args,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "frozen" in proc.stdout
+    voice = tmp_path / "data" / "voices" / "frosty"
+    meta = json.loads((voice / "meta.json").read_text())
+    assert meta["kind"] == "clone" and meta["mode"] == "icl" and meta["instruct"] == "A crisp, bright voice."
+    assert meta["transcript"].startswith("The quick brown fox") and meta["language"] == "english"
+    info = sf.info(voice / "reference.wav")
+    assert info.samplerate == 24000 and info.channels == 1 and 1.0 <= info.duration <= 60.0
+    # The same seed speaks the same clip: freezing is reproducible.
+    again = _voices(
+        tmp_path,
+        "design",
+        "frosty",
+        "--instruct",
+        "A crisp, bright voice.",
+        "--language",
+        "en",
+        "--freeze",
+        "--force",
+        *args,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads((voice / "meta.json").read_text())["sha256"] == meta["sha256"]
+    _one_error_line(
+        _voices(tmp_path, "design", "frosty", "--instruct", "x", "--freeze", *args), "voice-exists"
+    )

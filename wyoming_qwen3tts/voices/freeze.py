@@ -63,6 +63,9 @@ def freeze_design(
     from .library import normalize_language  # the same language rules as every other library write
 
     lang = normalize_language(language)
+    instruct = " ".join(instruct.split())  # as stored, so re-freezing the stored text gives the same clip
+    if not instruct:
+        raise VoiceLibraryError("invalid-argument", "a design voice needs an instruct text")
     spoken = " ".join((text or sample_text(lang)).split())
     _LOGGER.info("Freezing design voice %r: speaking %d characters", name, len(spoken))
     result = engine.synthesize(
@@ -85,5 +88,5 @@ def freeze_design(
         mode="icl",
         display_name=display_name,
         overwrite=overwrite,
-        instruct=" ".join(instruct.split()),
+        instruct=instruct,
     )
