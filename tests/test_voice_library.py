@@ -20,10 +20,10 @@ from wyoming_qwen3tts.voices.library import (
     VoiceLibrary,
     VoiceLibraryError,
     VoiceProfile,
-    count_words,
     normalize_name,
     sha256_file,
 )
+from wyoming_qwen3tts.voices.validation import count_words
 
 
 def noise(seconds: float, sr: int, amp: float = 0.2, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -60,6 +60,7 @@ def test_add_clone_formats_and_rates(
     assert profile.sha256 == sha256_file(profile.audio_path)
     meta = json.loads((lib.root / "alice" / META_FILE).read_text())
     assert meta["kind"] == "clone" and meta["transcript"].startswith("one two") and meta["created"]
+    assert meta["source_sha256"] == sha256_file(src)  # the upload as given, before normalising
     assert [p.name for p in lib.list()] == ["alice"]
     assert lib.get("ALICE") == profile
     assert not [p for p in lib.root.iterdir() if p.name.startswith(".")]  # no temp leftovers

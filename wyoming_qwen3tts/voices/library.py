@@ -38,16 +38,13 @@ import soundfile as sf
 
 from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
 from ..server.language import from_bcp47
+from .errors import VoiceLibraryError
+from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, check_audio  # noqa: F401 (API)
 
 _LOGGER = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
-REC_MIN_SECONDS, REC_MAX_SECONDS = 3.0, 30.0  # recommended range (warn outside)
-MAX_BYTES = 50 * 1024 * 1024
 MAX_INSTRUCT_CHARS = 2000
 MAX_TRANSCRIPT_CHARS = 5000
-MIN_WPS, MAX_WPS = 0.5, 8.0  # transcript "words" (CJK characters count one each) per second of speech
 
 META_FILE = "meta.json"
 AUDIO_FILE = "reference.wav"
@@ -59,25 +56,9 @@ RESERVED_NAMES = frozenset(
     + [f"com{i}" for i in range(10)]
     + [f"lpt{i}" for i in range(10)]
 )
-_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_WORD_RE = re.compile(r"\w+")
 
 KINDS = ("clone", "design")
 MODES = ("icl", "xvector")
-
-
-class VoiceLibraryError(ValueError):
-    """A library operation failed; ``code`` is stable (e.g. for the CLI exit message or a Wyoming error).
-
-    Codes: ``invalid-name``, ``invalid-language``, ``invalid-argument``, ``voice-exists``,
-    ``voice-not-found``, ``voice-corrupt``, ``voice-read-only``, ``audio-unreadable``, ``audio-too-short``,
-    ``audio-too-long``, ``audio-too-large``, ``audio-silent``.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -151,56 +132,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def count_words(text: str) -> int:
-    """Spoken-unit count for the transcript sanity check: CJK characters one each, other words one each."""
-    cjk = len(_CJK_RE.findall(text))
-    return cjk + len(_WORD_RE.findall(_CJK_RE.sub(" ", text)))
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _mtime_iso(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-
-
-def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: str) -> list[str]:
-    """Hard limits (raise) and soft warnings (returned) for a mono reference clip."""
-    seconds = wave.shape[0] / sr
-    if seconds < MIN_SECONDS:
-        raise VoiceLibraryError(
-            "audio-too-short", f"{source}: {seconds:.2f} s of audio, at least {MIN_SECONDS:g} s needed"
-        )
-    if seconds > MAX_SECONDS:
-        raise VoiceLibraryError(
-            "audio-too-long", f"{source}: {seconds:.1f} s of audio, limit {MAX_SECONDS:g} s"
-        )
-    peak = float(np.max(np.abs(wave)))
-    if peak < 1e-4:
-        raise VoiceLibraryError("audio-silent", f"{source}: the audio is silent")
-    warnings = []
-    if not REC_MIN_SECONDS <= seconds <= REC_MAX_SECONDS:
-        warnings.append(
-            f"{source}: {seconds:.1f} s of audio; {REC_MIN_SECONDS:g}-{REC_MAX_SECONDS:g} s clone best"
-        )
-    clipped = float(np.mean(np.abs(wave) >= 0.999))
-    if clipped > 0.001:
-        warnings.append(f"{source}: {clipped:.1%} of the samples are clipped; the clone may sound distorted")
-    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    if rms < 0.003:  # about -50 dBFS
-        warnings.append(f"{source}: the audio is nearly silent (RMS {20 * np.log10(rms):.0f} dBFS)")
-    if transcript:
-        # Only the voiced span counts: leading/trailing silence says nothing about the text length.
-        active = np.flatnonzero(np.abs(wave) >= 0.02 * peak)
-        speech = max((active[-1] - active[0] + 1) / sr if active.size else seconds, 0.25)
-        wps = count_words(transcript) / speech
-        if wps < MIN_WPS or wps > MAX_WPS:
-            warnings.append(
-                f"{source}: the transcript has {count_words(transcript)} words for {speech:.1f} s of speech "
-                f"({wps:.1f}/s); it probably does not match the clip, which makes ICL cloning unstable"
-            )
-    return warnings
 
 
 def _source_sha256(source: Any) -> Optional[str]:
