@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -187,20 +188,10 @@ def _describe(profile: VoiceProfile) -> str:
 
 
 def _as_dict(profile: VoiceProfile) -> dict[str, Any]:
-    return dict(
-        name=profile.name,
-        kind=profile.kind,
-        display_name=profile.display_name,
-        language=profile.language,
-        mode=profile.mode,
-        transcript=profile.transcript,
-        instruct=profile.instruct,
-        audio_path=None if profile.audio_path is None else str(profile.audio_path),
-        sha256=profile.sha256,
-        created=profile.created,
-        updated=profile.updated,
-        read_only=profile.read_only,
-    )
+    """Every profile field (JSON-ready), so `list --json` never lags behind the profile."""
+    out = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name != "warnings"}
+    out["audio_path"] = None if profile.audio_path is None else str(profile.audio_path)
+    return out
 
 
 def _table(profiles: list[VoiceProfile]) -> str:
