@@ -1,6 +1,7 @@
 """Entry point: `python -m wyoming_qwen3tts [server flags]` runs the Wyoming server;
 `python -m wyoming_qwen3tts synth ...` writes one WAV file; `python -m wyoming_qwen3tts voices ...` manages
-the voice library.
+the voice library; `python -m wyoming_qwen3tts client ...` talks to any running Wyoming TTS server (describe,
+say, timings) and imports nothing heavy.
 
 Server start-up order matters: settings are validated first (exit 2, one line, nothing heavy imported),
 then the GPU environment is tuned, and only then is torch imported (by the server/engine)."""
@@ -32,6 +33,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
             logging.getLogger("wyoming_qwen3tts").error("%s", exc)
             return 2
+    if argv and argv[0] == "client":
+        from .client import main as client_main
+
+        return client_main(argv[1:])
     if argv and argv[0] == "voices":
         from .voices.cli import main as voices_main
 

@@ -91,7 +91,8 @@ class Sink:
 
 
 class WavFileSink(Sink):
-    """Writes ``PATH.part`` next to the target and renames it on success: never a half-written WAV."""
+    """Writes a hidden ``.NAME.*.part`` next to the target and renames it over the target on success only:
+    an interrupted or failed run never leaves a half-written WAV (nor replaces an older one)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -314,6 +315,7 @@ class AudioPipeline:
         self.bytes = 0
         self.converted = False
         self._converters: dict[PcmFormat, AudioChunkConverter] = {}
+        self._partial: dict[PcmFormat, bytes] = {}  # per source format: bytes short of a whole frame
 
     @property
     def samples(self) -> int:
@@ -346,8 +348,14 @@ class AudioPipeline:
             converter = self._converters.setdefault(
                 fmt, AudioChunkConverter(self.format.rate, self.format.width, self.format.channels)
             )
+            # Chunk boundaries need not fall on frames; the converter needs whole frames.
+            pending = self._partial.get(fmt, b"") + audio
+            whole = len(pending) - len(pending) % fmt.frame_bytes
+            self._partial[fmt] = pending[whole:]
             try:
-                audio = converter.convert(chunk).audio
+                audio = converter.convert(
+                    AudioChunk(fmt.rate, fmt.width, fmt.channels, pending[:whole])
+                ).audio
             except Exception as err:  # noqa: BLE001 - audioop raises assorted errors
                 raise OutputError(f"cannot convert audio from {fmt} to {self.format}: {err}") from err
         self.bytes += len(audio)

@@ -24,6 +24,7 @@ def _first_seen(items: list[list[str]]) -> list[str]:
 
 
 def _program_lines(program: TtsProgram, default: bool) -> list[str]:
+    """``default``: mark it as the program clients use (the first installed one), when there are several."""
     title = f"TTS program {program.name}"
     if program.version:
         title += f" {program.version}"
@@ -35,11 +36,12 @@ def _program_lines(program: TtsProgram, default: bool) -> list[str]:
     if program.description:
         lines.append(f"  description  {program.description}")
     if program.attribution and (program.attribution.name or program.attribution.url):
-        by = program.attribution.name or ""
-        lines.append(f"  attribution  {by} <{program.attribution.url}>" if program.attribution.url else by)
+        by, url = program.attribution.name or "", program.attribution.url
+        lines.append(f"  attribution  {by} <{url}>" if url else f"  attribution  {by}")
     streams = program.supports_synthesize_streaming
     lines.append(
-        "  streaming    " + ("yes (synthesize-start/-chunk/-stop)" if streams else "no (one synthesize per request)")
+        "  streaming    "
+        + ("yes (synthesize-start/-chunk/-stop)" if streams else "no (one synthesize per request)")
     )
     voices = list(program.voices)
     language_lists = [list(v.languages or []) for v in voices]
@@ -67,7 +69,7 @@ def format_info(info: Info, uri: str) -> str:
         lines.append("  no TTS program: this server does not do text to speech")
     default = next((p for p in info.tts if p.installed), None)
     for program in info.tts:
-        lines.extend(_program_lines(program, program is default))
+        lines.extend(_program_lines(program, program is default and len(info.tts) > 1))
     others = [
         f"{kind}: {', '.join(p.name for p in getattr(info, kind))}"
         for kind in _OTHER_SERVICES
@@ -80,7 +82,9 @@ def format_info(info: Info, uri: str) -> str:
     return "\n".join(lines)
 
 
-def summary(result: SayResult, pipeline: AudioPipeline, output: Optional[str]) -> dict[str, Any]:
+def summary(
+    result: SayResult, pipeline: AudioPipeline, output: Optional[str], player: Optional[str]
+) -> dict[str, Any]:
     """The ``--json`` object (also the source of the timing block)."""
     fmt = pipeline.format
     audio_s = pipeline.seconds
@@ -114,6 +118,7 @@ def summary(result: SayResult, pipeline: AudioPipeline, output: Optional[str]) -
         "fragments": result.fragments,
         "text_chars": result.text_chars,
         "output": output,
+        "player": player,
         "error": (
             {"code": result.error_code, "text": result.error_text}
             if result.error_code is not None or result.error_text is not None
@@ -128,7 +133,8 @@ def timing_block(data: dict[str, Any], audio_format: str) -> str:
 
     mode = data["mode"]
     if data["fragments"]:
-        mode += f" ({data['fragments']} fragments, {data['text_chars']} characters)"
+        plural = "" if data["fragments"] == 1 else "s"
+        mode += f" ({data['fragments']} fragment{plural}, {data['text_chars']} characters)"
     else:
         mode += f" ({data['text_chars']} characters)"
     voice = data["voice"] or "(server default)"
@@ -153,4 +159,6 @@ def timing_block(data: dict[str, Any], audio_format: str) -> str:
     ]
     if data["output"]:
         rows.append(("output", data["output"]))
+    if data["player"]:
+        rows.append(("player", data["player"]))
     return "\n".join(f"{name:<12} {value}" for name, value in rows)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient
@@ -39,6 +39,10 @@ from .output import AudioPipeline, PcmFormat
 from .textsource import paced, stdin_fragments, string_fragments
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class UsageProblem(Exception):
+    """The request cannot be made as given (exit 2); the message is one line."""
 
 
 class ConnectionProblem(Exception):
@@ -85,10 +89,13 @@ class SayResult:
 
 
 def open_client(uri: str, timeout: float) -> AsyncClient:
-    """Raises ValueError for a URI the client cannot use (a usage error)."""
+    """Raises UsageProblem for a URI the client cannot use."""
     if not uri.startswith(("tcp://", "unix://")):  # stdio:// would talk to our own stdin/stdout
-        raise ValueError(f"unsupported URI {uri!r}: use tcp://HOST:PORT or unix:///PATH")
-    return AsyncClient.from_uri(uri, connect_timeout=timeout)
+        raise UsageProblem(f"unsupported URI {uri!r}: use tcp://HOST:PORT or unix:///PATH")
+    try:
+        return AsyncClient.from_uri(uri, connect_timeout=timeout)
+    except ValueError as err:  # e.g. tcp:// without a port
+        raise UsageProblem(f"invalid URI {uri!r}: {err}") from err
 
 
 @contextlib.asynccontextmanager
@@ -119,11 +126,13 @@ async def fetch_info(client: AsyncClient, uri: str, timeout: float) -> Info:
         try:
             event = await asyncio.wait_for(client.read_event(), timeout)
         except asyncio.TimeoutError as err:
-            raise ConnectionProblem(f"timeout: no answer to describe from {uri} within {timeout:g} s") from err
+            raise ConnectionProblem(
+                f"timeout: no answer to describe from {uri} within {timeout:g} s"
+            ) from err
         if event is None:
             raise ConnectionProblem(f"{uri} closed the connection without answering describe")
         if Info.is_type(event.type):
-            return Info.from_event(event)
+            return _decode(Info, event)
 
 
 async def describe(uri: str, timeout: float) -> Info:
@@ -141,6 +150,19 @@ def streaming_support(info: Info) -> Optional[str]:
     if not programs[0].supports_synthesize_streaming:
         return f"{programs[0].name!r} does not support streaming (supports_synthesize_streaming is false)"
     return None
+
+
+def _decode(cls: Any, event: Event) -> Any:
+    """``cls.from_event(event)``; a foreign server's malformed event becomes one clear line (exit 3)."""
+    try:
+        decoded = cls.from_event(event)
+    except Exception as err:  # noqa: BLE001 - from_event raises whatever the bad data provokes
+        raise ConnectionProblem(f"malformed {event.type} event from the server: {err!r}") from err
+    if isinstance(decoded, (AudioStart, AudioChunk)):
+        fields = (decoded.rate, decoded.width, decoded.channels)
+        if not all(isinstance(value, int) and value > 0 for value in fields):
+            raise ConnectionProblem(f"malformed {event.type} event from the server: format {fields}")
+    return decoded
 
 
 class _Exchange:
@@ -176,7 +198,7 @@ class _Exchange:
         """Returns True when the request is complete."""
         result = self.result
         if AudioStart.is_type(event.type):
-            start = AudioStart.from_event(event)
+            start = _decode(AudioStart, event)
             result.cycles += 1
             self.in_cycle = True
             self.pipeline.start(PcmFormat(start.rate, start.width, start.channels))
@@ -187,14 +209,14 @@ class _Exchange:
             if result.ttfa_s is None:
                 result.ttfa_s = self.elapsed()
             result.chunks += 1
-            self.pipeline.write(AudioChunk.from_event(event))
+            self.pipeline.write(_decode(AudioChunk, event))
         elif AudioStop.is_type(event.type):
             self.in_cycle = False
             return not self.streaming
         elif SynthesizeStopped.is_type(event.type):
             return self.streaming
         elif Error.is_type(event.type):
-            error = Error.from_event(event)
+            error = _decode(Error, event)
             result.error_code, result.error_text = error.code, error.text
             return True
         else:
@@ -230,17 +252,21 @@ class _Exchange:
                 event, read_task = read_task.result(), None
                 if event is None:
                     why = f" ({write_error})" if write_error else ""
-                    raise ConnectionProblem(f"{self.uri} closed the connection before the end of the audio{why}")
+                    raise ConnectionProblem(
+                        f"{self.uri} closed the connection before the end of the audio{why}"
+                    )
                 self.last_activity = time.monotonic()
                 if self.handle(event):
                     self.result.total_s = self.elapsed()
                     return
         finally:
             for task in (sender_task, read_task):
-                if task is not None and not task.done():
+                if task is None:
+                    continue
+                if not task.done():
                     task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # also retrieves a failure nobody looked at (no "never retrieved" noise)
 
 
 async def say(
@@ -277,8 +303,9 @@ async def say(
             async for fragment in text.fragments():
                 await exchange.send(SynthesizeChunk(text=fragment).event(), text=True)
                 parts.append(fragment)
+                result.fragments += 1  # counted as sent: an early error still reports how far it got
+                result.text_chars += len(fragment)
             whole = "".join(parts)
-            result.fragments, result.text_chars = len(parts), len(whole)
             # Home Assistant's backwards-compatibility copy; a streaming server must not speak it again.
             await exchange.send(Synthesize(text=whole, voice=voice).event(), text=True)
             await exchange.send(SynthesizeStop().event())

@@ -41,7 +41,9 @@ def read_all_stdin(stream: Optional[BinaryIO] = None) -> str:
 class _StdinThread(threading.Thread):
     """Blocking reads of a file descriptor, handed to the event loop as they complete (None = EOF)."""
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, out: "asyncio.Queue[Optional[bytes]]") -> None:
+    def __init__(
+        self, fd: int, loop: asyncio.AbstractEventLoop, out: "asyncio.Queue[Optional[bytes]]"
+    ) -> None:
         super().__init__(name="client-stdin-reader", daemon=True)  # daemon: never holds up exit
         self.fd = fd
         self.loop = loop
