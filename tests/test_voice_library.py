@@ -44,7 +44,14 @@ def lib(tmp_path: Path) -> VoiceLibrary:
 
 @pytest.mark.parametrize(
     "ext,sr,channels",
-    [("wav", 16000, 1), ("flac", 22050, 1), ("ogg", 44100, 2), ("wav", 48000, 2), ("wav", 24000, 1)],
+    [
+        ("wav", 16000, 1),
+        ("flac", 22050, 1),
+        ("ogg", 44100, 2),
+        ("mp3", 44100, 1),
+        ("wav", 48000, 2),
+        ("wav", 24000, 1),
+    ],
 )
 def test_add_clone_formats_and_rates(
     lib: VoiceLibrary, tmp_path: Path, ext: str, sr: int, channels: int
