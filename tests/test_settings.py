@@ -319,3 +319,13 @@ def test_invalid_settings_import_nothing_heavy():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+
+
+def test_quantize_setting_from_flag_config_and_checks(tmp_path):
+    assert load_settings([], {}).quantize == "none"
+    assert load_settings(["--quantize", "INT8"], {}).quantize == "int8"
+    config = tmp_path / "config.yaml"
+    config.write_text("quantize: int4\n")
+    assert load_settings(["--config", str(config)], {}).quantize == "int4"
+    with pytest.raises(SettingsError, match="--quantize: unknown quantize mode 'int2'"):
+        load_settings(["--quantize", "int2"], {})

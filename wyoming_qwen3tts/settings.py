@@ -9,11 +9,12 @@ anything heavy (torch, the model) is imported.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import re
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ENV_ARGS = "WYOMING_QWEN3TTS_ARGS"
 ENV_CONFIG = "WYOMING_QWEN3TTS_CONFIG"
+ENV_HTTP_API_KEY = "WYOMING_QWEN3TTS_HTTP_API_KEY"  # read when http_api_key is unset (keeps it out of `ps`)
 DEFAULT_ZEROCONF_NAME = "qwen3-tts"
 AUTO = "auto"
 MODEL_TYPES = ("custom_voice", "base", "voice_design")
@@ -36,6 +38,15 @@ _HUB_TYPES = {"CustomVoice": "custom_voice", "Base": "base", "VoiceDesign": "voi
 
 # The model's 10 languages (engine names) and their BCP-47 codes: one table, in server/language.py.
 LANGUAGES = BCP47
+# OpenAI voice names -> our voices (any voice name works as a target: a speaker, clone:NAME, design:NAME).
+DEFAULT_OPENAI_VOICES = {
+    "alloy": "vivian",
+    "echo": "ryan",
+    "fable": "serena",
+    "nova": "aiden",
+    "onyx": "eric",
+    "shimmer": "dylan",
+}
 _DTYPES = {
     "auto": "auto",
     "float32": "float32",
@@ -45,6 +56,7 @@ _DTYPES = {
     "float16": "float16",
     "fp16": "float16",
 }
+_QUANTIZE = ("none", "int8", "int4")  # engine.QUANT_MODES (not imported: settings load without torch)
 
 
 class SettingsError(ValueError):
@@ -80,6 +92,7 @@ class Settings:
     cache_dir: Optional[str] = None
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "none"  # weight-only int8/int4 of the talker and code predictor (CPU only)
     voice: Optional[str] = None
     language: str = "auto"
     samples_per_chunk: int = 1024  # int16 samples per audio-chunk event
@@ -93,6 +106,13 @@ class Settings:
     threads: Optional[int] = None
     max_loaded_models: int = 2
     preload: bool = False
+    http: bool = True  # the OpenAI-compatible HTTP API and web UI (wyoming_qwen3tts/http)
+    http_host: str = "0.0.0.0"
+    http_port: int = 8880
+    http_api_key: Optional[str] = field(default=None, repr=False)  # never in logs
+    http_allow: Optional[list[str]] = None  # peer networks allowed; None = everyone
+    http_trusted: Optional[list[str]] = None  # peer networks that need no API key (the ingress proxy)
+    openai_voices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OPENAI_VOICES))
 
     @property
     def voices_path(self) -> Path:
@@ -176,6 +196,13 @@ def _check_dtype(value: Any, from_text: bool) -> str:
     return _DTYPES[key]
 
 
+def _check_quantize(value: Any, from_text: bool) -> str:
+    key = _want_str(value).lower()
+    if key not in _QUANTIZE:
+        raise ValueError(f"unknown quantize mode {value!r}; use one of {', '.join(_QUANTIZE)}")
+    return key
+
+
 def normalize_language(value: str) -> str:
     """'auto', an engine language name or a BCP-47 tag (en, en-US, zh_Hans) -> 'auto' or the engine name."""
     key = value.strip().lower()
@@ -250,6 +277,59 @@ def _check_model_choice(value: Any, from_text: bool) -> Optional[str]:
     return AUTO if text.lower() == AUTO else text
 
 
+def _check_port(value: Any, from_text: bool) -> int:
+    port = _check_positive_int(value, from_text)
+    if port > 65535:
+        raise ValueError(f"expected a port in 1..65535, got {port}")
+    return port
+
+
+def _check_host(value: Any, from_text: bool) -> str:
+    host = _want_str(value)
+    if any(ch.isspace() or ch in "/[]" for ch in host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    return host
+
+
+def _check_allow(value: Any, from_text: bool) -> Optional[list[str]]:
+    """IP addresses / CIDR networks (a list, or comma-separated text); empty = everyone."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"expected a list of addresses or networks, got {value!r}")
+    networks = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected an address or network, got {item!r}")
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            try:
+                networks.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or network (like 192.168.1.0/24)") from None
+    return networks or None
+
+
+def _check_voice_map(value: Any, from_text: bool) -> dict[str, str]:
+    """OpenAI voice name -> our voice name, merged over the defaults; text form: alloy=vivian,echo=ryan."""
+    if from_text and isinstance(value, str):
+        pairs = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            key, sep, target = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected NAME=VOICE pairs separated by commas, got {part!r}")
+            pairs[key] = target
+        value = pairs
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of OpenAI voice name: voice, got {value!r}")
+    merged = dict(DEFAULT_OPENAI_VOICES)
+    for key, target in value.items():
+        if not isinstance(key, str) or not key.strip() or not isinstance(target, str) or not target.strip():
+            raise ValueError(f"expected non-empty names, got {key!r}: {target!r}")
+        merged[key.strip().lower()] = target.strip()
+    return merged
+
+
 def _optional(check: Callable[[Any, bool], Any]) -> Callable[[Any, bool], Any]:
     def wrapped(value: Any, from_text: bool) -> Any:
         return None if value is None else check(value, from_text)
@@ -268,6 +348,7 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "cache_dir": _optional(_check_str),
     "device": _check_device,
     "dtype": _check_dtype,
+    "quantize": _check_quantize,
     "voice": _optional(_check_str),
     "language": _check_language,
     "samples_per_chunk": _check_positive_int,
@@ -281,12 +362,20 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "threads": _optional(_check_positive_int),
     "max_loaded_models": _check_positive_int,
     "preload": _check_bool,
+    "http": _check_bool,
+    "http_host": _check_host,
+    "http_port": _check_port,
+    "http_api_key": _optional(_check_str),
+    "http_allow": _check_allow,
+    "http_trusted": _check_allow,
+    "openai_voices": _check_voice_map,
 }
 assert set(_CHECKS) == {f.name for f in fields(Settings)}, "every Settings field needs a check"
 
 # Flag spelling of each field (for error messages); --no-streaming is the one inverted flag.
 _FLAGS = {name: "--" + name.replace("_", "-") for name in _CHECKS}
 _FLAGS["streaming"] = "--no-streaming"
+_FLAGS["http"] = "--no-http"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR", help="Hugging Face download cache (default: the hub's own)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N; ROCm GPUs are cuda too (default: auto)")
     p.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument(
+        "--quantize",
+        help="weight-only quantization on CPU: none, int8 (about 2x faster than bf16, near-identical "
+        "output) or int4 (fastest, experimental); ignored on a GPU (default: none)",
+    )
     p.add_argument("--voice", help="default voice when the client names none")
     p.add_argument(
         "--language",
@@ -374,6 +468,38 @@ def build_parser() -> argparse.ArgumentParser:
         dest="streaming",
         action="store_false",
         help="do not advertise or accept streaming synthesis (synthesize-start/chunk/stop)",
+    )
+    p.add_argument(
+        "--http",
+        action=argparse.BooleanOptionalAction,
+        help="serve the OpenAI-compatible HTTP API and the voice web page (default: on; --no-http: off)",
+    )
+    p.add_argument("--http-host", metavar="HOST", help=f"HTTP bind address (default: {d.http_host})")
+    p.add_argument("--http-port", metavar="PORT", help=f"HTTP port (default: {d.http_port})")
+    p.add_argument(
+        "--http-api-key",
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on the HTTP API and the voice page (default: off; "
+        f"${ENV_HTTP_API_KEY} keeps it off the command line)",
+    )
+    p.add_argument(
+        "--http-allow",
+        action="append",
+        metavar="ADDR",
+        help="only these peer addresses/networks may use HTTP (repeatable or comma-separated; the TCP peer "
+        "address, never X-Forwarded-For; default: everyone)",
+    )
+    p.add_argument(
+        "--http-trusted",
+        action="append",
+        metavar="ADDR",
+        help="peer addresses/networks that need no API key, e.g. Home Assistant's ingress proxy 172.30.32.2 "
+        "(repeatable or comma-separated; default: none)",
+    )
+    p.add_argument(
+        "--openai-voices",
+        metavar="MAP",
+        help="OpenAI voice names to our voices, merged over the defaults, e.g. alloy=clone:anna,echo=ryan",
     )
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--log-format", metavar="FORMAT", help="Python logging format string")
@@ -461,6 +587,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     merged.update(from_file)
     merged.update(_check_flags(env, f"{ENV_ARGS}: "))
     merged.update(_check_flags(cli, ""))
+    if merged["http_api_key"] is None and environ.get(ENV_HTTP_API_KEY, "").strip():
+        merged["http_api_key"] = environ[ENV_HTTP_API_KEY].strip()
     settings = Settings(**merged)
     if settings.preload:
         wanted = [m for m in settings.role_models().values() if m]

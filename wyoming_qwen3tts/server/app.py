@@ -1,4 +1,5 @@
-"""Server start-up: load and warm the model, then serve Wyoming (and announce it over zeroconf)."""
+"""Server start-up: load and warm the model, then serve Wyoming (and announce it over zeroconf) and the
+HTTP API (wyoming_qwen3tts/http) on the same event loop and engines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
-from ..engine import Engine
+from ..engine import Engine, resolve_device
 from ..settings import Settings
 from ..voices.library import VoiceLibrary
 from ..voices.prompts import PromptCache
@@ -24,17 +25,31 @@ from .models import ROLE_LABELS, ModelPool, warm_up
 _LOGGER = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """A clear, fatal start-up problem (logged as one line, exit code 1)."""
+
+
 def engine_loader(settings: Settings) -> Callable[[str], Engine]:
     """Loads any of the configured models with the server's device, dtype and slots."""
+
+    quantize, dtype = settings.quantize, settings.dtype
+    if quantize != "none":
+        if resolve_device(settings.device).type != "cpu":
+            # The add-on offers one option set for CPU and ROCm hosts: a GPU simply runs bf16.
+            _LOGGER.warning("quantize=%s applies on CPU only; ignored on the GPU", quantize)
+            quantize = "none"
+        elif dtype == "auto":
+            dtype = "bfloat16"  # the measured combination (bench/RESULTS.md); auto alone means exact fp32
 
     def load(model: str) -> Engine:
         return Engine.load(
             model,
             device=settings.device,
-            dtype=settings.dtype,
+            dtype=dtype,
             slots=settings.slots,
             cache_dir=settings.cache_dir,
             local_files_only=settings.local_files_only,
+            quantize=quantize,
         )
 
     return load
@@ -86,6 +101,7 @@ async def serve(
     """Serves until SIGTERM/SIGINT (or `stop` is set); `ready` is set once the port is open."""
     server = AsyncServer.from_uri(settings.uri)
     announcer = None
+    http = None
     factory = partial(Qwen3TtsEventHandler, state)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,6 +114,8 @@ async def serve(
             await server.run(factory)
             return
         await server.start(factory)
+        if settings.http:
+            http = await _start_http(settings, state)
         if settings.zeroconf_name is not None and isinstance(server, AsyncTcpServer):
             announcer = await _announce(settings.zeroconf_name, server)
         _LOGGER.info("Ready: serving %s", settings.uri)
@@ -106,11 +124,36 @@ async def serve(
         await stop.wait()
     finally:
         _LOGGER.info("Stopping")
+        if http is not None:
+            await http.stop()
         for handler in list(state.handlers):
             await handler.shutdown()
         await server.stop()
         if announcer is not None:
             await announcer.stop()
+
+
+async def _start_http(settings: Settings, state: ServerState):
+    from ..http.app import HttpServer  # aiohttp is only imported when HTTP is on
+
+    http = HttpServer(settings, state)
+    try:
+        await http.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}; "
+            "choose another --http-port, or turn HTTP off with --no-http"
+        ) from None
+    shown = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    _LOGGER.info(
+        "HTTP: OpenAI-compatible API at http://%s:%s/v1, voice page at http://%s:%s/%s",
+        shown,
+        settings.http_port,
+        shown,
+        settings.http_port,
+        " (API key required)" if settings.http_api_key else "",
+    )
+    return http
 
 
 async def _announce(name: str, server: AsyncTcpServer):
@@ -144,6 +187,7 @@ def run(settings: Settings) -> int:
             for role, model in state.models.models.items():
                 if model and role not in state.models.engines:
                     warm_up(state.models.load_now(role))
+        state.warm = True  # HTTP /readyz
         _LOGGER.info(
             "Ready in %.1f s (warm-up %.1f s); models: %s; voices: %s",
             time.monotonic() - started,
@@ -156,6 +200,9 @@ def run(settings: Settings) -> int:
             ", ".join(v.name for v in state.voices()) or "none",
         )
         asyncio.run(serve(settings, state))
+    except StartupError as exc:
+        _LOGGER.error("%s", exc)
+        return 1
     finally:
         if state is not None:
             state.models.close()

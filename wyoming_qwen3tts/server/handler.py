@@ -11,10 +11,10 @@ from the model pool (models.py) for the whole cycle, so it cannot be unloaded un
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -24,21 +24,18 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from ..engine import SAMPLE_RATE, SpeechRequest, SpeechStream
-from ..voices.library import VoiceLibraryError
+from ..engine import SAMPLE_RATE
 from ..voices.prompts import PromptCache
 from .catalog import VoiceCatalog
 from .errors import ServiceError
 from .info import Voice
-from .language import detect_language
 from .models import ModelPool
-from .segmenter import StreamSegmenter, split_text
+from .segmenter import StreamSegmenter
+from .speech import Utterance, admitted, check_length, segments_of
 
 _LOGGER = logging.getLogger(__name__)
 
 WIDTH, CHANNELS = 2, 1
-LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
-_END = object()
 
 
 @dataclass
@@ -54,7 +51,8 @@ class ServerState:
     max_text_chars: int
     streaming: bool
     prompts: Optional[PromptCache] = None  # clone-voice prompts (memory + disk)
-    active_jobs: int = 0
+    active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
+    warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
     handlers: set = field(default_factory=set)
 
     def voices(self) -> list[Voice]:
@@ -65,76 +63,27 @@ class ServerState:
 
 
 class AudioJob:
-    """One audio cycle (audio-start ... audio-stop) fed with text segments, speaking them in order."""
+    """One audio cycle (audio-start ... audio-stop) fed with text segments, speaking them in order
+    (the synthesis itself is speech.Utterance, shared with the HTTP API)."""
 
     def __init__(self, handler: "Qwen3TtsEventHandler", voice: Voice, streaming: bool) -> None:
         self.handler = handler
         self.state = handler.state
         self.voice = voice
         self.streaming = streaming
-        self.segments: "asyncio.Queue[object]" = asyncio.Queue()
-        self.inflight: "collections.deque[SpeechStream]" = collections.deque()
+        self.utterance = Utterance(self.state, voice)
         self.audio_started = False
-        self.spoken = 0
-        self.language: Optional[str] = None
-        self.engine: Any = None  # leased from the model pool for the whole cycle
-        self.voice_args: dict[str, Any] = {}
         self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
 
     def add(self, segment: str) -> None:
-        self.segments.put_nowait(segment)
+        self.utterance.add(segment)
 
     def close(self) -> None:
-        self.segments.put_nowait(_END)
+        self.utterance.close()
 
     def cancel(self) -> None:
-        for stream in self.inflight:
-            stream.cancel()
+        self.utterance.cancel()
         self.task.cancel()
-
-    def _language(self, text: str) -> str:
-        """Voice's own language > configured default > script of the first segment > auto. Decided once
-        per audio cycle, so a reply does not switch language (and timbre) between sentences."""
-        if self.language is None:
-            if self.voice.language:
-                self.language = self.voice.language
-            elif self.state.default_language != "auto":
-                self.language = self.state.default_language
-            else:
-                self.language = detect_language(text) or "auto"
-        return self.language
-
-    async def _prepare_voice(self) -> dict[str, Any]:
-        """How to ask the leased engine for this voice; a clone voice's prompt comes from the cache
-        (memory, disk, else the encoders, in a worker thread)."""
-        voice = self.voice
-        if voice.kind == "builtin":
-            return {"speaker": voice.speaker}
-        if voice.kind == "design":
-            return {"instruct": voice.profile.instruct}
-        model_id = self.state.models.models[voice.role]
-        try:
-            prompt = await asyncio.to_thread(self.state.prompts.get, voice.profile, self.engine, model_id)
-        except (VoiceLibraryError, OSError, ValueError) as exc:
-            raise ServiceError("voice-unusable", f"voice {voice.name!r} is unusable: {exc}") from exc
-        return {"voice": prompt}
-
-    def _submit(self, text: str) -> None:
-        request = SpeechRequest(text, language=self._language(text), **self.voice_args)
-        try:
-            self.inflight.append(self.engine.submit(request))
-        except ValueError as exc:
-            raise ServiceError("synthesis-failed", str(exc)) from exc
-
-    def _take_ready(self) -> Optional[bool]:
-        """Submits queued segments up to the lookahead; returns False once the end marker is seen."""
-        while len(self.inflight) < LOOKAHEAD and not self.segments.empty():
-            item = self.segments.get_nowait()
-            if item is _END:
-                self.segments.put_nowait(_END)  # keep it for the main loop
-                return False
-            self._submit(item)
-        return True
 
     async def _write_audio(self, pcm: bytes) -> None:
         if not self.audio_started:
@@ -150,40 +99,12 @@ class AudioJob:
                 ).event()
             )
 
-    async def _speak_all(self) -> None:
-        """Segments in order until the end marker, each streamed out as its chunks arrive."""
-        while True:
-            if not self.inflight:
-                item = await self.segments.get()
-                if item is _END:
-                    break
-                self._submit(item)
-            self._take_ready()
-            stream = self.inflight[0]
-            async for chunk in stream:
-                await self._write_audio(chunk.pcm)
-                self._take_ready()
-            self.inflight.popleft()
-            self.spoken += 1
-
     async def _run(self) -> None:
-        state = self.state
-        admitted = False
         try:
-            if state.active_jobs >= state.max_concurrent:
-                raise ServiceError(
-                    "server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again"
-                )
-            state.active_jobs += 1
-            admitted = True
-            async with state.models.use(self.voice.role) as engine:
-                self.engine = engine
-                try:
-                    self.voice_args = await self._prepare_voice()
-                    await self._speak_all()
-                finally:  # nothing of ours may run on an engine we no longer lease
-                    for stream in self.inflight:
-                        stream.cancel()
+            with admitted(self.state):
+                async with contextlib.aclosing(self.utterance.pcm()) as chunks:
+                    async for pcm in chunks:
+                        await self._write_audio(pcm)
             if self.audio_started:
                 await self.handler.write_event(AudioStop().event())
             elif not self.streaming:
@@ -197,9 +118,6 @@ class AudioJob:
         except Exception as exc:  # never let one request take the connection down
             _LOGGER.exception("synthesis failed")
             await self._fail("synthesis-failed", str(exc))
-        finally:
-            if admitted:
-                state.active_jobs -= 1
 
     async def _fail(self, code: str, text: str) -> None:
         await self.handler.send_error(code, text)
@@ -271,14 +189,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
     async def _synthesize(self, request: Synthesize) -> None:
         await self._wait_previous()
         text = request.text or ""
-        if len(text) > self.state.max_text_chars:
-            raise ServiceError(
-                "text-too-long", f"text has {len(text)} characters; the limit is {self.state.max_text_chars}"
-            )
+        check_length(self.state, text)
         voice = self.state.find_voice(request.voice.name if request.voice else None)
-        segments = split_text(text)
-        if not segments:
-            raise ServiceError("empty-text", "nothing to speak after text cleanup")
+        segments = segments_of(text)
         job = AudioJob(self, voice, streaming=False)
         for segment in segments:
             job.add(segment)

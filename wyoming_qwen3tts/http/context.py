@@ -1,0 +1,54 @@
+"""What every HTTP route can reach: the Wyoming server's shared state and the HTTP settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from aiohttp import web
+
+from ..server.handler import ServerState
+from .auth import Access
+from .errors import ApiError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class HttpContext:
+    state: ServerState
+    access: Access = field(default_factory=Access)
+    voice_aliases: dict[str, str] = field(default_factory=dict)  # OpenAI voice name -> our voice name
+    model_names: list[str] = field(default_factory=list)  # checkpoint names for /v1/models
+
+
+CONTEXT = web.AppKey("context", HttpContext)
+# Request key: a streamed response has sent its headers (typed keys since aiohttp 3.12, strings before).
+STARTED: Any = web.RequestKey("response_started", bool) if hasattr(web, "RequestKey") else "response_started"
+
+
+def context(request: web.Request) -> HttpContext:
+    return request.app[CONTEXT]
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The JSON object body; invalid-json otherwise."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError("invalid-json", "the body must be a JSON object")
+    return body
+
+
+def optional_str(body: dict[str, Any], key: str, limit: int = 100_000) -> Optional[str]:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError("invalid-field", f"{key} must be a string", param=key)
+    if len(value) > limit:
+        raise ApiError("invalid-field", f"{key} is longer than {limit} characters", param=key)
+    return value

@@ -1,0 +1,216 @@
+"""Voice management over HTTP: ``/v1/voices`` list, upload (clone), design, delete; the reference clip.
+
+Everything goes through the voice library (voices/library.py) in a worker thread, so uploads get the same
+validation (names, languages, 1-60 s of audio, 50 MB, not silent) and the same atomic writes as the
+``voices`` command, and the running server picks changes up at once (the catalog re-reads the library).
+
+``POST /v1/voices`` takes ``multipart/form-data`` with ``name``, optional ``display_name``, ``language``
+(BCP-47 or a language name; empty = auto), ``transcript`` (the clip's exact words; without it the voice is
+x-vector only), ``mode`` (``icl``/``xvector``), ``overwrite`` (true/false) and the clip as the ``audio``
+(or ``file``) part; or, for a design voice, ``instruct`` instead of a clip (form or JSON body).
+Names are never taken from the uploaded file name, and a name that is not a plain voice name
+(``../x``, ``a/b``) is refused with 400 ``invalid-name`` before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+from aiohttp import BodyPartReader, web
+
+from ..server.info import ROLES, Voice
+from ..server.language import to_bcp47
+from ..voices.library import (
+    MAX_BYTES,
+    MAX_INSTRUCT_CHARS,
+    MAX_TRANSCRIPT_CHARS,
+    VoiceLibrary,
+    VoiceProfile,
+    normalize_name,
+)
+from .context import context, read_json
+from .errors import ApiError
+from .openai_api import flag
+
+_LOGGER = logging.getLogger(__name__)
+
+FIELD_LIMIT = max(MAX_TRANSCRIPT_CHARS, MAX_INSTRUCT_CHARS) * 4 + 1024  # bytes of one text field (UTF-8)
+AUDIO_FIELDS = ("audio", "file")
+TEXT_FIELDS = ("name", "display_name", "language", "transcript", "instruct", "mode", "overwrite")
+
+
+def _library(request: web.Request) -> VoiceLibrary:
+    library = context(request).state.catalog.library
+    if library is None:
+        raise ApiError("not-found", "this server has no voice library")
+    return library
+
+
+def _usable(request: web.Request, kind: str) -> bool:
+    return context(request).state.models.enabled(ROLES[kind])
+
+
+def profile_json(request: web.Request, profile: VoiceProfile) -> dict[str, Any]:
+    return {
+        "id": f"{profile.kind}:{profile.name}",
+        "name": profile.name,
+        "kind": profile.kind,
+        "display_name": profile.display_name,
+        "language": to_bcp47(profile.language),
+        "transcript": profile.transcript,
+        "mode": profile.mode,
+        "instruct": profile.instruct,
+        "has_audio": profile.audio_path is not None,
+        "read_only": profile.read_only,
+        "deletable": not profile.read_only,
+        "usable": _usable(request, profile.kind),
+        "created": profile.created,
+        "updated": profile.updated,
+    }
+
+
+def builtin_json(request: web.Request, voice: Voice) -> dict[str, Any]:
+    return {
+        "id": voice.name,
+        "name": voice.name,
+        "kind": "builtin",
+        "display_name": voice.description,
+        "language": None,
+        "has_audio": False,
+        "read_only": True,
+        "deletable": False,
+        "usable": _usable(request, "builtin"),
+    }
+
+
+def _key(raw: str) -> str:
+    """A library key from a path segment; ``clone:anna`` and ``design:anna`` name ``anna``."""
+    prefix, sep, bare = raw.partition(":")
+    return normalize_name(bare if sep and prefix.lower() in ("clone", "design") else raw)
+
+
+# -- routes -------------------------------------------------------------------------------------------------
+async def list_voices(request: web.Request) -> web.Response:
+    """GET /v1/voices: built-in speakers and every library voice (also those whose model is off)."""
+    state = context(request).state
+    profiles = await asyncio.to_thread(_library(request).list)
+    voices = [builtin_json(request, v) for v in state.catalog.builtin]
+    voices += [profile_json(request, p) for p in profiles]
+    return web.json_response({"voices": voices})
+
+
+async def get_voice(request: web.Request) -> web.Response:
+    """GET /v1/voices/{name}"""
+    profile = await asyncio.to_thread(_library(request).get, _key(request.match_info["name"]))
+    return web.json_response(profile_json(request, profile))
+
+
+async def voice_audio(request: web.Request) -> web.StreamResponse:
+    """GET /v1/voices/{name}/audio: the stored reference clip of a clone voice."""
+    profile = await asyncio.to_thread(_library(request).get, _key(request.match_info["name"]))
+    if profile.audio_path is None:
+        raise ApiError("not-found", f"voice {profile.name!r} has no reference audio")
+    return web.FileResponse(profile.audio_path, headers={"Cache-Control": "no-cache"})
+
+
+async def add_voice(request: web.Request) -> web.Response:
+    """POST /v1/voices: a clone voice (with a clip) or a design voice (with an instruct text)."""
+    if request.content_type == "application/json":
+        fields: dict[str, Any] = await read_json(request)
+        audio: Optional[bytes] = None
+    elif request.content_type.startswith("multipart/"):
+        fields, audio = await _read_multipart(request)
+    elif request.content_type == "application/x-www-form-urlencoded":
+        fields, audio = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}, None
+    else:
+        raise ApiError("bad-request", "send multipart/form-data (a clip), or a form or JSON (a design voice)")
+    for key, value in fields.items():
+        if key in TEXT_FIELDS and value is not None and not isinstance(value, (str, bool)):
+            raise ApiError("invalid-field", f"{key} must be a string", param=key)
+    name = fields.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError("invalid-name", "a voice name is required", param="name")
+    normalize_name(name)  # invalid-name (path traversal and friends) before any work
+    library = _library(request)
+    common: dict[str, Any] = {
+        "display_name": (fields.get("display_name") or "").strip() or None,
+        "overwrite": flag(fields, "overwrite", False),
+    }
+    language = (fields.get("language") or "").strip() or None
+    if audio is not None:
+        kind = "clone"
+        profile = await asyncio.to_thread(
+            library.add_clone,
+            name,
+            audio,
+            fields.get("transcript"),
+            language,
+            (fields.get("mode") or "icl").strip().lower(),
+            **common,
+        )
+    elif (fields.get("instruct") or "").strip():
+        kind = "design"
+        profile = await asyncio.to_thread(library.add_design, name, fields["instruct"], language, **common)
+    else:
+        raise ApiError("invalid-argument", "send a reference clip (audio) or a voice description (instruct)")
+    state = context(request).state
+    if state.prompts is not None:
+        state.prompts.forget(profile.name)  # an overwritten voice must not keep its old prompt in memory
+    warnings = list(profile.warnings)
+    if not _usable(request, kind):
+        warnings.append(f"{kind} voices are off on this server: it is saved but cannot speak yet")
+    _LOGGER.info("HTTP: saved %s voice %r", kind, profile.name)
+    return web.json_response({"voice": profile_json(request, profile), "warnings": warnings}, status=201)
+
+
+async def delete_voice(request: web.Request) -> web.Response:
+    """DELETE /v1/voices/{name}"""
+    key = _key(request.match_info["name"])
+    await asyncio.to_thread(_library(request).remove, key)
+    state = context(request).state
+    if state.prompts is not None:
+        state.prompts.forget(key)
+    return web.json_response({"deleted": key})
+
+
+async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Optional[bytes]]:
+    """Text fields and the clip, each read with a size cap (nothing is buffered beyond it)."""
+    reader = await request.multipart()
+    fields: dict[str, Any] = {}
+    audio: Optional[bytes] = None
+    while True:
+        part = await reader.next()
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise ApiError("bad-request", "nested multipart bodies are not supported")
+        if part.name in AUDIO_FIELDS:
+            data = await _read_part(part, MAX_BYTES, "audio-too-large", f"the clip exceeds {MAX_BYTES} bytes")
+            audio = data or None
+        elif part.name in TEXT_FIELDS:
+            data = await _read_part(part, FIELD_LIMIT, "invalid-field", f"field {part.name} is too long")
+            fields[part.name] = data.decode(part.get_charset("utf-8"), errors="replace")
+        else:
+            await part.release()  # unknown fields are ignored
+    return fields, audio
+
+
+async def _read_part(part: BodyPartReader, limit: int, code: str, message: str) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = await part.read_chunk(1 << 16)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(code, message)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/voices", list_voices)
+    app.router.add_post("/v1/voices", add_voice)
+    app.router.add_get("/v1/voices/{name}", get_voice)
+    app.router.add_delete("/v1/voices/{name}", delete_voice)
+    app.router.add_get("/v1/voices/{name}/audio", voice_audio)

@@ -1,0 +1,187 @@
+"""Speaking text with a voice: the synthesis path shared by the Wyoming handler and the HTTP API.
+
+An :class:`Utterance` takes text segments (all at once, or as they arrive from a stream) and yields 24 kHz
+mono int16 PCM in order. It leases the voice's engine from the model pool for its whole life (so the model
+cannot be unloaded under it), prepares the voice once (built-in speaker, design instruct, or a clone prompt
+from the prompt cache in a worker thread), decides the language once, and keeps ``LOOKAHEAD`` segments
+submitted so the next one is prefilled while the current one plays. Closing its PCM generator early (client
+gone, task cancelled) cancels the engine streams at once, which frees their KV slots.
+
+Admission (:func:`admitted`) counts requests across Wyoming and HTTP against ``max_concurrent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Optional
+
+from ..engine import SpeechRequest, SpeechStream
+from ..voices.library import VoiceLibraryError
+from .errors import ServiceError
+from .info import Voice
+from .language import detect_language
+from .segmenter import split_text
+
+if TYPE_CHECKING:  # the state is defined next to the handler, which imports this module
+    from .handler import ServerState
+
+_LOGGER = logging.getLogger(__name__)
+
+LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+_END = object()
+
+
+def decide_language(voice: Voice, default_language: str, text: str, requested: Optional[str] = None) -> str:
+    """Requested (an HTTP hint) > the voice's own language > configured default > script of the text >
+    auto. Called once per utterance, so a reply does not switch language (and timbre) between sentences."""
+    if requested:
+        return requested
+    if voice.language:
+        return voice.language
+    if default_language != "auto":
+        return default_language
+    return detect_language(text) or "auto"
+
+
+def check_length(state: "ServerState", text: str) -> None:
+    if len(text) > state.max_text_chars:
+        raise ServiceError(
+            "text-too-long", f"text has {len(text)} characters; the limit is {state.max_text_chars}"
+        )
+
+
+def segments_of(text: str) -> list[str]:
+    """A whole text's speakable segments; raises empty-text."""
+    segments = split_text(text)
+    if not segments:
+        raise ServiceError("empty-text", "nothing to speak after text cleanup")
+    return segments
+
+
+@contextlib.contextmanager
+def admitted(state: "ServerState") -> Iterator[None]:
+    """One admitted request for the duration of the block; server-busy when all slots are taken."""
+    if state.active_jobs >= state.max_concurrent:
+        raise ServiceError("server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again")
+    state.active_jobs += 1
+    try:
+        yield
+    finally:
+        state.active_jobs -= 1
+
+
+async def voice_args(
+    state: "ServerState", voice: Voice, engine: Any, instruct: Optional[str] = None
+) -> dict[str, Any]:
+    """How to ask the leased engine for ``voice``. ``instruct`` (style instructions of a request) goes to
+    built-in speakers as is and is appended to a design voice's description; Base models cannot take it."""
+    if voice.kind == "builtin":
+        return {"speaker": voice.speaker, "instruct": instruct} if instruct else {"speaker": voice.speaker}
+    if voice.kind == "design":
+        text = voice.profile.instruct if not instruct else f"{voice.profile.instruct} {instruct}"
+        return {"instruct": text}
+    if instruct:
+        _LOGGER.debug("clone voice %s: ignoring instructions (Base models take none)", voice.name)
+    model_id = state.models.models[voice.role]
+    try:  # memory, disk, else the encoders: in a worker thread, the event loop keeps serving
+        prompt = await asyncio.to_thread(state.prompts.get, voice.profile, engine, model_id)
+    except (VoiceLibraryError, OSError, ValueError) as exc:
+        raise ServiceError("voice-unusable", f"voice {voice.name!r} is unusable: {exc}") from exc
+    return {"voice": prompt}
+
+
+class Utterance:
+    """Text segments in (``add`` ... ``close``), PCM out (``pcm()``), in order."""
+
+    def __init__(
+        self,
+        state: "ServerState",
+        voice: Voice,
+        language: Optional[str] = None,
+        instruct: Optional[str] = None,
+    ) -> None:
+        self.state = state
+        self.voice = voice
+        self.requested_language = language
+        self.instruct = instruct
+        self.language: Optional[str] = None  # decided at the first segment
+        self.segments: "asyncio.Queue[object]" = asyncio.Queue()
+        self.inflight: "collections.deque[SpeechStream]" = collections.deque()
+        self.spoken = 0
+        self.engine: Any = None  # leased from the model pool while pcm() runs
+        self.voice_args: dict[str, Any] = {}
+
+    def add(self, segment: str) -> None:
+        self.segments.put_nowait(segment)
+
+    def close(self) -> None:
+        self.segments.put_nowait(_END)
+
+    def cancel(self) -> None:
+        for stream in self.inflight:
+            stream.cancel()
+
+    async def pcm(self) -> AsyncIterator[bytes]:
+        """PCM chunks of all segments until ``close()``; use under ``contextlib.aclosing``."""
+        async with self.state.models.use(self.voice.role) as engine:
+            self.engine = engine
+            try:
+                self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
+                while True:
+                    if not self.inflight:
+                        item = await self.segments.get()
+                        if item is _END:
+                            break
+                        self._submit(item)
+                    self._take_ready()
+                    async for chunk in self.inflight[0]:
+                        yield chunk.pcm
+                        self._take_ready()
+                    self.inflight.popleft()
+                    self.spoken += 1
+            finally:  # nothing of ours may run on an engine we no longer lease
+                self.cancel()
+                self.inflight.clear()
+
+    def _submit(self, text: str) -> None:
+        if self.language is None:
+            self.language = decide_language(
+                self.voice, self.state.default_language, text, self.requested_language
+            )
+        request = SpeechRequest(text, language=self.language, **self.voice_args)
+        try:
+            self.inflight.append(self.engine.submit(request))
+        except ValueError as exc:
+            raise ServiceError("synthesis-failed", str(exc)) from exc
+
+    def _take_ready(self) -> None:
+        """Submits queued segments up to the lookahead, without waiting for more."""
+        while len(self.inflight) < LOOKAHEAD and not self.segments.empty():
+            item = self.segments.get_nowait()
+            if item is _END:
+                self.segments.put_nowait(_END)  # keep it for the main loop
+                return
+            self._submit(item)
+
+
+async def speak(
+    state: "ServerState",
+    voice: Voice,
+    segments: Iterable[str],
+    language: Optional[str] = None,
+    instruct: Optional[str] = None,
+) -> AsyncIterator[bytes]:
+    """Admits one request and yields the PCM of ``segments`` (see :func:`segments_of`); closing the
+    generator early cancels the synthesis. Errors are ServiceErrors, raised before the first chunk when
+    the request cannot start (busy, voice unusable, model not loaded)."""
+    utterance = Utterance(state, voice, language, instruct)
+    for segment in segments:
+        utterance.add(segment)
+    utterance.close()
+    with admitted(state):
+        async with contextlib.aclosing(utterance.pcm()) as chunks:
+            async for pcm in chunks:
+                yield pcm
