@@ -12,10 +12,11 @@ This module is the engine's whole public face; the server never reaches past it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -23,7 +24,10 @@ from .audio import AudioError, load_audio, resample
 from .checkpoint import CheckpointError, load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
 from .config import ModelConfig
+from .jit import tracing_default
+from .memory import file_storages, release_file_pages, trim_heap
 from .prompt import PromptBuilder, VoicePrompt
+from .quant import QUANT_MODES, check_mode, prepare_talker
 from .runner import SAMPLE_RATE, ModelRunner, RunawayGuard
 from .sampling import SamplingParams
 from .scheduler import ChunkPolicy, Scheduler, _Job
@@ -46,6 +50,7 @@ __all__ = [
     "SpeechResult",
     "SpeechStream",
     "VoicePrompt",
+    "QUANT_MODES",
     "parse_dtype",
 ]
 
@@ -113,19 +118,22 @@ class Engine:
         max_len: int = 2048,
         guard: RunawayGuard = RunawayGuard(),
         chunk_policy: ChunkPolicy = ChunkPolicy(),
+        quantize: str = "none",
+        trace: bool = False,
     ) -> None:
         self.config = cfg
+        self.quantize = quantize  # weight format of the talker and code predictor (see quant.py)
         self.talker = talker
         self.decoder = decoder
-        self.device = talker.codec_head.weight.device
-        self.dtype = talker.codec_head.weight.dtype
+        self.device = talker.device
+        self.dtype = talker.dtype
         self.chunk_policy = chunk_policy
-        self._state = state  # kept only for lazily built Base-model encoders
+        self._state = state  # Base-model encoders load lazily, from here or from a fresh map of the file
         self._codec_state = codec_state
         self._speaker_encoder = None
         self._speech_encoder = None
         self.builder = PromptBuilder(cfg, talker, tokenizer)
-        self.runner = ModelRunner(cfg, talker, slots, max_len, guard)
+        self.runner = ModelRunner(cfg, talker, slots, max_len, guard, trace=trace)
         self.scheduler = Scheduler(self.runner, self.builder, decoder)
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -143,11 +151,54 @@ class Engine:
         revision: Optional[str] = None,
         guard: RunawayGuard = RunawayGuard(),
         chunk_policy: ChunkPolicy = ChunkPolicy(),
+        quantize: str = "none",
+        trace: Optional[bool] = None,
     ) -> "Engine":
-        """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id)."""
+        """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id).
+
+        `quantize`: none, int8 or int4 - weight-only quantization of the talker and code predictor,
+        computed here from the loaded weights (CPU only; see engine/quant.py). `trace`: TorchScript-traced
+        decode steps (engine/jit.py); None = on for CPU."""
+        kwargs = dict(
+            device=device,
+            dtype=dtype,
+            slots=slots,
+            max_len=max_len,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            revision=revision,
+            guard=guard,
+            chunk_policy=chunk_policy,
+            quantize=quantize,
+            trace=trace,
+        )
+        # On a thread of its own, which ends afterwards: loading runs multi-threaded CPU ops, and a caller
+        # thread that did so would keep an OpenMP pool for good, halving decode speed (see scheduler.py).
+        return _on_fresh_thread(lambda: cls._load(model, **kwargs))
+
+    @classmethod
+    def _load(
+        cls,
+        model: str | Path,
+        *,
+        device: Optional[str],
+        dtype: str | torch.dtype,
+        slots: int,
+        max_len: int,
+        cache_dir: Optional[str | Path],
+        local_files_only: bool,
+        revision: Optional[str],
+        guard: RunawayGuard,
+        chunk_policy: ChunkPolicy,
+        quantize: str,
+        trace: Optional[bool],
+    ) -> "Engine":
         started = time.monotonic()
         dev = resolve_device(device)
         dt = parse_dtype(dtype, dev)
+        quantize = check_mode(quantize)
+        if quantize != "none" and dev.type != "cpu":
+            raise ValueError(f"quantize={quantize} runs on CPU only; use dtype bfloat16 on a GPU")
         if slots < 1 or max_len < 16:
             raise ValueError("slots must be >= 1 and max_len >= 16")
         model_dir = resolve_model_dir(
@@ -155,7 +206,13 @@ class Engine:
         )
         cfg = ModelConfig.load(model_dir)
         _LOGGER.info(
-            "Loading %s (%s, %s) on %s as %s", model_dir.name, cfg.tts_model_type, cfg.tts_model_size, dev, dt
+            "Loading %s (%s, %s) on %s as %s%s",
+            model_dir.name,
+            cfg.tts_model_type,
+            cfg.tts_model_size,
+            dev,
+            dt,
+            "" if quantize == "none" else f", {quantize} weights",
         )
         state = load_state_dict(model_dir)
         source = model_dir / "model.safetensors"
@@ -165,6 +222,11 @@ class Engine:
         load_into(talker, state, "talker.", source, dtype=dt, device=dev)
         _reset_rotary(talker)
         talker.eval()
+        # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
+        prepare_talker(talker, quantize, file_storages(state.values()))
+        # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
+        release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
+        del state
         codec_dir = model_dir / "speech_tokenizer"
         codec_state = load_state_dict(codec_dir)
         decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
@@ -176,13 +238,15 @@ class Engine:
             talker,
             decoder,
             tokenizer,
-            state=state if cfg.tts_model_type == "base" else None,
             codec_state=codec_state if cfg.tts_model_type == "base" else None,
             slots=slots,
             max_len=max_len,
             guard=guard,
             chunk_policy=chunk_policy,
+            quantize=quantize,
+            trace=tracing_default(dev) if trace is None else trace,
         )
+        trim_heap()
         _LOGGER.info(
             "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, slots, max_len
         )
@@ -262,9 +326,10 @@ class Engine:
             from .speaker import SpeakerEncoder
 
             enc = SpeakerEncoder.from_config(self.config.speaker_encoder)
+            state = self._state if self._state is not None else load_state_dict(self.config.model_dir)
             load_into(
                 enc,
-                self._state,
+                state,
                 "speaker_encoder.",
                 self.config.model_dir / "model.safetensors",
                 dtype=self.dtype,
@@ -303,6 +368,24 @@ class Engine:
         self.close()
 
 
+def _on_fresh_thread(fn: Callable[[], Any]) -> Any:
+    """fn() on a new, short-lived thread; its result or exception comes back to the caller."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="qwen3tts-load")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _reset_rotary(module: torch.nn.Module) -> None:
     """Non-persistent RoPE buffers are not in the checkpoint; recompute them after meta-device init."""
     from .layers import Rotary
@@ -312,3 +395,4 @@ def _reset_rotary(module: torch.nn.Module) -> None:
             head_dim = sub.inv_freq.shape[0] * 2
             fresh = Rotary(head_dim, sub.theta)
             sub.inv_freq = fresh.inv_freq.to(sub.inv_freq.device)
+            sub.reset()

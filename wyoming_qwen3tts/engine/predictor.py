@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import TransformerConfig
+from .jit import Traced, traced_decode, traced_prefill
 from .layers import DecoderStack, KVCache
 
 # pick(logits [B, vocab] float32, group index 1..15) -> codes [B]
@@ -43,13 +44,29 @@ class CodePredictor(nn.Module):
             else nn.Identity()
         )
         self._cache: Optional[KVCache] = None
+        self._step: Optional[Traced] = None
+        self._prefill: Optional[Traced] = None
+        self._positions: dict[int, list[torch.Tensor]] = {}
+        self.trace = False  # TorchScript-traced steps (engine/jit.py), set at load time on CPU
 
     def _frame_cache(self, rows: int, ref: torch.Tensor) -> KVCache:
         cache = self._cache
         if cache is None or cache.slots < rows or cache.k.dtype != ref.dtype or cache.k.device != ref.device:
             cache = self.model.new_cache(max(rows, 1), self.groups, ref.dtype, ref.device)
             self._cache = cache
+            self._positions = {}
+        if self._step is None or self._step.cache is not cache or self._step.enabled != self.trace:
+            self._step = traced_decode(self.model, cache, enabled=self.trace)
+            self._prefill = traced_prefill(self.model, cache, enabled=self.trace)
         return cache
+
+    def _position_rows(self, rows: int, device: torch.device) -> list[torch.Tensor]:
+        """[rows] tensors of each position 0..groups-1 (every row of a frame is at the same one)."""
+        made = self._positions.get(rows)
+        if made is None:
+            made = [torch.full((rows,), p, dtype=torch.long, device=device) for p in range(self.groups)]
+            self._positions[rows] = made
+        return made
 
     def group_embeddings(self, codes: torch.Tensor) -> list[torch.Tensor]:
         """codes [B, 15] (codebooks 1..15) -> 15 embeddings [B, 1, H_talker]."""
@@ -69,20 +86,20 @@ class CodePredictor(nn.Module):
         `forced` [B, 15] feeds given codes instead of the picked ones (teacher forcing for parity tests)."""
         rows = past_hidden.shape[0]
         cache = self._frame_cache(rows, past_hidden)
+        positions = self._position_rows(rows, past_hidden.device)
         x = torch.stack((past_hidden, token_embedding), dim=1)
-        hidden = self.model.prefill(self.small_to_mtp_projection(x), cache, slot=0)[:, -1:]
+        hidden = self._prefill(self.small_to_mtp_projection(x))
         codes = []
         all_logits = []
         for j in range(self.groups - 1):
-            logits = self.lm_head[j](hidden[:, -1]).float()
+            logits = self.lm_head[j].mm(hidden).float()
             code = pick(logits, j + 1) if forced is None else forced[:, j]
             codes.append(code)
             if return_logits:
                 all_logits.append(logits)
             if j == self.groups - 2:
                 break
-            emb = self.small_to_mtp_projection(self.model.codec_embedding[j](code[:, None]))
-            position = torch.full((rows,), j + 2, dtype=torch.long, device=past_hidden.device)
-            hidden = self.model.decode(emb, cache, position, j + 3)
+            emb = self.small_to_mtp_projection(self.model.codec_embedding[j](code))
+            hidden = self._step(emb, positions[j + 2], cache.span[: j + 3])
         out = torch.stack(codes, dim=1)
         return out, (torch.stack(all_logits, dim=1) if return_logits else None)

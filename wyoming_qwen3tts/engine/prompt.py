@@ -110,7 +110,7 @@ class PromptBuilder:
             non_streaming = self.default_non_streaming()
         t = self.talker
         ids = self.tok.target_ids(text)[None]
-        device = t.codec_head.weight.device
+        device = t.device
         ids = ids.to(device)
         ids_c = self.cfg.talker.codec
 
@@ -124,7 +124,7 @@ class PromptBuilder:
         if speaker:
             spk = t.embed_codec(torch.tensor(self.cfg.talker.speakers[speaker.lower()], device=device))
         elif voice is not None:
-            spk = voice.speaker_embedding.to(device=device, dtype=t.codec_head.weight.dtype)
+            spk = voice.speaker_embedding.to(device=device, dtype=t.dtype)
         else:
             spk = None
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from .config import ModelConfig
+from .jit import traced_decode
 from .prompt import Prompt
 from .sampling import SamplingParams, TalkerSampler, choose, warp
 from .talker import Talker
@@ -87,15 +88,18 @@ class ModelRunner:
         slots: int,
         max_len: int,
         guard: RunawayGuard = RunawayGuard(),
+        trace: bool = False,
     ) -> None:
         self.cfg = cfg
         self.talker = talker
-        weight = talker.codec_head.weight
-        self.device, self.dtype = weight.device, weight.dtype
+        self.device, self.dtype = talker.device, talker.dtype
         self.slots = slots
         self.max_len = max_len
         self.guard = guard
         self.cache = talker.model.new_cache(slots, max_len, self.dtype, self.device)
+        # TorchScript-traced decode steps (engine/jit.py): the talker's here, the predictor's in its module.
+        self.talker_step = traced_decode(talker.model, self.cache, enabled=trace)
+        talker.code_predictor.trace = trace
         codec = cfg.talker.codec
         self.eos = codec.eos
         self.sampler = TalkerSampler(cfg.talker.transformer.vocab_size, codec.eos, self.device)
@@ -195,8 +199,8 @@ class ModelRunner:
         if still:
             x = self.talker.frame_embedding(tokens, codes) + text
             length = int(max(s.position for s in still)) + 1
-            hidden = self.talker.model.decode(x, self.cache, positions, length)[:, 0]
-            logits = self.talker.codec_head(hidden).float()
+            hidden = self.talker_step(x[:, 0], positions, self.cache.span[:length])
+            logits = self.talker.codec_head.mm(hidden).float()
             for s in still:
                 s.position += 1
                 s.past_hidden = hidden[s.slot]

@@ -4,6 +4,12 @@ Loop: admit waiting requests into free KV slots (prompt embedding + prefill), ad
 by one frame in a single batched step, turn finished frames into PCM with each request's exact streaming
 decoder, and hand chunks to the request's stream. Cancelled requests free their slot at the next step.
 Other device work (voice-prompt extraction) runs on the same thread between steps via `call()`.
+
+The thread ends after `IDLE_EXIT_S` without work and is started again by the next request. Why: every
+thread that runs multi-threaded PyTorch CPU ops keeps its own OpenMP thread pool while it lives, and as
+soon as a process holds more OpenMP threads than cores, libgomp stops spinning between parallel regions
+(throttled mode) and every GEMV pays a thread wake-up: measured here, a second idle engine thread made the
+active one 2x slower. An idle engine (a second model in memory) therefore must not keep a live thread.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import numpy as np
 import torch
 
 from .codec.decoder import SpeechDecoder
+from .memory import trim_heap
 from .prompt import PromptBuilder, VoicePrompt
 from .runner import SAMPLES_PER_FRAME, ModelRunner, Sequence
 from .sampling import SamplingParams
 from .stream import EngineClosed, SpeechStream
 
 _LOGGER = logging.getLogger(__name__)
+
+IDLE_EXIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,7 @@ class Scheduler:
         self._ref_states: "collections.OrderedDict[int, tuple[Any, Any, np.ndarray]]" = (
             collections.OrderedDict()
         )
-        self._thread = threading.Thread(target=self._run, name="qwen3tts-engine", daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
 
     # -- API used by Engine (any thread) -------------------------------------------------------------------
     def submit(self, job: _Job) -> SpeechStream:
@@ -85,8 +93,15 @@ class Scheduler:
             if self._closed:
                 raise EngineClosed("engine is closed")
             self._waiting.append(job)
-            self._cond.notify()
+            self._wake()
         return job.stream
+
+    def _wake(self) -> None:
+        """Under the lock: notify the worker, starting it if it is not running."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="qwen3tts-engine", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
         """Runs fn on the device thread between steps."""
@@ -95,15 +110,18 @@ class Scheduler:
             if self._closed:
                 raise EngineClosed("engine is closed")
             self._calls.append((fn, future))
-            self._cond.notify()
+            self._wake()
         return future
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            thread = self._thread
+        if thread is None:
+            self._shutdown()
+        elif threading.current_thread() is not thread:
+            thread.join(timeout)
 
     @property
     def busy(self) -> int:
@@ -114,7 +132,10 @@ class Scheduler:
         while True:
             with self._cond:
                 while not (self._closed or self._waiting or self._calls or self._jobs):
-                    self._cond.wait()
+                    if not self._cond.wait(IDLE_EXIT_S) and not (self._waiting or self._calls or self._jobs):
+                        self._thread = None  # idle: end, freeing this thread's OpenMP pool (see above)
+                        trim_heap()
+                        return
                 if self._closed:
                     break
                 calls = list(self._calls)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TalkerConfig
-from .layers import DecoderStack
+from .layers import DecoderStack, as_projection
 from .predictor import CodePredictor
 
 
@@ -43,6 +43,34 @@ class Talker(nn.Module):
         self.text_projection = TextProjection(cfg.text_hidden_size, hidden)
         self.codec_head = nn.Linear(hidden, cfg.transformer.vocab_size, bias=False)
         self.code_predictor = CodePredictor(cfg.predictor, hidden, cfg.num_code_groups)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Activation dtype (the weights of the per-frame matrices may be quantized, see quant.py)."""
+        return self.model.norm.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.norm.weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.transformer.hidden_size
+
+    def fuse(self) -> None:
+        """Load-time: fused projections in the talker and the code predictor (same numbers, fewer ops)."""
+        self.model.fuse()
+        self.code_predictor.model.fuse()
+        # Heads get the 2-D `mm` path too (same weights, no copy).
+        self.codec_head = as_projection(self.codec_head)
+        heads = self.code_predictor.lm_head
+        for i in range(len(heads)):
+            heads[i] = as_projection(heads[i])
+
+    def prepare_norms(self, fast: bool) -> None:
+        """Switches the one-kernel bf16/fp16 RMSNorm on or off in both stacks (tests compare the two)."""
+        self.model.prepare_norms(fast)
+        self.code_predictor.model.prepare_norms(fast)
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids [..., T] -> projected text embeddings [..., T, H]."""

@@ -1,0 +1,327 @@
+"""Weight-only int8 / int4 quantization of the talker and code predictor, built at load time (CPU).
+
+Decoding one frame reads every talker weight once and every code-predictor weight 15 times; on a CPU that
+is bound by memory bandwidth, so fewer bytes per weight is the only way to real time on small machines.
+Activations stay in the engine dtype (bf16 or fp32); only the matrices of the per-frame GEMVs change:
+
+* ``int8``: symmetric per-output-channel scales, ``torch._weight_int8pack_mm`` (1 byte per weight).
+* ``int4``: asymmetric group-wise (``group_size`` input features share a scale and a zero point),
+  ``torch._weight_int4pack_mm_for_cpu`` (0.5 byte per weight). The output heads (codec head and the 15
+  code-predictor heads, 5 % of the bytes) stay int8: their logits pick the codes directly.
+
+Quantized: every transformer projection of the talker and the code predictor, the heads and the 1.7B
+predictor input projection. Not quantized: embeddings (gathered, not streamed), the text projection (prompt
+only), norms, and the speech decoder (convolutions, compute bound). Error figures: tests/test_quant.py and
+bench/RESULTS.md.
+
+Unquantized bf16 on CPU gets a layout change instead (`PackedLinear`, see `prepare_talker`): oneDNN's
+blocked weight format, which its GEMV reads ~30 % faster than PyTorch's plain-layout bf16 GEMV on the
+benchmark machine, with the same results bit for bit (checked at load time on a matrix of the qkv shape,
+and used only if it is faster there).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .memory import drop_file_pages
+
+_LOGGER = logging.getLogger(__name__)
+
+QUANT_MODES = ("none", "int8", "int4")
+DEFAULT_GROUP_SIZE = 64  # 32 streams 12 % more bytes (scales) for ~12 % less weight error; 128 the reverse
+
+# Documented error gates against bf16, teacher-forced over 100 frames (quant_check.py), enforced on the tiny
+# checkpoints by tests/test_quant.py. int8 meets published int8 practice (next-token KL <= 0.01-0.02,
+# near-identical logits). int4 only has error bounds: its figures on random weights are clearly worse than
+# published 4-bit practice on trained models, so it stays opt-in and logs a warning.
+GATES: dict[str, dict[str, float]] = {
+    "int8": {
+        "hidden_cos_min": 0.999,
+        "logits_cos_mean": 0.999,
+        "logits_cos_min": 0.99,
+        "top1_cb0": 0.9,
+        "top1_all": 0.9,
+        "kl_all_mean": 0.002,
+        "kl_all_max": 0.02,
+    },
+    "int4": {
+        "hidden_cos_mean": 0.99,
+        "logits_cos_mean": 0.95,
+        "top1_all": 0.5,
+        "kl_all_mean": 0.06,
+        "kl_all_max": 0.5,
+    },
+}
+
+
+def check_mode(mode: Optional[str]) -> str:
+    key = (mode or "none").lower()
+    if key not in QUANT_MODES:
+        raise ValueError(f"unknown quantize mode {mode!r}; use one of {', '.join(QUANT_MODES)}")
+    return key
+
+
+def int4_fits(in_features: int, group_size: int) -> bool:
+    """The CPU kernel takes groups of 32, 64, 128 or 256 that divide K."""
+    return group_size in (32, 64, 128, 256) and in_features % group_size == 0
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * scale).T + bias, q int8 [N, K], one scale per output channel."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        # Scales are rounded to the activation dtype first, then the weights are quantized against the
+        # rounded scale, so what the kernel multiplies back is exactly what the rounding assumed.
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny).to(dtype)
+        q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.register_buffer("weight", q)
+        self.register_buffer("scales", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, K] -> [B, N] (the 2-D decode path of layers.py)."""
+        out = torch._weight_int8pack_mm(x, self.weight, self.scales)
+        return out if self.bias is None else out + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mm(_flat(x)).view(*x.shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight.float() * self.scales.float()[:, None]
+
+
+def _int4_groups(w: torch.Tensor, group_size: int, dtype: torch.dtype):
+    """Min/max asymmetric 4-bit codes of w [N, K] -> (codes int32 [N, K], scale [N, G], zero [N, G]) with
+    w ~= (code - 8) * scale + zero (the layout of the int4pack kernels); scale/zero already in `dtype`."""
+    n, k = w.shape
+    g = w.reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(dim=-1), g.amax(dim=-1)
+    scale = ((hi - lo) / 15).clamp(min=1e-8).to(dtype)
+    zero = (lo + 8 * scale.float()).to(dtype)
+    # Codes against the rounded parameters (see Int8Linear).
+    base = zero.float() - 8 * scale.float()
+    codes = torch.round((g - base[..., None]) / scale.float()[..., None]).clamp_(0, 15)
+    return codes.to(torch.int32).reshape(n, k), scale, zero
+
+
+class Int4Linear(nn.Module):
+    """Group-wise 4-bit weights in the CPU int4pack layout."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, group_size: int = DEFAULT_GROUP_SIZE) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        n, k = w.shape
+        if not int4_fits(k, group_size):
+            raise ValueError(f"in_features {k} is not a multiple of the int4 group size {group_size}")
+        self.in_features, self.out_features, self.group_size = k, n, group_size
+        codes, scale, zero = _int4_groups(w, group_size, dtype)
+        self.register_buffer("weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        # [K / group, N, 2]: (scale, zero) per group and output channel.
+        self.register_buffer("scales_zeros", torch.stack((scale.t(), zero.t()), dim=-1).contiguous())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        # The kernel wants a dense A (the norms hand over a strided half of a wider buffer).
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.contiguous(), self.weight, self.group_size, self.scales_zeros
+        )
+        return out if self.bias is None else out + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mm(_flat(x)).view(*x.shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight the kernel multiplies with (float32 [N, K]); for tests and error reports."""
+        eye = torch.eye(self.in_features, dtype=self.scales_zeros.dtype)
+        return (
+            torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.weight, self.group_size, self.scales_zeros)
+            .float()
+            .t()
+        )
+
+
+# A TorchScript function, so that traced steps (jit.py) can record the call: the tracer cannot record the
+# op's empty `Scalar?[]` argument, a scripted call can. (Source string: `number` is a TorchScript type.)
+_PACKED_MM = torch.jit.CompilationUnit("""
+def packed_mm(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    scalars: List[Optional[number]] = []
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", scalars, "")
+""").packed_mm
+
+
+class PackedLinear(nn.Module):
+    """bf16 weights in oneDNN's blocked layout (CPU); bit-identical results to the plain layout."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach()
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, 1))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            return _PACKED_MM(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mm(x)  # the op takes any leading dimensions
+
+
+def _best_of(fn, x: torch.Tensor, rounds: int = 5, calls: int = 10) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn(x)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def packing_wins(shape: tuple[int, int], device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's packed bf16 layout is exact and faster than the plain one on this machine, measured
+    on a random matrix of `shape` (the qkv matrix)."""
+    if dtype != torch.bfloat16 or device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        plain = nn.Linear(shape[1], shape[0], bias=False).to(torch.bfloat16)
+        packed = PackedLinear(plain)
+        x = torch.randn(1, shape[1], dtype=torch.bfloat16)
+        with torch.inference_mode():
+            if not torch.equal(packed.mm(x), torch.mm(x, plain.weight.t())):
+                _LOGGER.info("oneDNN packed bf16 weights differ numerically here; keeping the plain layout")
+                return False
+            plain_s = _best_of(lambda v: torch.mm(v, plain.weight.t()), x)
+            packed_s = _best_of(packed.mm, x)
+    except Exception as exc:  # oneDNN without bf16 support on this CPU, or no mkldnn at all
+        _LOGGER.info("oneDNN packed bf16 weights unavailable (%s); keeping the plain layout", exc)
+        return False
+    wins = packed_s <= 0.97 * plain_s
+    _LOGGER.info(
+        "bf16 GEMV: oneDNN packed %.0f us, plain %.0f us: %s",
+        1e6 * packed_s,
+        1e6 * plain_s,
+        "packed layout" if wins else "plain layout",
+    )
+    return wins
+
+
+Convert = Callable[[nn.Linear, bool], Optional[nn.Module]]
+
+
+def converter(mode: str, dtype: torch.dtype, *, pack: bool, group_size: int = DEFAULT_GROUP_SIZE) -> Convert:
+    """(linear, is_head) -> its replacement (or None to keep it): int8 / int4 (heads int8) / packed bf16."""
+
+    def convert(linear: nn.Linear, is_head: bool) -> Optional[nn.Module]:
+        if mode == "none":
+            return PackedLinear(linear) if pack else None
+        k = linear.in_features
+        # Small test models: the largest kernel group size that divides K; int8 if none does.
+        group = next((g for g in (group_size, 128, 64, 32) if g <= group_size and int4_fits(k, g)), 0)
+        if mode == "int8" or is_head or not group:
+            return Int8Linear(linear, dtype)
+        return Int4Linear(linear, dtype, group)
+
+    return convert
+
+
+def _replace(parent: nn.Module, name: str, new: Optional[nn.Module]) -> int:
+    """setattr unless `new` is None; returns the bytes saved."""
+    if new is None:
+        return 0
+    old = getattr(parent, name)
+    setattr(parent, name, new)
+    before = old.weight.numel() * old.weight.element_size()
+    return before - sum(b.numel() * b.element_size() for b in new.buffers())
+
+
+def prepare_talker(talker: nn.Module, mode: str = "none", mapped: Optional[set[int]] = None) -> None:
+    """Load-time rewrite of a loaded Talker: fuse each layer, then quantize (`mode` int8/int4) or pack
+    (bf16 on CPU, where faster) its matrices, and drop the checkpoint pages it was read from (`mapped`:
+    memory.file_storages of the state dict) - one layer at a time, so that loading never holds the whole
+    model twice."""
+    mode = check_mode(mode)
+    device, dtype = talker.device, talker.dtype
+    if mode != "none" and device.type != "cpu":
+        raise ValueError(
+            f"quantize={mode} runs on CPU only (PyTorch's int8/int4 CPU kernels); use bf16 on GPUs"
+        )
+    first = talker.model.layers[0].self_attn
+    qkv_shape = ((first.heads + 2 * first.kv_heads) * first.head_dim, talker.hidden_size)
+    pack = mode == "none" and packing_wins(qkv_shape, device, dtype)
+    convert = converter(mode, dtype, pack=pack)
+    saved = 0
+    for stack in (talker.model, talker.code_predictor.model):
+        for layer in stack.layers:
+            originals = list(layer.parameters())
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+            for parent in (layer.self_attn, layer.mlp):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.Linear):
+                        saved += _replace(parent, name, convert(child, False))
+            drop_file_pages(originals, mapped or set())
+    originals = list(talker.codec_head.parameters()) + list(talker.code_predictor.lm_head.parameters())
+    talker.fuse()  # the stacks are fused already; this gives the heads their 2-D form and prepares the norms
+    for parent, name, linear, is_head in _linears(talker):
+        # The codec head (0.7 % of the bytes) keeps a plain weight in bf16: callers read its .weight.
+        if is_head or parent is talker.code_predictor:
+            if not (mode == "none" and linear is talker.codec_head):
+                saved += _replace(parent, name, convert(linear, is_head))
+    drop_file_pages(originals, mapped or set())
+    talker.model.version += 1
+    talker.code_predictor.model.version += 1
+    if mode != "none":
+        _LOGGER.info("Quantized talker and code predictor to %s (%.0f MB smaller)", mode, saved / 1e6)
+    if mode == "int4":
+        _LOGGER.warning(
+            "quantize=int4 is experimental: its measured error is well above int8's (see the README); "
+            "use it only where int8 is too slow, and listen before you rely on it"
+        )
+
+
+def _linears(talker: nn.Module) -> list[tuple[nn.Module, str, nn.Linear, bool]]:
+    """(parent, attribute, linear, is_head) for every matrix streamed per frame."""
+    found: list[tuple[nn.Module, str, nn.Linear, bool]] = []
+    predictor = talker.code_predictor
+    for stack in (talker.model, predictor.model):
+        for layer in stack.layers:
+            for parent in (layer.self_attn, layer.mlp):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.Linear):
+                        found.append((parent, name, child, False))
+    found.append((talker, "codec_head", talker.codec_head, True))
+    for i, head in enumerate(predictor.lm_head):
+        found.append((predictor.lm_head, str(i), head, True))
+    if isinstance(predictor.small_to_mtp_projection, nn.Linear):
+        found.append((predictor, "small_to_mtp_projection", predictor.small_to_mtp_projection, False))
+    return found
+
+
+def quantize_talker(talker: nn.Module, mode: str, *, group_size: int = DEFAULT_GROUP_SIZE) -> int:
+    """Quantizes every per-frame matrix of an already fused Talker in place; returns the bytes saved."""
+    mode = check_mode(mode)
+    if mode == "none":
+        return 0
+    if talker.device.type != "cpu":
+        raise ValueError(
+            f"quantize={mode} runs on CPU only (PyTorch's int8/int4 CPU kernels); use bf16 on GPUs"
+        )
+    convert = converter(mode, talker.dtype, pack=False, group_size=group_size)
+    saved = sum(_replace(p, n, convert(lin, head)) for p, n, lin, head in _linears(talker))
+    talker.model.version += 1
+    talker.code_predictor.model.version += 1
+    return saved
