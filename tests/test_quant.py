@@ -311,3 +311,15 @@ def test_real_server_process_speaks_with_int8_weights(tiny_custom_voice, tmp_pat
         finally:
             proc.kill()
             proc.wait(10)
+
+
+def test_packed_layout_decision_is_deterministic(monkeypatch):
+    """Never timing-based: two loads on one machine must pick the same layout (outputs reproducible)."""
+    from wyoming_qwen3tts.engine.quant import use_packed_bf16
+
+    cpu = torch.device("cpu")
+    decisions = {use_packed_bf16((192, 64), cpu, torch.bfloat16) for _ in range(5)}
+    assert len(decisions) == 1
+    assert not use_packed_bf16((192, 64), cpu, torch.float32)  # fp32 keeps PyTorch's exact path
+    monkeypatch.setenv("WYOMING_QWEN3TTS_PACKED_BF16", "0")
+    assert not use_packed_bf16((192, 64), cpu, torch.bfloat16)
