@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--voice", default="ryan", help="built-in voice")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quantize", default="none", help="none, int8 or int4 (CPU)")
     parser.add_argument("--full", action="store_true", help="wait for each whole utterance")
     args = parser.parse_args()
 
@@ -72,7 +73,7 @@ def main() -> None:
         "anna", data / "ref.wav", "This is a short clip of my voice for the benchmark, six seconds long."
     )
     flags = ["--data-dir", str(data), "--clone-model", args.clone_model, "--threads", args.threads]
-    flags += ["--dtype", args.dtype, "--max-loaded-models", "2"]
+    flags += ["--dtype", args.dtype, "--quantize", args.quantize, "--max-loaded-models", "2"]
     rows = []
     for run in (1, 2):
         with open(data / f"server{run}.log", "w") as log:
@@ -92,7 +93,8 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(60)
-    print(f"| request | TTFA s | total s | audio s |  ({args.dtype}, {args.threads} threads)")
+    setup = f"{args.dtype}, quantize {args.quantize}, {args.threads} threads"
+    print(f"| request | TTFA s | total s | audio s |  ({setup})")
     print("|---|---|---|---|")
     for label, ttfa, total, audio in rows:
         print(f"| {label} | {ttfa:.2f} | {total:.2f} | {audio:.2f} |")

@@ -158,7 +158,7 @@ class Engine:
 
         `quantize`: none, int8 or int4 - weight-only quantization of the talker and code predictor,
         computed here from the loaded weights (CPU only; see engine/quant.py). `trace`: TorchScript-traced
-        decode steps (engine/jit.py); None = on for CPU."""
+        decode steps (engine/jit.py); None = off (tracing costs 10-20 s per new batch size)."""
         kwargs = dict(
             device=device,
             dtype=dtype,
