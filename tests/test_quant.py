@@ -323,3 +323,13 @@ def test_packed_layout_decision_is_deterministic(monkeypatch):
     assert not use_packed_bf16((192, 64), cpu, torch.float32)  # fp32 keeps PyTorch's exact path
     monkeypatch.setenv("WYOMING_QWEN3TTS_PACKED_BF16", "0")
     assert not use_packed_bf16((192, 64), cpu, torch.bfloat16)
+
+
+def test_default_traces_the_code_predictor_only_on_cpu(tiny_custom_voice):
+    """Tracing the 28-layer talker stalls 10-20 s per new batch size; the small predictor ~0.5 s."""
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1)
+    try:
+        assert engine.runner.talker_step.enabled is False
+        assert engine.talker.code_predictor.trace is True
+    finally:
+        engine.close()

@@ -120,6 +120,7 @@ class Engine:
         chunk_policy: ChunkPolicy = ChunkPolicy(),
         quantize: str = "none",
         trace: bool = False,
+        trace_predictor: Optional[bool] = None,
     ) -> None:
         self.config = cfg
         self.quantize = quantize  # weight format of the talker and code predictor (see quant.py)
@@ -134,6 +135,8 @@ class Engine:
         self._speech_encoder = None
         self.builder = PromptBuilder(cfg, talker, tokenizer)
         self.runner = ModelRunner(cfg, talker, slots, max_len, guard, trace=trace)
+        if trace_predictor is not None:
+            talker.code_predictor.trace = trace_predictor
         self.scheduler = Scheduler(self.runner, self.builder, decoder)
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -158,7 +161,8 @@ class Engine:
 
         `quantize`: none, int8 or int4 - weight-only quantization of the talker and code predictor,
         computed here from the loaded weights (CPU only; see engine/quant.py). `trace`: TorchScript-traced
-        decode steps (engine/jit.py); None = off (tracing costs 10-20 s per new batch size)."""
+        decode steps (engine/jit.py): True = talker and code predictor, False = none, None = the code
+        predictor on CPU only (tracing the talker costs 10-20 s per new batch size, the predictor ~0.5 s)."""
         kwargs = dict(
             device=device,
             dtype=dtype,
@@ -244,7 +248,8 @@ class Engine:
             guard=guard,
             chunk_policy=chunk_policy,
             quantize=quantize,
-            trace=tracing_default(dev) if trace is None else trace,
+            trace=bool(trace),
+            trace_predictor=tracing_default(dev) if trace is None else trace,
         )
         trim_heap()
         _LOGGER.info(
