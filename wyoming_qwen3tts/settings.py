@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     p.add_argument(
         "--quantize",
-        help="weight-only quantization on CPU: none, int8 (about 2.5x faster than the default fp32, "
+        help="weight-only quantization on CPU: none, int8 (about 3x faster than the default fp32, "
         "near-identical output) or int4 (fastest, experimental); ignored on a GPU (default: none)",
     )
     p.add_argument("--voice", help="default voice when the client names none")
