@@ -37,10 +37,6 @@ class Access:
         # Peers that need no key: Home Assistant's ingress proxy, which has authenticated the user already.
         self.trusted: list[Network] = _networks(trusted or ())
 
-    @property
-    def needs_key(self) -> bool:
-        return self._key is not None
-
     def peer_allowed(self, peer: Optional[str]) -> bool:
         if self.networks is None:
             return True
