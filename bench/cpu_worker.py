@@ -23,6 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wyoming_qwen3tts.platform_env import apply_cpu_env  # noqa: E402  (before torch, as the server does)
+
+apply_cpu_env()
+
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
 SHORT_TEXT = "Turn on the light."
 

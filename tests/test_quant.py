@@ -192,7 +192,8 @@ def test_quantized_engine_streams_exactly(tiny_custom_voice, mode):
     try:
         req = SpeechRequest(TEXT, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=12))
         result = engine.synthesize(req, timeout=120)
-        assert result.codes.shape == (11, 16)
+        # Random weights: greedy decoding may pick EOS early under one kernel and not another.
+        assert result.codes.shape[1] == 16 and 1 <= result.codes.shape[0] <= 11
         full = engine.decoder.decode(torch.from_numpy(result.codes).T[None]).float()[0].numpy()
         np.testing.assert_allclose(result.audio, full, atol=2e-2)
     finally:
@@ -259,20 +260,33 @@ def test_packed_bf16_weights_are_bit_identical():
 
 
 def test_server_loader_resolves_quantize_and_dtype(tiny_custom_voice):
-    """--quantize with dtype auto runs bf16 activations on the CPU (the measured combination); an explicit
-    dtype is kept."""
-    from wyoming_qwen3tts.engine import QUANT_MODES
+    """The server passes --dtype/--quantize to the engine's compute plan (policy.py): auto is the default,
+    an explicit dtype is kept, and the int8 kernel is the one this CPU class gets."""
+    from wyoming_qwen3tts.engine import QUANT_MODES, compute_plan
+    from wyoming_qwen3tts.engine.quant import DynamicInt8Linear
     from wyoming_qwen3tts.server.app import engine_loader
     from wyoming_qwen3tts.settings import _QUANTIZE, load_settings
 
     assert _QUANTIZE == QUANT_MODES  # settings keep their own copy (they load without torch)
+    assert load_settings(["--device", "cpu"], {}).quantize == "auto"
 
-    for argv, dtype in (([], torch.bfloat16), (["--dtype", "float32"], torch.float32)):
-        settings = load_settings(["--device", "cpu", "--quantize", "int8", "--slots", "1"] + argv, {})
+    cpu = torch.device("cpu")
+    for argv, quantize, dtype in (
+        ([], "auto", "auto"),
+        (["--quantize", "int8"], "int8", "auto"),
+        (["--quantize", "int8", "--dtype", "float32"], "int8", "float32"),
+    ):
+        settings = load_settings(["--device", "cpu", "--slots", "1"] + argv, {})
         engine = engine_loader(settings)(str(tiny_custom_voice))
         try:
-            assert engine.quantize == "int8" and engine.dtype == dtype
-            assert isinstance(engine.talker.codec_head, Int8Linear)
+            expected = compute_plan(cpu, dtype, quantize)
+            assert engine.plan == expected
+            assert engine.quantize == expected.quantize and engine.dtype == expected.dtype
+            if expected.int8_kernel in ("fbgemm", "qnnpack"):
+                assert isinstance(engine.talker.codec_head, DynamicInt8Linear)
+            elif expected.quantize == "int8":
+                assert isinstance(engine.talker.codec_head, Int8Linear)
+            assert engine.decoder.pre_conv.conv.weight.dtype == expected.codec_dtype
         finally:
             engine.close()
 

@@ -23,6 +23,10 @@ def _setup_logging(debug: bool) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not (argv and argv[0] == "client"):
+        from . import platform_env
+
+        platform_env.apply_cpu_env(os.environ)  # before torch is imported (libgomp reads it once)
     if argv and argv[0] == "synth":
         from .synth_cli import build_parser, run
 

@@ -56,7 +56,7 @@ _DTYPES = {
     "float16": "float16",
     "fp16": "float16",
 }
-_QUANTIZE = ("none", "int8", "int4")  # engine.QUANT_MODES (not imported: settings load without torch)
+_QUANTIZE = ("auto", "none", "int8", "int4")  # engine.QUANT_MODES (not imported: settings load without torch)
 
 
 class SettingsError(ValueError):
@@ -92,7 +92,7 @@ class Settings:
     cache_dir: Optional[str] = None
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "none"  # weight-only int8/int4 of the talker and code predictor (CPU only)
+    quantize: str = "auto"  # int8/int4 weights of the talker and code predictor (CPU only); engine/policy.py
     voice: Optional[str] = None
     language: str = "auto"
     samples_per_chunk: int = 1024  # int16 samples per audio-chunk event
@@ -437,11 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voices-dir", metavar="DIR", help="voice library (default: DATA_DIR/voices)")
     p.add_argument("--cache-dir", metavar="DIR", help="Hugging Face download cache (default: the hub's own)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N; ROCm GPUs are cuda too (default: auto)")
-    p.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument(
+        "--dtype",
+        help="auto (bf16 on GPUs and on CPUs with native bf16, else fp32), float32, bfloat16, float16",
+    )
     p.add_argument(
         "--quantize",
-        help="weight-only quantization on CPU: none, int8 (about 3x faster than the default fp32, "
-        "near-identical output) or int4 (fastest, experimental); ignored on a GPU (default: none)",
+        help="weights of the talker and code predictor on CPU: auto (int8 where this CPU has a fast int8 "
+        "kernel: x86-64 AVX2 and up, ARM64), none, int8, int4 (experimental, AVX-512 only; elsewhere "
+        "int8); ignored on a GPU (default: auto)",
     )
     p.add_argument("--voice", help="default voice when the client names none")
     p.add_argument(

@@ -55,14 +55,16 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ROCm GPUs are 'cuda' too)")
     p.add_argument(
-        "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16"
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on GPUs and CPUs with native bf16, else fp32), float32, bfloat16, float16",
     )
     p.add_argument(
         "--quantize",
-        default="none",
-        choices=("none", "int8", "int4"),
-        help="weight-only quantization of the talker and code predictor (CPU): int8 about halves the time "
-        "per frame of bf16 with a small error, int4 is experimental",
+        default="auto",
+        choices=("auto", "none", "int8", "int4"),
+        help="weights of the talker and code predictor (CPU): auto (int8 where the CPU has a fast int8 "
+        "kernel), none, int8, int4 (experimental, AVX-512 only)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--cache-dir", help="Hugging Face cache directory for downloads")

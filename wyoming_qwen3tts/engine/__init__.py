@@ -26,8 +26,11 @@ from .codec.decoder import SpeechDecoder
 from .config import ModelConfig
 from .jit import tracing_default
 from .memory import file_storages, release_file_pages, trim_heap
+from .policy import QUANT_CHOICES as QUANT_MODES
+from .policy import ComputePlan, log_plan, parse_dtype_name
+from .policy import plan as compute_plan
 from .prompt import PromptBuilder, VoicePrompt
-from .quant import QUANT_MODES, check_mode, prepare_talker
+from .quant import prepare_talker
 from .runner import SAMPLE_RATE, ModelRunner, RunawayGuard
 from .sampling import SamplingParams
 from .scheduler import ChunkPolicy, Scheduler, _Job
@@ -39,6 +42,7 @@ __all__ = [
     "AudioChunk",
     "AudioError",
     "Cancelled",
+    "ComputePlan",
     "CheckpointError",
     "ChunkPolicy",
     "Engine",
@@ -51,31 +55,20 @@ __all__ = [
     "SpeechStream",
     "VoicePrompt",
     "QUANT_MODES",
+    "compute_plan",
     "parse_dtype",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
 
 def parse_dtype(name: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """'auto' is bf16 on GPUs and fp32 on CPU (exact parity with the fp32 reference)."""
-    if isinstance(name, torch.dtype):
-        return name
-    key = str(name).lower()
-    if key == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[key]
+    """The talker dtype `name` means on `device` without quantization ('auto': bf16 on GPUs and on CPUs
+    with native bf16, fp32 on other CPUs; see policy.py)."""
+    explicit = parse_dtype_name(name)
+    if explicit is not None:
+        return explicit
+    return compute_plan(torch.device(device), "auto", "none").dtype
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -121,9 +114,12 @@ class Engine:
         quantize: str = "none",
         trace: bool = False,
         trace_predictor: Optional[bool] = None,
+        plan: Optional[ComputePlan] = None,
     ) -> None:
         self.config = cfg
         self.quantize = quantize  # weight format of the talker and code predictor (see quant.py)
+        self.plan = plan  # what load() chose for this hardware (policy.py); None when built by hand
+        self.codec_dtype = plan.codec_dtype if plan is not None else talker.dtype
         self.talker = talker
         self.decoder = decoder
         self.device = talker.device
@@ -159,8 +155,10 @@ class Engine:
     ) -> "Engine":
         """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id).
 
-        `quantize`: none, int8 or int4 - weight-only quantization of the talker and code predictor,
-        computed here from the loaded weights (CPU only; see engine/quant.py). `trace`: TorchScript-traced
+        `dtype` and `quantize` ("auto": the fastest mode that passes the quality gates on this hardware, the
+        server's default; none (this method's default: unquantized, exact), int8 or int4 for the talker and
+        code predictor, computed here from the loaded weights, CPU only) are resolved by engine/policy.py,
+        which logs its choice once. `trace`: TorchScript-traced
         decode steps (engine/jit.py): True = talker and code predictor, False = none, None = the code
         predictor on CPU only (tracing the talker costs 10-20 s per new batch size, the predictor ~0.5 s)."""
         kwargs = dict(
@@ -199,42 +197,44 @@ class Engine:
     ) -> "Engine":
         started = time.monotonic()
         dev = resolve_device(device)
-        dt = parse_dtype(dtype, dev)
-        quantize = check_mode(quantize)
-        if quantize != "none" and dev.type != "cpu":
-            raise ValueError(f"quantize={quantize} runs on CPU only; use dtype bfloat16 on a GPU")
+        plan = compute_plan(dev, dtype, quantize)
+        dt, quantize = plan.dtype, plan.quantize
         if slots < 1 or max_len < 16:
             raise ValueError("slots must be >= 1 and max_len >= 16")
         model_dir = resolve_model_dir(
             model, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision
         )
         cfg = ModelConfig.load(model_dir)
-        _LOGGER.info(
-            "Loading %s (%s, %s) on %s as %s%s",
-            model_dir.name,
-            cfg.tts_model_type,
-            cfg.tts_model_size,
-            dev,
-            dt,
-            "" if quantize == "none" else f", {quantize} weights",
-        )
+        _LOGGER.info("Loading %s (%s, %s)", model_dir.name, cfg.tts_model_type, cfg.tts_model_size)
+        log_plan(plan)
         state = load_state_dict(model_dir)
         source = model_dir / "model.safetensors"
         with torch.device("meta"):
             talker = Talker(cfg.talker)
         talker = talker.to_empty(device=dev)
-        load_into(talker, state, "talker.", source, dtype=dt, device=dev)
+        # The text embedding (151,936 x 2048, only looked up) keeps the file's bf16 for an fp32 CPU engine:
+        # an fp32 copy would hold 1.2 GB resident, the memory map only the rows in use. Looked-up rows are
+        # widened in Talker.embed_text, exactly (bf16 -> fp32 is lossless).
+        keep = ("model.text_embedding.weight",) if dev.type == "cpu" and dt == torch.float32 else ()
+        load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=keep)
         _reset_rotary(talker)
         talker.eval()
         # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
-        prepare_talker(talker, quantize, file_storages(state.values()))
+        prepare_talker(talker, quantize, file_storages(state.values()), int8_kernel=plan.int8_kernel)
         # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
         release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
         del state
         codec_dir = model_dir / "speech_tokenizer"
         codec_state = load_state_dict(codec_dir)
         decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
-        load_into(decoder, codec_state, "decoder.", codec_dir / "model.safetensors", dtype=dt, device=dev)
+        load_into(
+            decoder,
+            codec_state,
+            "decoder.",
+            codec_dir / "model.safetensors",
+            dtype=plan.codec_dtype,
+            device=dev,
+        )
         decoder.eval()
         tokenizer = TextTokenizer(model_dir)
         engine = cls(
@@ -250,6 +250,7 @@ class Engine:
             quantize=quantize,
             trace=bool(trace),
             trace_predictor=tracing_default(dev) if trace is None else trace,
+            plan=plan,
         )
         trim_heap()
         _LOGGER.info(
@@ -337,7 +338,7 @@ class Engine:
                 state,
                 "speaker_encoder.",
                 self.config.model_dir / "model.safetensors",
-                dtype=self.dtype,
+                dtype=self.codec_dtype,
                 device=self.device,
             )
             self._speaker_encoder = enc.eval()

@@ -301,6 +301,7 @@ def load_into(
     device: torch.device | str | None = None,
     optional: Iterable[str] = (),
     ignore: Iterable[str] = (),
+    keep_dtype: Iterable[str] = (),
 ) -> None:
     """Load the tensors of ``state`` under ``prefix`` (stripped) into ``module``, strictly.
 
@@ -314,7 +315,7 @@ def load_into(
     buffers keep the module's dtype. Everything lands on ``device`` (default: where the module tensor is,
     CPU for meta). Tensors not in the checkpoint (non-persistent buffers, absent optional keys) are moved to
     ``device``; non-persistent buffers keep their dtype because they are computed tables (RoPE frequencies,
-    mel filters) that the reference keeps in fp32.
+    mel filters) that the reference keeps in fp32. Keys in ``keep_dtype`` (relative) keep the file's dtype.
     """
     if prefix and not prefix.endswith("."):
         prefix += "."
@@ -346,10 +347,13 @@ def load_into(
         to_dtype = dtype if cast and dtype is not None and current.is_floating_point() else current.dtype
         return to_device, to_dtype
 
+    keep = set(keep_dtype)
     new_state = {}
     for key, tensor in ours.items():
         if key in expected:
-            to_device, to_dtype = target(expected[key], cast=True)
+            to_device, to_dtype = target(expected[key], cast=key not in keep)
+            if key in keep:
+                to_dtype = tensor.dtype
             new_state[key] = tensor.to(device=to_device, dtype=to_dtype)
     module.load_state_dict(new_state, strict=False, assign=True)
 

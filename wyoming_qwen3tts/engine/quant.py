@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -154,6 +155,63 @@ class Int4Linear(nn.Module):
         )
 
 
+class DynamicInt8Linear(nn.Module):
+    """int8 weights (symmetric, per output channel) with activations quantized to 8 bits per row at run time,
+    multiplied by the integer GEMM of PyTorch's quantized CPU backend: fbgemm on x86-64, QNNPACK on ARM.
+
+    Unlike `Int8Linear` (whose kernel is vectorised for AVX-512 only and streams ~2 GB/s on AVX2), fbgemm's
+    AVX2 kernel reads the weights at nearly memory speed. Activations go in and come out in float32 (the
+    kernel's interface); other activation dtypes are converted around it. Each row is quantized on its own
+    (one call per row), so a request's numbers never depend on what else shares its batch: seeded requests
+    reproduce alone or batched. fbgemm quantizes activations to 7 bits (`reduce_range`), which keeps its
+    AVX2 pair-wise int16 accumulations from saturating."""
+
+    def __init__(self, linear: nn.Linear, backend: str) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        self.in_features, self.out_features, self.backend = w.shape[1], w.shape[0], backend
+        self.dtype = linear.weight.dtype
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny).double()
+        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        with warnings.catch_warnings():
+            # Quantized tensors are deprecated in favour of torchao, whose PyPI wheels ship no CPU kernels;
+            # the backends themselves are what this class uses (pinned torch, see the README).
+            warnings.filterwarnings("ignore", message=".*quantize_per_channel.*deprecated")
+            qweight = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = backend
+        try:
+            self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        finally:
+            torch.backends.quantized.engine = previous
+        self._reduce_range = backend == "fbgemm"  # QNNPACK warns about, and ignores, reduce_range
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        out = torch.ops.quantized.linear_dynamic(x.float(), self._packed, self._reduce_range)
+        return out if dtype == torch.float32 else out.to(dtype)
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, K] -> [B, N], one row per request of a decode step: each row quantized on its own."""
+        if x.shape[0] == 1:
+            return self._call(x)
+        return torch.cat([self._call(row) for row in x.split(1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [1, T, K] (one request's prompt): one call, so prefill stays one GEMM; [B, T, K]: per request."""
+        if x.dim() == 3 and x.shape[0] > 1:
+            return torch.cat([self.forward(part) for part in x.split(1)])
+        return self._call(_flat(x)).view(*x.shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        weight, _ = torch.ops.quantized.linear_unpack(self._packed)
+        return weight.dequantize()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, backend={self.backend}"
+
+
 # A TorchScript function, so that traced steps (jit.py) can record the call: the tracer cannot record the
 # op's empty `Scalar?[]` argument, a scripted call can. (Source string: `number` is a TorchScript type.)
 _PACKED_MM = torch.jit.CompilationUnit("""
@@ -216,8 +274,21 @@ def use_packed_bf16(shape: tuple[int, int], device: torch.device, dtype: torch.d
 Convert = Callable[[nn.Linear, bool], Optional[nn.Module]]
 
 
-def converter(mode: str, dtype: torch.dtype, *, pack: bool, group_size: int = DEFAULT_GROUP_SIZE) -> Convert:
-    """(linear, is_head) -> its replacement (or None to keep it): int8 / int4 (heads int8) / packed bf16."""
+def converter(
+    mode: str,
+    dtype: torch.dtype,
+    *,
+    pack: bool,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    int8_kernel: Optional[str] = None,
+) -> Convert:
+    """(linear, is_head) -> its replacement (or None to keep it): int8 / int4 (heads int8) / packed bf16.
+    `int8_kernel`: "fbgemm" / "qnnpack" (DynamicInt8Linear) or None / "weight-only" (Int8Linear)."""
+
+    def int8(linear: nn.Linear) -> nn.Module:
+        if int8_kernel in ("fbgemm", "qnnpack"):
+            return DynamicInt8Linear(linear, int8_kernel)
+        return Int8Linear(linear, dtype)
 
     def convert(linear: nn.Linear, is_head: bool) -> Optional[nn.Module]:
         if mode == "none":
@@ -226,7 +297,7 @@ def converter(mode: str, dtype: torch.dtype, *, pack: bool, group_size: int = DE
         # Small test models: the largest kernel group size that divides K; int8 if none does.
         group = next((g for g in (group_size, 128, 64, 32) if g <= group_size and int4_fits(k, g)), 0)
         if mode == "int8" or is_head or not group:
-            return Int8Linear(linear, dtype)
+            return int8(linear)
         return Int4Linear(linear, dtype, group)
 
     return convert
@@ -239,10 +310,21 @@ def _replace(parent: nn.Module, name: str, new: Optional[nn.Module]) -> int:
     old = getattr(parent, name)
     setattr(parent, name, new)
     before = old.weight.numel() * old.weight.element_size()
-    return before - sum(b.numel() * b.element_size() for b in new.buffers())
+    return before - _nbytes(new)
 
 
-def prepare_talker(talker: nn.Module, mode: str = "none", mapped: Optional[set[int]] = None) -> None:
+def _nbytes(module: nn.Module) -> int:
+    if isinstance(module, DynamicInt8Linear):  # its weights live in the backend's packed object
+        return module.in_features * module.out_features + 8 * module.out_features
+    return sum(b.numel() * b.element_size() for b in module.buffers())
+
+
+def prepare_talker(
+    talker: nn.Module,
+    mode: str = "none",
+    mapped: Optional[set[int]] = None,
+    int8_kernel: Optional[str] = None,
+) -> None:
     """Load-time rewrite of a loaded Talker: fuse each layer, then quantize (`mode` int8/int4) or pack
     (bf16 on CPU, where faster) its matrices, and drop the checkpoint pages it was read from (`mapped`:
     memory.file_storages of the state dict) - one layer at a time, so that loading never holds the whole
@@ -256,7 +338,7 @@ def prepare_talker(talker: nn.Module, mode: str = "none", mapped: Optional[set[i
     first = talker.model.layers[0].self_attn
     qkv_shape = ((first.heads + 2 * first.kv_heads) * first.head_dim, talker.hidden_size)
     pack = mode == "none" and use_packed_bf16(qkv_shape, device, dtype)
-    convert = converter(mode, dtype, pack=pack)
+    convert = converter(mode, dtype, pack=pack, int8_kernel=int8_kernel)
     saved = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
@@ -305,7 +387,13 @@ def _linears(talker: nn.Module) -> list[tuple[nn.Module, str, nn.Linear, bool]]:
     return found
 
 
-def quantize_talker(talker: nn.Module, mode: str, *, group_size: int = DEFAULT_GROUP_SIZE) -> int:
+def quantize_talker(
+    talker: nn.Module,
+    mode: str,
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    int8_kernel: Optional[str] = None,
+) -> int:
     """Quantizes every per-frame matrix of an already fused Talker in place; returns the bytes saved."""
     mode = check_mode(mode)
     if mode == "none":
@@ -314,7 +402,7 @@ def quantize_talker(talker: nn.Module, mode: str, *, group_size: int = DEFAULT_G
         raise ValueError(
             f"quantize={mode} runs on CPU only (PyTorch's int8/int4 CPU kernels); use bf16 on GPUs"
         )
-    convert = converter(mode, talker.dtype, pack=False, group_size=group_size)
+    convert = converter(mode, talker.dtype, pack=False, group_size=group_size, int8_kernel=int8_kernel)
     saved = sum(_replace(p, n, convert(lin, head)) for p, n, lin, head in _linears(talker))
     talker.model.version += 1
     talker.code_predictor.model.version += 1

@@ -74,7 +74,8 @@ class Talker(nn.Module):
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids [..., T] -> projected text embeddings [..., T, H]."""
-        return self.text_projection(self.model.text_embedding(ids))
+        rows = self.model.text_embedding(ids)  # may be kept in the checkpoint's bf16 (see Engine.load)
+        return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.dtype))
 
     def embed_codec(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.codec_embedding(ids)

@@ -33,13 +33,10 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
     """Loads any of the configured models with the server's device, dtype and slots."""
 
     quantize, dtype = settings.quantize, settings.dtype
-    if quantize != "none":
-        if resolve_device(settings.device).type != "cpu":
-            # The add-on offers one option set for CPU and ROCm hosts: a GPU simply runs bf16.
-            _LOGGER.warning("quantize=%s applies on CPU only; ignored on the GPU", quantize)
-            quantize = "none"
-        elif dtype == "auto":
-            dtype = "bfloat16"  # the measured combination (bench/RESULTS.md); auto alone means exact fp32
+    if quantize in ("int8", "int4") and resolve_device(settings.device).type != "cpu":
+        # The add-on offers one option set for CPU and ROCm hosts: a GPU simply runs bf16.
+        _LOGGER.warning("quantize=%s applies on CPU only; ignored on the GPU", quantize)
+        quantize = "none"
 
     def load(model: str) -> Engine:
         return Engine.load(

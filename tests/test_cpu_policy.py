@@ -1,0 +1,289 @@
+"""Kernels and dtypes chosen by the CPU class (issue 14): detection, the compute plan, dynamic int8 kernels.
+
+The plan is a pure function of the device and the CPU's facts, so every CPU class is tested here on any
+machine with a hand-made CpuInfo; the kernels run wherever PyTorch has them built in (x86-64 wheels carry
+both fbgemm and QNNPACK, so the ARM kernel's numbers are checked on x86 too).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan
+from wyoming_qwen3tts.engine.cpu import (
+    ARM64,
+    ARM64_BF16,
+    AVX2,
+    AVX512,
+    AVX512_BF16,
+    OTHER,
+    CpuInfo,
+    _parse_cpuinfo,
+    classify,
+    cpu_info,
+)
+from wyoming_qwen3tts.engine.quant import GATES, DynamicInt8Linear, Int8Linear, quantize_talker
+from wyoming_qwen3tts.engine.quant_check import measure
+
+ENGINES = torch.backends.quantized.supported_engines
+BACKENDS = [b for b in ("fbgemm", "qnnpack") if b in ENGINES]
+X86 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+AVX512_FLAGS = X86 | {"avx512f", "avx512bw", "avx512vl"}
+CPU = torch.device("cpu")
+
+
+def _cpu(cpu_class: str) -> CpuInfo:
+    return CpuInfo(cpu_class=cpu_class, model="test CPU", flags=frozenset(), capability="AVX2")
+
+
+# -- detection -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "machine, flags, capability, onednn, expected",
+    [
+        ("x86_64", X86, "AVX2", "", AVX2),  # Intel N100, Ryzen 5000
+        ("x86_64", AVX512_FLAGS, "AVX512", "", AVX512),  # Skylake-X, Ice Lake
+        ("x86_64", AVX512_FLAGS | {"avx512_bf16"}, "AVX512", "", AVX512_BF16),  # Zen 4
+        ("x86_64", AVX512_FLAGS | {"amx_bf16"}, "AVX512", "", AVX512_BF16),  # Sapphire Rapids
+        ("x86_64", AVX512_FLAGS | {"avx512_bf16"}, "AVX2", "", AVX2),  # ATEN_CPU_CAPABILITY=avx2
+        ("x86_64", AVX512_FLAGS | {"avx512_bf16"}, "AVX512", "AVX2", AVX2),  # ONEDNN_MAX_CPU_ISA=AVX2
+        ("x86_64", frozenset({"sse4_2"}), "DEFAULT", "", OTHER),  # below AVX2
+        ("aarch64", frozenset({"fp", "asimd", "asimddp"}), "DEFAULT", "", ARM64),  # Raspberry Pi 5
+        ("aarch64", frozenset({"asimd", "bf16", "i8mm"}), "DEFAULT", "", ARM64_BF16),  # Graviton 3
+        ("riscv64", frozenset(), "DEFAULT", "", OTHER),
+    ],
+)
+def test_cpu_classes(machine, flags, capability, onednn, expected):
+    assert classify(machine, flags, capability, onednn) == expected
+
+
+def test_cpuinfo_parsing_x86_and_arm():
+    x86 = "processor\t: 0\nmodel name\t: Intel(R) N100\nflags\t\t: fpu sse4_2 avx2 fma\n\nprocessor\t: 1\n"
+    model, flags = _parse_cpuinfo(x86)
+    assert model == "Intel(R) N100" and {"avx2", "fma"} <= flags
+    arm = (
+        "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 asimddp\nCPU part\t: 0xd0b\n"
+    )
+    assert "asimddp" in _parse_cpuinfo(arm)[1]
+
+
+@pytest.mark.skipif(
+    "avx2" not in cpu_info().flags, reason="needs an x86-64 CPU with AVX2 to emulate the AVX2 class"
+)
+def test_avx2_emulation_is_detected_in_a_fresh_process():
+    """ATEN_CPU_CAPABILITY=avx2 + ONEDNN_MAX_CPU_ISA=AVX2 (how an AVX-512 machine reproduces AVX2 hosts)."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    code = "from wyoming_qwen3tts.engine.cpu import cpu_info; print(cpu_info().cpu_class)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == AVX2
+
+
+# -- the compute plan ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cpu_class, dtype, codec",
+    [
+        (AVX2, torch.float32, torch.float32),
+        (AVX512, torch.float32, torch.float32),
+        (AVX512_BF16, torch.float32, torch.float32),
+        (ARM64, torch.float32, torch.float32),
+    ],
+)
+def test_auto_is_int8_with_fp32_activations_on_every_cpu_class(cpu_class, dtype, codec):
+    p = compute_plan(CPU, "auto", "auto", _cpu(cpu_class))
+    backend = _cpu(cpu_class).int8_backend
+    if backend is None:  # a PyTorch build without this class's backend (e.g. fbgemm on an ARM wheel)
+        pytest.skip(f"no int8 backend for {cpu_class} in this PyTorch build")
+    assert (p.quantize, p.int8_kernel, p.dtype, p.codec_dtype) == ("int8", backend, dtype, codec)
+    assert not p.warnings
+    assert backend in p.describe() and "int8" in p.describe()
+
+
+@pytest.mark.parametrize("cpu_class", [AVX2, AVX512, ARM64])
+def test_codec_never_runs_emulated_bf16(cpu_class):
+    p = compute_plan(CPU, "bfloat16", "none", _cpu(cpu_class))
+    assert p.dtype == torch.bfloat16 and p.codec_dtype == torch.float32
+    assert any("no native bfloat16" in w for w in p.warnings)
+
+
+@pytest.mark.parametrize("cpu_class", [AVX512_BF16, ARM64_BF16])
+def test_native_bf16_keeps_bf16_everywhere(cpu_class):
+    p = compute_plan(CPU, "bfloat16", "none", _cpu(cpu_class))
+    assert p.dtype == p.codec_dtype == torch.bfloat16 and not p.warnings
+    # Unquantized auto on a native-bf16 CPU is bf16 (measured 2.3x faster than fp32 there).
+    assert compute_plan(CPU, "auto", "none", _cpu(cpu_class)).dtype == torch.bfloat16
+    assert compute_plan(CPU, "auto", "none", _cpu(AVX2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("cpu_class", [AVX2, ARM64])
+def test_int4_without_its_kernel_falls_back_to_int8_with_a_warning(cpu_class):
+    if _cpu(cpu_class).int8_backend is None:
+        pytest.skip(f"no int8 backend for {cpu_class} in this PyTorch build")
+    p = compute_plan(CPU, "auto", "int4", _cpu(cpu_class))
+    assert p.quantize == "int8"
+    assert any("int4 has no fast kernel" in w and "using int8" in w for w in p.warnings)
+
+
+def test_int4_stays_on_avx512_with_bf16_activations():
+    p = compute_plan(CPU, "auto", "int4", _cpu(AVX512_BF16))
+    assert (p.quantize, p.dtype) == ("int4", torch.bfloat16)
+
+
+def test_a_cpu_without_int8_kernels_is_not_quantized_silently():
+    p = compute_plan(CPU, "auto", "int8", _cpu(OTHER))
+    assert p.quantize == "none" and p.int8_kernel is None
+    assert any("no fast kernel" in w for w in p.warnings)
+    assert compute_plan(CPU, "auto", "auto", _cpu(OTHER)).quantize == "none"
+
+
+def test_weight_only_kernel_can_be_forced_for_comparisons(monkeypatch):
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "weight-only")
+    p = compute_plan(CPU, "auto", "int8", _cpu(AVX512_BF16))
+    assert (p.int8_kernel, p.dtype) == ("weight-only", torch.bfloat16)
+
+
+def test_gpu_plan_is_bf16_unquantized_and_quantization_is_refused():
+    gpu = torch.device("cuda")
+    p = compute_plan(gpu, "auto", "auto")
+    assert (p.dtype, p.quantize, p.codec_dtype, p.int8_kernel) == (
+        torch.bfloat16,
+        "none",
+        torch.bfloat16,
+        None,
+    )
+    with pytest.raises(ValueError, match="CPU only"):
+        compute_plan(gpu, "auto", "int8")
+
+
+def test_unknown_values_name_the_choices():
+    with pytest.raises(ValueError, match="auto, none, int8, int4"):
+        compute_plan(CPU, "auto", "int3")
+    with pytest.raises(ValueError, match="auto, float32"):
+        compute_plan(CPU, "float8", "auto")
+
+
+def test_settings_refuse_unknown_modes_in_one_line():
+    from wyoming_qwen3tts.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="auto, none, int8, int4"):
+        load_settings(["--quantize", "int3"], {})
+
+
+# -- the dynamic int8 kernels --------------------------------------------------------------------------------
+
+
+def _linear(n: int, k: int, bias: bool = True, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, n, bias=bias)
+    nn.init.normal_(lin.weight, std=k**-0.5)
+    return lin
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dynamic_int8_matches_its_weights_within_activation_rounding(backend):
+    lin = _linear(384, 256)
+    q = DynamicInt8Linear(lin, backend)
+    w = lin.weight.detach()
+    deq = q.dequantized()
+    # Per-channel symmetric int8: every weight within half a step of its channel's scale.
+    step = w.abs().amax(dim=1, keepdim=True) / 127
+    assert ((deq - w).abs() <= step / 2 + 1e-7).all()
+    x = torch.randn(5, 256)
+    with torch.inference_mode():
+        out = q.mm(x)
+    exact = nn.functional.linear(x, deq, lin.bias.detach())
+    # Activations are rounded to 8 (fbgemm: 7) bits per row: error of order |x|max / 2^7 per term.
+    cos = nn.functional.cosine_similarity(out, exact, dim=1)
+    assert cos.min() > 0.999, cos
+    rel = (out - exact).norm() / exact.norm()
+    assert rel < 0.02, rel
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dynamic_int8_rows_do_not_depend_on_their_batch(backend):
+    """Each request's row is quantized on its own: seeded requests reproduce alone or batched."""
+    q = DynamicInt8Linear(_linear(128, 64), backend)
+    x = torch.randn(4, 64)
+    x[2] *= 50  # a loud row must not change its neighbours' rounding
+    with torch.inference_mode():
+        batched = q.mm(x)
+        alone = torch.cat([q.mm(x[i : i + 1]) for i in range(4)])
+        prompt = q(x[None])  # one request's prompt: [1, T, K]
+        two = q(torch.stack([x[:2], x[2:]]))  # two prompts of equal length: per request
+    assert torch.equal(batched, alone)
+    assert prompt.shape == (1, 4, 128)
+    assert torch.equal(two[0], q(x[None, :2])[0]) and torch.equal(two[1], q(x[None, 2:])[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dynamic_int8_keeps_the_activation_dtype(backend):
+    q = DynamicInt8Linear(_linear(64, 32, bias=False).to(torch.bfloat16), backend)
+    x = torch.randn(2, 32).to(torch.bfloat16)
+    with torch.inference_mode():
+        assert q.mm(x).dtype == torch.bfloat16
+        assert q(x[None]).shape == (1, 2, 64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dynamic_int8_engine_meets_the_int8_gates(tiny_custom_voice, backend):
+    """Both backends (fbgemm: x86-64, QNNPACK: ARM) against the unquantized fp32 engine, teacher-forced."""
+    torch.set_num_threads(2)
+    kwargs = dict(device="cpu", dtype="float32", slots=1, guard=RunawayGuard(enabled=False))
+    ref = Engine.load(tiny_custom_voice, **kwargs)
+    test = Engine.load(tiny_custom_voice, **kwargs)
+    try:
+        quantize_talker(test.talker, "int8", int8_kernel=backend)
+        assert isinstance(test.talker.codec_head, DynamicInt8Linear)
+        text = "Hello world, this is a small test of the quantized engine."  # as tests/test_quant.py
+        figures = measure(ref, test, text, "ryan", 100).as_dict()
+    finally:
+        ref.close()
+        test.close()
+    for key, bound in GATES["int8"].items():
+        ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
+        assert ok, f"{backend}: {key} = {figures[key]} (gate {bound})"
+
+
+def test_weight_only_int8_stays_available(tiny_custom_voice, monkeypatch):
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "weight-only")
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1, quantize="int8")
+    try:
+        assert isinstance(engine.talker.codec_head, Int8Linear) and engine.plan.int8_kernel == "weight-only"
+    finally:
+        engine.close()
+
+
+# -- memory --------------------------------------------------------------------------------------------------
+
+
+def test_fp32_engine_keeps_the_text_embedding_in_the_files_bf16(tmp_path):
+    """An fp32 copy of the 151,936 x 2048 table would hold 1.2 GB; bf16 rows widen exactly."""
+    from tests.fixtures.checkpoint_builder import build_checkpoint
+
+    path = tmp_path / "cv-bf16"
+    build_checkpoint(path, "custom_voice", preset="tiny", seed=0, dtype="bfloat16")
+    kwargs = dict(device="cpu", slots=1, guard=RunawayGuard(enabled=False))
+    fp32 = Engine.load(path, dtype="float32", **kwargs)
+    try:
+        emb = fp32.talker.model.text_embedding.weight
+        assert emb.dtype == torch.bfloat16
+        ids = torch.tensor([[1, 5, 99]])
+        widened = fp32.talker.model.text_embedding(ids).float()
+        assert torch.equal(widened, emb.float()[ids])
+        with torch.inference_mode():
+            assert fp32.talker.embed_text(ids).dtype == torch.float32
+        req = SpeechRequest("Hello.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=4))
+        result = fp32.synthesize(req, timeout=120)
+        assert result.codes.shape[1] == 16 and np.isfinite(result.audio).all()
+    finally:
+        fp32.close()

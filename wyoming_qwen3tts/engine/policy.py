@@ -1,0 +1,168 @@
+"""Which dtypes and weight format the engine runs, chosen once at load from the device and the CPU class.
+
+`auto` (the default for both `dtype` and `quantize`) picks the fastest mode that passes the quality gates
+(quant.GATES) on the detected hardware; explicit values are honoured where the hardware runs them well and
+otherwise fall back with one warning, never silently several times slower:
+
+| hardware                          | auto dtype | auto quantize | int8 kernel | codec / encoders |
+|-----------------------------------|------------|---------------|-------------|------------------|
+| GPU (CUDA / ROCm)                 | bfloat16   | none          | -           | bfloat16         |
+| x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | fbgemm      | float32          |
+| x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
+| x86-64 AVX-512 BF16 / AMX         | bfloat16   | int8          | fbgemm      | bfloat16         |
+| ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
+| ARM64 with bf16                   | bfloat16   | int8          | QNNPACK     | bfloat16         |
+
+fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
+at run time, float32 in and out (quant.DynamicInt8Linear).
+
+The convolutions of the codec decoder and of the speaker / speech encoders never run in emulated bf16: on a
+CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
+slower). int4 needs PyTorch's AVX-512 int4 kernel; elsewhere it falls back to int8.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .cpu import CpuInfo, cpu_info
+
+_LOGGER = logging.getLogger(__name__)
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+QUANT_CHOICES = ("auto", "none", "int8", "int4")
+
+# int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
+# "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).
+INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    """What one engine runs: the talker's dtype and weight format, the codec's dtype, and why."""
+
+    device: torch.device
+    dtype: torch.dtype  # talker and code predictor activations (and their unquantized weights)
+    quantize: str  # none, int8 or int4: weights of the talker and code predictor
+    int8_kernel: Optional[str]  # "fbgemm" / "qnnpack" (dynamic) or "weight-only"; None without int8
+    codec_dtype: torch.dtype  # speech decoder, speech encoder, speaker encoder (convolutions)
+    cpu: Optional[CpuInfo]
+    warnings: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        weights = "no quantization" if self.quantize == "none" else f"{self.quantize} weights"
+        if self.int8_kernel:
+            weights += f" ({self.int8_kernel} int8 kernel)"
+        where = self.cpu.describe() if self.cpu is not None else str(self.device)
+        codec = "" if self.codec_dtype == self.dtype else f", codec {_name(self.codec_dtype)}"
+        return f"{where}: {_name(self.dtype)}, {weights}{codec}"
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def parse_dtype_name(name: str | torch.dtype) -> Optional[torch.dtype]:
+    """A dtype, or None for 'auto'; unknown names fail with the list of choices."""
+    if isinstance(name, torch.dtype):
+        return name
+    key = str(name).lower()
+    if key == "auto":
+        return None
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[key]
+
+
+def check_quantize(mode: Optional[str]) -> str:
+    key = (mode or "none").lower()
+    if key not in QUANT_CHOICES:
+        raise ValueError(f"unknown quantize mode {mode!r}; use one of {', '.join(QUANT_CHOICES)}")
+    return key
+
+
+def plan(
+    device: torch.device,
+    dtype: str | torch.dtype = "auto",
+    quantize: Optional[str] = "auto",
+    cpu: Optional[CpuInfo] = None,
+) -> ComputePlan:
+    """The compute plan for `device` (resolved), honouring explicit choices where the hardware runs them."""
+    wanted_dtype = parse_dtype_name(dtype)
+    mode = check_quantize(quantize)
+    if device.type != "cpu":
+        if mode in ("int8", "int4"):
+            raise ValueError(f"quantize={mode} runs on CPU only; use dtype bfloat16 on a GPU")
+        dt = wanted_dtype or torch.bfloat16
+        return ComputePlan(device, dt, "none", None, dt, None)
+
+    cpu = cpu or cpu_info()
+    notes: list[str] = []
+    backend = cpu.int8_backend
+    if mode == "auto":
+        mode = "int8" if backend or cpu.cpu_class.startswith("avx512") else "none"
+    if mode == "int4" and not cpu.int4_kernel:
+        fallback = "int8" if backend else "none"
+        notes.append(
+            f"quantize=int4 has no fast kernel on this CPU ({cpu.cpu_class}: PyTorch's int4 kernel is "
+            f"vectorised for AVX-512 only); using {fallback} instead"
+        )
+        mode = fallback
+
+    kernel: Optional[str] = None
+    if mode == "int8":
+        kernel = _int8_kernel(cpu, backend, notes)
+        if kernel is None:
+            mode = "none"
+    if wanted_dtype is None:
+        # int8 kernels take fp32 activations; bf16 elsewhere only where the CPU computes it natively.
+        native = cpu.native_bf16
+        wanted_dtype = torch.bfloat16 if native and (mode != "int8" or kernel == "weight-only") else None
+        if mode == "int4":
+            wanted_dtype = torch.bfloat16  # the int4 kernel's measured combination (AVX-512 only)
+        wanted_dtype = wanted_dtype or torch.float32
+    codec = wanted_dtype
+    if wanted_dtype == torch.bfloat16 and not cpu.native_bf16:
+        codec = torch.float32
+        notes.append(
+            "this CPU has no native bfloat16: the codec decoder and the encoders run in float32 "
+            "(emulated bf16 convolutions are ~50x slower); --dtype auto would pick float32 throughout"
+        )
+    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes))
+
+
+def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:
+    forced = os.environ.get(INT8_KERNEL_ENV, "").strip().lower()
+    if forced in ("dynamic", "weight-only"):
+        if forced == "dynamic" and backend is None:
+            notes.append(f"{INT8_KERNEL_ENV}=dynamic: no fbgemm/QNNPACK backend here; using weight-only")
+            return "weight-only"
+        return backend if forced == "dynamic" else "weight-only"
+    if backend is not None:
+        return backend
+    if cpu.cpu_class.startswith("avx512"):
+        return "weight-only"
+    notes.append(
+        f"quantize=int8 has no fast kernel on this CPU ({cpu.describe()}): PyTorch's quantized backends "
+        "are not available and its weight-only int8 kernel is slower than float32 here; not quantizing"
+    )
+    return None
+
+
+def log_plan(plan_: ComputePlan) -> None:
+    """One INFO line for the choice, one WARNING per fallback."""
+    _LOGGER.info("Compute plan: %s", plan_.describe())
+    for note in plan_.warnings:
+        _LOGGER.warning("%s", note)
