@@ -33,23 +33,42 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
 MODES = {
+    "auto": ("auto", "auto"),  # the default: what engine/policy.py picks for this CPU
     "fp32": ("float32", "none"),
     "bf16": ("bfloat16", "none"),
-    "int8": ("bfloat16", "int8"),
-    "int4": ("bfloat16", "int4"),
+    "int8": ("auto", "int8"),
+    "int4": ("auto", "int4"),
 }
+ISA_NOTE = (
+    "ours and the reference limited to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); fbgemm "
+    "(our int8 GEMM) and vox-tts pick their own kernels and still use AVX-512 here"
+)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "avx_vnni",
+    "asimddp",
+    "bf16",
+)
 KINDS = {"custom_voice": "cv", "base": "base"}
 COLUMNS = [  # key, header, format
     ("talker_ms", "talker step ms", "{:.1f}"),
     ("predictor_ms", "predictor ms/frame", "{:.1f}"),
     ("lm_ms", "LM ms/frame", "{:.1f}"),
     ("decoder_ms", "decoder ms/frame", "{:.1f}"),
-    ("frame_ms", "ms/frame", "{:.1f}"),
+    ("request_ms", "ms/frame (request)", "{:.1f}"),
+    ("frame_ms", "ms/frame (steady)", "{:.1f}"),
     ("x_real_time", "x real time", "{:.3f}"),
     ("ttfa_ms", "TTFA ms", "{:.0f}"),
     ("ttfa_short_ms", "TTFA short ms", "{:.0f}"),
     ("prefill_ms", "prefill ms", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("load_s", "load s", "{:.1f}"),
 ]
 
 
@@ -95,6 +114,15 @@ def machine_cpu_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_flags() -> list[str]:
+    """The ISA flags that decide our kernels (and the peers'), as /proc/cpuinfo lists them."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.lower().startswith(("flags", "features")):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in ISA_FLAGS if f in have]
+    return []
+
+
 def machine() -> str:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -106,8 +134,19 @@ def machine() -> str:
 
     return (
         f"{model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}; CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(ISA_FLAGS)}"
     )
+
+
+def isa_env(isa: str) -> dict:
+    """Environment of our and the reference's workers: `avx2` limits PyTorch (ATen and oneDNN) to AVX2."""
+    return {**os.environ, **AVX2_ENV} if isa == "avx2" else dict(os.environ)
+
+
+def start_busy(count: int) -> list[subprocess.Popen]:
+    """`count` CPU-bound processes (other add-ons busy on the host); they stop when the benchmark does."""
+    loop = "import time\nend = time.monotonic() + 7200\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(count)]
 
 
 def checkpoint(kind: str, preset: str, explicit: Optional[str]) -> Path:
@@ -132,16 +171,39 @@ def fmt(value: float, pattern: str) -> str:
     return "–" if value != value else pattern.format(value)
 
 
+def reference_dtype(dtype: str, isa: str) -> str:
+    """The reference runs our dtype; for `auto`, fp32 unless this CPU computes bf16 natively."""
+    if dtype in ("float32", "bfloat16"):
+        return dtype
+    env = isa_env(isa)
+    code = "from wyoming_qwen3tts.engine.cpu import cpu_info; print(cpu_info().native_bf16)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    return "bfloat16" if out.stdout.strip() == "True" else "float32"
+
+
+def bench_vox(tmod: str, args) -> dict:
+    cmd = [args.vox_python, str(HERE / "vox_worker.py"), "--tmod", tmod, "--frames", str(args.frames)]
+    cmd += ["--threads", str(args.threads)]
+    vox = Worker(cmd, env={**os.environ, "PYTHONPATH": ""})
+    runs = [vox.ask("run") for _ in range(args.runs)]
+    shorts = [vox.ask("short") for _ in range(args.runs)]
+    for row in runs:
+        row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
+        row["load_s"] = vox.ready["load_s"]
+    vox.close()
+    return {"mode": f"vox {Path(tmod).name}", "dtype": "-", "quantize": "-", "ours": runs, "ref": []}
+
+
 def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
     dtype, quantize = MODES[name] if name in MODES else name.split(":")
     cmd = [sys.executable, "-m", "bench.cpu_worker", "--model", str(model), "--dtype", dtype]
     cmd += ["--quantize", quantize, "--frames", str(args.frames), "--threads", str(args.threads)]
-    ours = Worker(cmd)
-    ref_dtype = "float32" if dtype == "float32" else "bfloat16"
+    ours = Worker(cmd, env=isa_env(args.isa))
+    ref_dtype = reference_dtype(dtype, args.isa)
     if args.reference_python and ref_dtype not in refs:
         ref_cmd = [args.reference_python, str(HERE / "reference_bench.py"), "--worker", str(model), ref_dtype]
         ref_cmd += [str(args.frames), str(args.threads), TEXT]
-        refs[ref_dtype] = Worker(ref_cmd, env={**os.environ, "PYTHONPATH": ""})
+        refs[ref_dtype] = Worker(ref_cmd, env={**isa_env(args.isa), "PYTHONPATH": ""})
     ref = refs.get(ref_dtype)
     mine, theirs = [], []
     for _ in range(args.runs):
@@ -151,6 +213,7 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
     shorts = [ours.ask("short") for _ in range(args.runs)]
     for row in mine:
         row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
+        row["load_s"] = ours.ready["load_s"]
     quality = ours.ask(f"quality {args.quality}") if args.quality and quantize != "none" else None
     ours.close()
     return {
@@ -159,6 +222,7 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
         "quantize": quantize,
         "ours": mine,
         "ref": theirs,
+        "ref_dtype": ref_dtype,
         "quality": quality,
     }
 
@@ -174,7 +238,8 @@ def table(results: list[dict]) -> str:
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for res in results:
         ours = [fmt(median(res["ours"], k), f) for k, _, f in COLUMNS]
-        lines.append(f"| {res['mode']} | ours | " + " | ".join(ours) + " |")
+        who = "vox-tts 0.19.5" if res["mode"].startswith("vox") else "ours"
+        lines.append(f"| {res['mode']} | {who} | " + " | ".join(ours) + " |")
         if res["ref"]:
             theirs = [fmt(median(res["ref"], k), f) for k, _, f in COLUMNS]
             lines.append(f"| {res['mode']} | reference ({res['ref_dtype']}) | " + " | ".join(theirs) + " |")
@@ -210,6 +275,16 @@ def main() -> int:
         "--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)"
     )
     p.add_argument("--quality", type=int, default=0, help="teacher-forced error figures over N frames")
+    p.add_argument(
+        "--isa",
+        choices=("native", "avx2"),
+        default="native",
+        help="avx2: run ours and the reference with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as on "
+        "an AVX2-only CPU (vox cannot be limited this way, nor can fbgemm, which picks its own kernels)",
+    )
+    p.add_argument("--vox-python", help="python of a vox-tts 0.19.5 environment (see bench/vox_worker.py)")
+    p.add_argument("--vox-tmod", action="append", default=[], help="a .tmod built by vox's converter")
+    p.add_argument("--busy", type=int, default=0, help="run N CPU-bound processes beside the benchmark")
     p.add_argument("--append", help="append the tables to this markdown file (e.g. bench/RESULTS.md)")
     p.add_argument("--json", help="write the raw results to this JSON file")
     args = p.parse_args()
@@ -217,32 +292,39 @@ def main() -> int:
     started, busy0 = time.monotonic(), machine_cpu_seconds()
     refs: dict[str, Worker] = {}
     results = []
-    modes = args.modes.split(",")
+    modes = [m for m in args.modes.split(",") if m]
+    busy_procs = start_busy(args.busy)
     try:
-        for i, name in enumerate(modes):
-            res = bench_mode(name, args, model, refs)
-            res["ref_dtype"] = "float32" if res["dtype"] == "float32" else "bfloat16"
+        for tmod in args.vox_tmod if args.vox_python else []:
+            res = bench_vox(tmod, args)
             results.append(res)
             print(table([res]), file=sys.stderr, flush=True)
-            later = {
-                "float32" if MODES.get(m, ("bfloat16",))[0] == "float32" else "bfloat16"
-                for m in modes[i + 1 :]
-            }
+        for i, name in enumerate(modes):
+            res = bench_mode(name, args, model, refs)
+            results.append(res)
+            print(table([res]), file=sys.stderr, flush=True)
+            later = {reference_dtype(MODES.get(m, m.split(":"))[0], args.isa) for m in modes[i + 1 :]}
             for dtype in [d for d in refs if d not in later]:
                 refs.pop(dtype).close()
     finally:
         for ref in refs.values():
             ref.close()
+        for proc in busy_procs:
+            proc.kill()
+            proc.wait()
     wall = time.monotonic() - started
     busy = machine_cpu_seconds() - busy0
     load = f"machine CPU busy {100 * busy / wall / (os.cpu_count() or 1):.0f} % on average over {wall:.0f} s"
     what = f"{model} (given)" if args.model else f"random full-size {args.preset} {args.type} ({model.name})"
     command = "python -m bench.bench_cpu " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = [
-        f"## {datetime.date.today().isoformat()} — CPU benchmark, {model.name} (bench_cpu, issue 6)",
+        f"## {datetime.date.today().isoformat()} — CPU benchmark, {model.name} (bench_cpu)",
         "",
         f"Machine: {machine()}; {args.threads} threads; {load} (the benchmark itself keeps up to "
         f"{args.threads} cores busy while it runs, so more than that means other jobs shared the machine).",
+        f"ISA: {ISA_NOTE if args.isa == 'avx2' else 'native'}"
+        + (f"; {args.busy} CPU-bound processes running beside it" if args.busy else "")
+        + ".",
         f"Checkpoint: {what}; {args.frames} frames per run (greedy, EOS masked), {args.runs} runs per mode, "
         f"medians; ratios ours / reference pair by pair (< 1: ours is faster or smaller; for x real time "
         f"> 1 is better).",

@@ -130,6 +130,7 @@ def run(engine, timers: Timers, args: argparse.Namespace, voice: dict) -> dict:
         "decoder_ms": decoder,
         "decoder_first_ms": 1000 * timers.calls["decoder"][0][0] if timers.calls["decoder"] else float("nan"),
         "frame_ms": 1000 * (stamps[-1] - stamps[0]) / max(made - 1, 1),
+        "request_ms": 1000 * total / max(made, 1),
         "x_real_time": (samples / 24000) / total,
         "ttfa_ms": 1000 * (stamps[0] - start),
         "prefill_ms": timers.median_ms("prefill"),
