@@ -88,7 +88,7 @@ def test_schema_grammar_and_option_defaults(manifest):
     for key in ("streaming", "clone_voices", "debug", "preload"):
         assert schema[key] == "bool"
     assert schema["voice"] == "str?"
-    assert schema["quantize"] == "list(none|int8|int4)" and options["quantize"] == "none"
+    assert schema["quantize"] == "list(auto|none|int8|int4)" and options["quantize"] == "auto"
     assert schema["api_key"] == "password?"
     assert options["language"] == "auto" and options["device"] == "cpu"
 
@@ -330,7 +330,7 @@ def test_run_maps_default_options_to_flags(scripts, manifest):
     assert settings.clone_model == "auto" and settings.design_model == "auto" and not settings.preload
     assert settings.streaming and not settings.debug and settings.voice is None and settings.threads is None
     assert "GPU_MAX_HW_QUEUES" not in server["env"] and "WYOMING_QWEN3TTS_ARGS" not in server["env"]
-    assert settings.quantize == "none"
+    assert settings.quantize == "auto"
     # HTTP on the ingress port; the Supervisor's ingress proxy needs no key, and no key is set.
     assert settings.http and settings.http_port == 8880 and settings.http_trusted == ["172.30.32.2/32"]
     assert settings.http_api_key is None and "WYOMING_QWEN3TTS_HTTP_API_KEY" not in server["env"]

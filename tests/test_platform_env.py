@@ -95,3 +95,26 @@ def test_detection_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+# -- CPU threading (issue 14: graceful under contention) -----------------------------------------------------
+
+
+def test_cpu_env_sets_a_short_openmp_spin_and_respects_the_user():
+    from wyoming_qwen3tts.platform_env import CPU_ENV, apply_cpu_env
+
+    env: dict[str, str] = {}
+    assert apply_cpu_env(env) == CPU_ENV == {"GOMP_SPINCOUNT": "10000"}
+    assert apply_cpu_env(env) == {}  # idempotent
+    assert apply_cpu_env({"GOMP_SPINCOUNT": "300000"}) == {}
+    assert apply_cpu_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}  # an explicit wait policy wins
+
+
+def test_entry_point_sets_the_cpu_env_before_torch_loads():
+    code = (
+        "import os, sys; os.environ.pop('GOMP_SPINCOUNT', None); os.environ.pop('OMP_WAIT_POLICY', None); "
+        "from wyoming_qwen3tts.__main__ import main; rc = main(['--slots', '0']); "
+        "print(rc, os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["2", "10000", "False"], proc.stderr

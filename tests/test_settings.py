@@ -322,7 +322,7 @@ def test_invalid_settings_import_nothing_heavy():
 
 
 def test_quantize_setting_from_flag_config_and_checks(tmp_path):
-    assert load_settings([], {}).quantize == "none"
+    assert load_settings([], {}).quantize == "auto"
     assert load_settings(["--quantize", "INT8"], {}).quantize == "int8"
     config = tmp_path / "config.yaml"
     config.write_text("quantize: int4\n")

@@ -102,13 +102,24 @@ def test_parameter_names_match_reference_layout() -> None:
 def test_xvector_parity(encoder: SpeakerEncoder, parity: tuple[dict, dict], dtype: torch.dtype) -> None:
     tensors, _ = parity
     tag = "fp32" if dtype == torch.float32 else "bf16"
-    tol = 1e-5 if dtype == torch.float32 else 0.0  # same CPU kernels: bf16 is bit-exact too
     model = copy.deepcopy(encoder).to(dtype)  # a cast round trip would lose the fp32 weights
     wave16_24 = resample(_clip(tensors, "clip16_int16"), 16000, 24000)
     for name, wave in (("xvec24", _clip(tensors, "clip24_int16")), ("xvec16", wave16_24)):
         emb = model.embed(wave)
         assert emb.shape == (64,) and emb.dtype == dtype
-        assert (emb.float() - tensors[f"{name}_{tag}"]).abs().max().item() <= tol, name
+        golden = tensors[f"{name}_{tag}"]
+        if dtype == torch.float32:
+            tol = 1e-5
+        else:
+            # The bf16 goldens come from one CPU's kernels; others (AVX2 emulating bf16, AVX-512 BF16, ARM)
+            # round differently inside the network. Bound: 4 units in the last place of bf16 (8 significant
+            # bits) at the embedding's largest magnitude, and the direction of the fp32 golden kept.
+            ulp = 2.0 ** (math.floor(math.log2(golden.abs().max().item())) - 7)
+            tol = 4 * ulp
+            cos = torch.nn.functional.cosine_similarity(emb.float(), tensors[f"{name}_fp32"], dim=0)
+            assert cos.item() >= 0.999, (name, cos.item())
+        diff = (emb.float() - golden).abs().max().item()
+        assert diff <= tol, (name, diff, tol)
 
 
 def test_xvector_from_real_16k_file(
