@@ -57,23 +57,35 @@ def test_keeps_only_encoder_side_modules() -> None:
     assert "quantizer.acoustic_residual_vector_quantizer.layers.14.codebook.initialized" in buffers
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_codes_match_reference(encoder: SpeechEncoder, parity: tuple[dict, dict], dtype: torch.dtype) -> None:
+def test_codes_match_reference(encoder: SpeechEncoder, parity: tuple[dict, dict]) -> None:
+    """fp32 only: the engine always runs the speech encoder in fp32 (test_engine_keeps_the_encoder_fp32).
+    bf16 is not offered for it: on a CPU with native bf16 (AMX) the encoder's latents came out at cosine 0.82
+    of fp32 (random weights), the codes of the first codebook 46 % equal, while emulated bf16 (AVX2) stayed
+    within bf16 precision; reference codes are worth the few hundred ms of an fp32 encode once per voice."""
     tensors, _ = parity
-    tag = "fp32" if dtype == torch.float32 else "bf16"
-    model = copy.deepcopy(encoder).to(dtype)  # a cast round trip would lose the fp32 weights
     wave24 = _clip(tensors, "clip24_int16")
     cases = {
         "codes24": wave24,
         "codes16": resample(_clip(tensors, "clip16_int16"), 16000, 24000),
         "codes24_short": wave24[:5000],
     }
-    if dtype == torch.bfloat16:  # slow on CPU: one case shows the dtype path
-        cases = {"codes24": wave24}
     for name, wave in cases.items():
-        codes = model.encode(wave)
+        codes = encoder.encode(wave)
         assert codes.dtype == torch.int64 and codes.shape == (-(-len(wave) // 1920), 16), name
-        assert torch.equal(codes, tensors[f"{name}_{tag}"]), name
+        assert torch.equal(codes, tensors[f"{name}_fp32"]), name
+
+
+def test_engine_keeps_the_encoder_fp32(tiny_base: Path) -> None:
+    from wyoming_qwen3tts.engine import Engine
+
+    engine = Engine.load(tiny_base, device="cpu", dtype="bfloat16", slots=1)
+    try:
+        clip = np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32)
+        prompt = engine.create_voice_prompt((clip, 24000), ref_text="Hello there.")
+        assert prompt.ref_codes is not None and prompt.ref_codes.shape[1] == 16
+        assert next(engine._encoder().parameters()).dtype == torch.float32
+    finally:
+        engine.close()
 
 
 def test_codes_from_real_16k_file(encoder: SpeechEncoder, parity: tuple[dict, dict], tmp_path: Path) -> None:

