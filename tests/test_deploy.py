@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import addon_rules
+from tests.fixtures.addon_bashio import STAND_IN_BASHIO, STAND_IN_CONFIG_READER
 from tests.fixtures.deploy_files import ADDON, ROOT, S6, TORCH_VERSION
 from tests.fixtures.deploy_files import load_yaml as _load
 from tests.fixtures.deploy_files import package_version as _package_version
@@ -269,29 +270,6 @@ def test_addon_dockerfile_pins_and_health_check(manifest):
 # The s6 scripts, run under a stand-in bashio. `python3 -m wyoming_qwen3tts ...` is intercepted and its argv
 # and environment recorded; anything else python3 is asked goes to the real interpreter.
 
-_FAKE_BASHIO = r"""
-set -o errexit -o nounset -o pipefail
-bashio::config() { "$FAKE_PYTHON" "$FAKE_DIR/config.py" "$1"; }
-bashio::config.true() { [[ "$(bashio::config "$1")" == "true" ]]; }
-bashio::config.has_value() {
-    local value
-    value="$(bashio::config "$1")"
-    [[ -n "$value" && "$value" != "null" ]]
-}
-bashio::log.info() { echo "INFO: $*" >&2; }
-bashio::log.warning() { echo "WARNING: $*" >&2; }
-bashio::log.error() { echo "ERROR: $*" >&2; }
-bashio::exit.nok() { echo "FATAL: $*" >&2; exit 1; }
-bashio::var.json() {
-    "$FAKE_PYTHON" -c 'import json, sys; a = sys.argv[1:]; print(json.dumps(dict(zip(a[::2], a[1::2]))))' "$@"
-}
-bashio::discovery() { printf '%s\n%s\n' "$1" "$2" > "$FAKE_DIR/discovery.txt"; }
-"""
-_FAKE_CONFIG = r"""
-import json, os, sys
-value = json.load(open(os.environ["FAKE_OPTIONS"])).get(sys.argv[1])
-print("null" if value is None else json.dumps(value) if isinstance(value, bool) else value, end="")
-"""
 _FAKE_PYTHON3 = r"""#!/bin/bash
 if [[ "${1:-}" == "-m" && "${2:-}" == "wyoming_qwen3tts" ]]; then
     shift 2
@@ -321,8 +299,8 @@ class AddonScripts:
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path / "fake"
         (self.dir / "bin").mkdir(parents=True)
-        (self.dir / "bashio.sh").write_text(_FAKE_BASHIO)
-        (self.dir / "config.py").write_text(_FAKE_CONFIG)
+        (self.dir / "bashio.sh").write_text(STAND_IN_BASHIO)
+        (self.dir / "config.py").write_text(STAND_IN_CONFIG_READER)
         python3 = self.dir / "bin" / "python3"
         python3.write_text(_FAKE_PYTHON3)
         python3.chmod(0o755)
