@@ -2,7 +2,9 @@
 
 * ``addon/config.yaml``, ``translations/en.yaml``, ``DOCS.md``, ``repository.yaml`` against the
   Supervisor's own manifest rules (``tests/fixtures/addon_rules.py``): keys, slug, version, arch, ports, map,
-  schema grammar, option defaults, translations, and the s6 service layout.
+  schema grammar, option defaults, translations, and the s6 service layout; the prebuilt image against the
+  release workflow (``.github/workflows/addon.yaml``); DOCS.md's options table against config.yaml and the
+  run script.
 * The s6 scripts executed under a stand-in bashio: the option -> flag mapping of the run script, with the
   resulting command line parsed by the real settings parser; the ROCm download service; the discovery service.
 
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import addon_rules
+from tests.fixtures.addon_bashio import STAND_IN_BASHIO, STAND_IN_CONFIG_READER
 from tests.fixtures.deploy_files import ADDON, ROOT, S6, TORCH_VERSION
 from tests.fixtures.deploy_files import load_yaml as _load
 from tests.fixtures.deploy_files import package_version as _package_version
@@ -50,7 +53,10 @@ def test_manifest_required_keys_slug_version_arch(manifest):
     assert manifest.get("startup", "application") in addon_rules.STARTUP
     assert manifest.get("boot", "auto") in addon_rules.BOOT
     assert 10 <= manifest.get("timeout", 10) <= 300
-    assert "image" not in manifest, "no published image: the Supervisor builds addon/Dockerfile locally"
+    # A 0.x release is marked experimental in the store.
+    assert manifest.get("stage", "stable") in addon_rules.STAGES
+    if int(str(manifest["version"]).split(".")[0]) == 0:
+        assert manifest["stage"] == "experimental"
     for key, value in manifest.items():
         assert value is not None, f"{key}: an explicit null makes the Supervisor reject the manifest"
 
@@ -65,10 +71,61 @@ def test_manifest_ports_discovery_map_devices_backup(manifest):
         assert addon_rules.RE_PORT_KEY.match(key)
     for entry in manifest["map"]:
         assert isinstance(entry, str) and addon_rules.RE_VOLUME.match(entry), entry
-    assert "addon_config:rw" in manifest["map"], "the voice library must be writable from Samba/File editor"
+    assert "app_config:rw" in manifest["map"], "the voice library must be writable from Samba/File editor"
+    legacy = {entry.split(":")[0] for entry in manifest["map"]} & addon_rules.LEGACY_MAP_TYPES
+    assert not legacy, f"legacy map types the Supervisor warns about: {legacy}"
     assert manifest["devices"] == ["/dev/kfd"] and manifest["video"] is True  # ROCm: kfd + /dev/dri
     assert "models" in manifest["backup_exclude"] and "rocm" in manifest["backup_exclude"]
     assert re.fullmatch(r"\d{4}\.\d+\.\d+", str(manifest["homeassistant"]))
+
+
+def test_minimum_home_assistant_gives_the_documented_voice_refresh(manifest):
+    """DOCS.md promises new library voices in the picker within 30 s: Home Assistant 2026.9 re-reads a Wyoming
+    server's info every 30 s; older versions need the integration reloaded."""
+    minimum = tuple(int(part) for part in str(manifest["homeassistant"]).split("."))
+    assert minimum >= (2026, 9, 0)
+    docs = (ADDON / "DOCS.md").read_text(encoding="utf-8")
+    assert "within 30" in docs and "2026.9" in docs
+
+
+def test_prebuilt_image_is_built_and_published_by_the_release_workflow(manifest):
+    """config.yaml names a prebuilt multi-arch image, so the Supervisor pulls instead of building; the
+    workflow with Home Assistant's builder actions builds addon/Dockerfile for the manifest's architectures
+    and publishes exactly that image, under the manifest's version, for the matching release tag only."""
+    image = manifest["image"]
+    assert addon_rules.RE_DOCKER_IMAGE.match(image) and ":" not in image.rsplit("/", 1)[1], image
+    owner = _load(ROOT / "repository.yaml")["url"].rstrip("/").split("/")[-2]
+    workflow = _load(ROOT / ".github" / "workflows" / "addon.yaml")
+    env = workflow["env"]
+    assert (
+        image == f"{env['REGISTRY_PREFIX']}/{env['IMAGE_NAME']}"
+        and env["REGISTRY_PREFIX"] == f"ghcr.io/{owner}"
+    )
+    assert json.loads(env["ARCHITECTURES"]) == manifest["arch"]
+    # `on:` is YAML 1.1's boolean true to a YAML loader.
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers["push"]["tags"] == ["v*"]
+    assert "addon/**" in triggers["pull_request"]["paths"]
+    jobs = workflow["jobs"]
+    steps = [step for job in jobs.values() for step in job.get("steps", [])]
+    uses = [step["uses"] for step in steps if "uses" in step]
+    builder = [u for u in uses if u.startswith("home-assistant/builder/actions/")]
+    assert {u.split("@")[0].rsplit("/", 1)[1] for u in builder} == {
+        "prepare-multi-arch-matrix",
+        "build-image",
+        "publish-multi-arch-manifest",
+    }
+    assert all(re.fullmatch(r"[\w/-]+@\d{4}\.\d+\.\d+", u) for u in builder), "builder pinned to a release"
+    (build,) = [
+        step for step in steps if step.get("uses", "").startswith("home-assistant/builder/actions/build-")
+    ]
+    assert build["with"]["context"] == "./addon"
+    assert build["with"]["push"] == "${{ needs.prepare.outputs.publish }}"
+    assert jobs["manifest"]["if"] == "needs.prepare.outputs.publish == 'true'"
+    release = next(step for step in jobs["prepare"]["steps"] if step.get("id") == "release")["run"]
+    assert 'REF_NAME}" != "v${version}"' in release, "a tag that is not v<config.yaml version> fails"
+    assert "publish=true" in release.split("else", 1)[0] and "publish=false" in release.split("else", 1)[1]
+    assert "WYOMING_QWEN3TTS_SOURCE=" in release.split("else", 1)[1], "pull requests build their own commit"
 
 
 def test_schema_grammar_and_option_defaults(manifest):
@@ -196,7 +253,9 @@ def test_s6_service_layout():
 
 def test_addon_dockerfile_pins_and_health_check(manifest):
     text = (ADDON / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^ARG BUILD_FROM=ghcr\.io/home-assistant/\S+:\S+$", text, re.M), "a default base image"
+    # The base image pinned to a dated release of Home Assistant's multi-arch Debian base, not a moving tag.
+    pinned = r"ghcr\.io/home-assistant/base-debian:trixie-\d{4}\.\d{2}\.\d+(@sha256:[0-9a-f]{64})?"
+    assert re.search(rf"^ARG BUILD_FROM={pinned}$", text, re.M), "a pinned default base image"
     assert f"ARG WYOMING_QWEN3TTS_VERSION={manifest['version']}" in text
     assert f"ARG BUILD_VERSION={manifest['version']}" in text
     assert f"ARG TORCH_VERSION={TORCH_VERSION}\n" in text
@@ -211,29 +270,6 @@ def test_addon_dockerfile_pins_and_health_check(manifest):
 # The s6 scripts, run under a stand-in bashio. `python3 -m wyoming_qwen3tts ...` is intercepted and its argv
 # and environment recorded; anything else python3 is asked goes to the real interpreter.
 
-_FAKE_BASHIO = r"""
-set -o errexit -o nounset -o pipefail
-bashio::config() { "$FAKE_PYTHON" "$FAKE_DIR/config.py" "$1"; }
-bashio::config.true() { [[ "$(bashio::config "$1")" == "true" ]]; }
-bashio::config.has_value() {
-    local value
-    value="$(bashio::config "$1")"
-    [[ -n "$value" && "$value" != "null" ]]
-}
-bashio::log.info() { echo "INFO: $*" >&2; }
-bashio::log.warning() { echo "WARNING: $*" >&2; }
-bashio::log.error() { echo "ERROR: $*" >&2; }
-bashio::exit.nok() { echo "FATAL: $*" >&2; exit 1; }
-bashio::var.json() {
-    "$FAKE_PYTHON" -c 'import json, sys; a = sys.argv[1:]; print(json.dumps(dict(zip(a[::2], a[1::2]))))' "$@"
-}
-bashio::discovery() { printf '%s\n%s\n' "$1" "$2" > "$FAKE_DIR/discovery.txt"; }
-"""
-_FAKE_CONFIG = r"""
-import json, os, sys
-value = json.load(open(os.environ["FAKE_OPTIONS"])).get(sys.argv[1])
-print("null" if value is None else json.dumps(value) if isinstance(value, bool) else value, end="")
-"""
 _FAKE_PYTHON3 = r"""#!/bin/bash
 if [[ "${1:-}" == "-m" && "${2:-}" == "wyoming_qwen3tts" ]]; then
     shift 2
@@ -263,8 +299,8 @@ class AddonScripts:
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path / "fake"
         (self.dir / "bin").mkdir(parents=True)
-        (self.dir / "bashio.sh").write_text(_FAKE_BASHIO)
-        (self.dir / "config.py").write_text(_FAKE_CONFIG)
+        (self.dir / "bashio.sh").write_text(STAND_IN_BASHIO)
+        (self.dir / "config.py").write_text(STAND_IN_CONFIG_READER)
         python3 = self.dir / "bin" / "python3"
         python3.write_text(_FAKE_PYTHON3)
         python3.chmod(0o755)
@@ -426,3 +462,82 @@ def test_discovery_waits_for_describe_then_announces_wyoming(scripts, manifest):
     service, config = (scripts.dir / "discovery.txt").read_text().splitlines()
     hostname = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
     assert service == "wyoming" and json.loads(config) == {"uri": f"tcp://{hostname}:10200"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DOCS.md's options table against config.yaml and the run script
+
+
+def _docs_options_table() -> list[list[str]]:
+    docs = (ADDON / "DOCS.md").read_text(encoding="utf-8")
+    section = docs[docs.index("\n## Options\n") : docs.index("\n### Option: ")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+
+
+def _changed_value(key: str, element: str, default: Any) -> Any:
+    """A valid value other than the default, for the option `key` with schema `element`."""
+    match = addon_rules.schema_element(element)
+    if match.group("list") is not None:
+        return next(value for value in match.group("list").split("|") if value != default)
+    if element.rstrip("?") == "bool":
+        return not default
+    if match.group("i_max") is not None:
+        low, high = int(match.group("i_min")), int(match.group("i_max"))
+        return high if default != high else low
+    return {"rocm_gfx_version": "11.0.0", "extra_args": "--max-text-chars 800"}.get(key, "some value")
+
+
+# Options that only act together with another one.
+_TABLE_PREREQUISITES: dict[str, dict[str, Any]] = {"rocm_gfx_version": {"device": "rocm"}}
+
+
+def test_docs_options_table_matches_config_and_run_script(scripts, manifest):
+    """One row per option, in the schema's order, with config.yaml's default and values; changing the option
+    alone changes what the run script starts, through the flags and variables the row names."""
+    schema, options = manifest["schema"], manifest["options"]
+    rows = _docs_options_table()
+    assert [row[0].strip("`") for row in rows] == list(schema), "one row per schema key, in its order"
+    scripts.kfd.touch()  # device: rocm needs the GPU node and PyTorch's ROCm build
+    rocm_torch = scripts.data / "rocm" / "torch-2.13.0+rocm7.2"
+    rocm_torch.mkdir(parents=True)
+    (rocm_torch / ".complete").touch()
+
+    def started(**changes: Any) -> tuple[list[str], dict[str, str]]:
+        result = scripts.run(S6 / "qwen3tts" / "run", _options(manifest, **changes))
+        assert result.returncode == 0, (changes, result.stderr)
+        server = scripts.server()
+        return server["argv"], server["env"]
+
+    baselines: dict[str, tuple[list[str], dict[str, str]]] = {}  # one run per set of prerequisites
+
+    for key, default_cell, values_cell, sets_cell in rows:
+        key = key.strip("`")
+        element = schema[key]
+        default = options.get(key)
+        if default is None:
+            assert default_cell == "empty", key
+        elif isinstance(default, bool):
+            assert default_cell == ("on" if default else "off"), key
+        else:
+            assert default_cell == f"`{default}`", key
+        match = addon_rules.schema_element(element)
+        if match.group("list") is not None:
+            assert re.findall(r"`([^`]+)`", values_cell) == match.group("list").split("|"), key
+        elif element.rstrip("?") == "bool":
+            assert values_cell == "on, off", key
+        elif match.group("i_max") is not None:
+            assert values_cell == f"{match.group('i_min')} to {match.group('i_max')}", key
+        base = _TABLE_PREREQUISITES.get(key, {})
+        if json.dumps(base) not in baselines:
+            baselines[json.dumps(base)] = started(**base)
+        before_argv, before_env = baselines[json.dumps(base)]
+        argv, env = started(**base, **{key: _changed_value(key, element, default)})
+        assert (argv, env) != (before_argv, before_env), f"{key}: changing it changes nothing"
+        flags = re.findall(r"--[a-z-]+", sets_cell)
+        variables = re.findall(r"`([A-Z][A-Z0-9_]{4,})`", sets_cell)
+        assert flags or variables, key
+        for flag in flags:
+            assert flag in argv, f"{key}: DOCS.md names {flag}, the run script does not pass it"
+        for variable in variables:
+            assert variable in env and env.get(variable) != before_env.get(variable), (key, variable)

@@ -3,6 +3,7 @@ names only flags the server has, config keys that exist and add-on options the a
 
 from __future__ import annotations
 
+import configparser
 import re
 import signal
 import subprocess
@@ -100,3 +101,30 @@ def test_configuration_table_matches_flags_config_keys_and_addon_options():
         named_options |= set(re.findall(r"`([a-z_0-9]+)`", addon_cell)) & set(addon_schema)
     # Every add-on option but the pass-through one appears in the table.
     assert set(addon_schema) - {"extra_args"} <= named_options
+
+
+def _extra(name: str) -> set[str]:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    return {line.strip() for line in parser["options.extras_require"][name].splitlines() if line.strip()}
+
+
+def test_setup_installs_everything_the_test_command_needs_and_ci_runs_both():
+    """README: `script/setup`, then `script/test`, passes on a fresh clone; CI runs exactly those commands."""
+    setup = (ROOT / "script" / "setup").read_text(encoding="utf-8")
+    installs = re.findall(r"pip install (?:-e )?'\.\[([a-z,]+)\]'", setup)
+    assert installs, "script/setup installs the package with extras"
+    extras = {extra for group in installs for extra in group.split(",")}
+    assert "dev" in extras and "zeroconf" in extras
+    assert setup.index("pip install torch==2.13.0") < setup.index("pip install -e"), "torch first"
+    # The test extra is what the suite imports (openai, selenium, hypothesis, ...): dev must hold all of it.
+    assert _extra("test") <= _extra("dev"), f"dev lacks {sorted(_extra('test') - _extra('dev'))}"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.strip().startswith("#")]
+    setup_at = [i for i, line in enumerate(commands) if re.search(r"\bbash script/setup\b", line)]
+    test_at = [i for i, line in enumerate(commands) if re.search(r"\bbash script/test\b", line)]
+    assert setup_at and test_at and setup_at[0] < test_at[0]
+    assert not any("pip install" in line for line in commands), "CI installs only through script/setup"
+    assert "-eq 5" in ci, "pytest's exit code 5 (no tests collected) fails CI"
+    tests_section = _section("Tests")
+    assert _first_sh_block(tests_section) == ["script/test"]

@@ -4,11 +4,13 @@ regex) on tricky texts, for the three prompt templates."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.tokenizer_cases import TEMPLATES, TEXTS, VERSIONS, make_tokenizer_dir
+from wyoming_qwen3tts.engine import text as text_module
 from wyoming_qwen3tts.engine.text import TextTokenizer, reference_swaps_split
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "tokenizer_ids.json").read_text(encoding="utf-8"))
@@ -56,3 +58,39 @@ def test_slicing_of_templates(tokenizer):
     assert ids[-5].item() == 151645 and ids[-3].item() == 151644 and ids[0].item() == 151644
     with pytest.raises(ValueError):
         tok.target_ids("")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_loading_logs_no_misleading_regex_warning(tmp_path):
+    """transformers warns of an 'incorrect regex pattern' for these checkpoints; the engine applies the right
+    split itself, so the warning is dropped, and only that one: other warnings of that logger still show."""
+    from transformers import Qwen2TokenizerFast
+
+    path = make_tokenizer_dir(tmp_path / "4.57.3", "4.57.3")
+    logger = logging.getLogger(text_module._TRANSFORMERS_TOKENIZER_LOGGER)
+    records = _Records()
+    ours = [f for f in logger.filters if isinstance(f, text_module._DropRegexWarning)]
+    logger.addHandler(records)
+    try:
+        for existing in ours:  # an earlier test may have loaded a tokenizer already
+            logger.removeFilter(existing)
+        Qwen2TokenizerFast.from_pretrained(str(path))
+        assert any(text_module._REGEX_WARNING in m for m in records.messages), "transformers no longer warns"
+        records.messages.clear()
+        tok = TextTokenizer(path)
+        assert tok.reference_split, "the engine applies the reference's split rule itself"
+        assert not any(text_module._REGEX_WARNING in m for m in records.messages), records.messages
+        TextTokenizer(path)  # a second load adds no second filter
+        assert sum(isinstance(f, text_module._DropRegexWarning) for f in logger.filters) == 1
+        logger.warning("another tokenizer warning")
+        assert records.messages == ["another tokenizer warning"]
+    finally:
+        logger.removeHandler(records)

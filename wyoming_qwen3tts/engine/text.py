@@ -26,6 +26,26 @@ REFERENCE_SPLIT_PATTERN = (
 )
 _MISTRAL_TYPES = ("mistral", "mistral3", "voxtral", "ministral", "pixtral")
 
+# transformers 4.57.x logs "The tokenizer you are loading from '...' with an incorrect regex pattern ... This
+# will lead to incorrect tokenization" for every local checkpoint whose config.json names a transformers
+# version above 4.57.2 (all released Qwen3-TTS checkpoints) unless `fix_mistral_regex` is passed. It is
+# misleading here: TextTokenizer applies the reference's split rule itself (reference_swaps_split), so the
+# tokenisation is the reference's either way. Only that one message of that one logger is dropped.
+_TRANSFORMERS_TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
+_REGEX_WARNING = "with an incorrect regex pattern"
+
+
+class _DropRegexWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _REGEX_WARNING not in record.getMessage()
+
+
+def _silence_regex_warning() -> None:
+    """Adds the filter once (idempotent: models load from several threads)."""
+    logger = logging.getLogger(_TRANSFORMERS_TOKENIZER_LOGGER)
+    if not any(isinstance(existing, _DropRegexWarning) for existing in logger.filters):
+        logger.addFilter(_DropRegexWarning())
+
 
 def reference_swaps_split(config: dict, vocab_size: int) -> bool:
     """Whether qwen-tts 0.1.1 (transformers 4.57.3) replaces the split regex for a local checkpoint."""
@@ -62,6 +82,7 @@ class TextTokenizer:
         # The class the reference's AutoProcessor resolves to (tokenizer_class Qwen2Tokenizer, fast).
         from transformers import Qwen2TokenizerFast
 
+        _silence_regex_warning()
         self._tok = Qwen2TokenizerFast.from_pretrained(str(model_dir))
         config_path = Path(model_dir) / "config.json"
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
