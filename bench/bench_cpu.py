@@ -191,7 +191,14 @@ def bench_vox(tmod: str, args) -> dict:
         row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
         row["load_s"] = vox.ready["load_s"]
     vox.close()
-    return {"mode": f"vox {Path(tmod).name}", "dtype": "-", "quantize": "-", "ours": runs, "ref": []}
+    return {
+        "mode": f"vox {Path(tmod).name}",
+        "dtype": "-",
+        "quantize": "-",
+        "ours": runs,
+        "ref": [],
+        "quality": None,
+    }
 
 
 def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:

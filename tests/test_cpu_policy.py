@@ -287,3 +287,44 @@ def test_fp32_engine_keeps_the_text_embedding_in_the_files_bf16(tmp_path):
         assert result.codes.shape[1] == 16 and np.isfinite(result.audio).all()
     finally:
         fp32.close()
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def test_kv_cache_commits_only_the_positions_written():
+    """64 MB of cache, one position written per head: a few pages resident, not the whole cache (numpy's
+    zeros would be MADV_HUGEPAGE and commit 2 MB per touched page with THP in madvise mode)."""
+    from wyoming_qwen3tts.engine.kvcache import KVCache
+
+    before = _rss_kb()
+    cache = KVCache(
+        layers=4, slots=2, kv_heads=8, max_len=1024, head_dim=128, dtype=torch.float32, device="cpu"
+    )
+    assert cache.bytes == 64 * 2**20
+    for layer in range(4):
+        cache.append(layer, 2, 0, torch.ones(2, 8, 128), torch.ones(2, 8, 128))
+    grown_mb = (_rss_kb() - before) / 1024
+    assert grown_mb < 8, grown_mb
+    assert cache.k[0, 0, 0, 0].eq(1).all() and cache.k[0, 0, 0, 1].eq(0).all()
+
+
+def test_quantized_fp32_engine_reads_the_stored_bf16_matrices(tmp_path):
+    """int8 from a bf16 checkpoint with fp32 activations: the matrices go from the file straight to int8
+    (no fp32 copy of the whole talker at load), norms and embeddings the engine computes with are fp32."""
+    from tests.fixtures.checkpoint_builder import build_checkpoint
+
+    path = tmp_path / "cv-bf16"
+    build_checkpoint(path, "custom_voice", preset="tiny", seed=0, dtype="bfloat16")
+    engine = Engine.load(path, device="cpu", dtype="float32", quantize="int8", slots=1)
+    try:
+        talker = engine.talker
+        assert talker.dtype == torch.float32 and talker.model.codec_embedding.weight.dtype == torch.float32
+        assert talker.model.layers[0].input_layernorm.weight.dtype == torch.float32
+        assert talker.model.text_embedding.weight.dtype == torch.bfloat16
+        req = SpeechRequest("Hello.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=4))
+        assert np.isfinite(engine.synthesize(req, timeout=120).audio).all()
+    finally:
+        engine.close()

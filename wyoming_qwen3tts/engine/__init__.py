@@ -212,11 +212,7 @@ class Engine:
         with torch.device("meta"):
             talker = Talker(cfg.talker)
         talker = talker.to_empty(device=dev)
-        # The text embedding (151,936 x 2048, only looked up) keeps the file's bf16 for an fp32 CPU engine:
-        # an fp32 copy would hold 1.2 GB resident, the memory map only the rows in use. Looked-up rows are
-        # widened in Talker.embed_text, exactly (bf16 -> fp32 is lossless).
-        keep = ("model.text_embedding.weight",) if dev.type == "cpu" and dt == torch.float32 else ()
-        load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=keep)
+        load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=_stored_dtype_keys(plan))
         _reset_rotary(talker)
         talker.eval()
         # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
@@ -390,6 +386,26 @@ def _on_fresh_thread(fn: Callable[[], Any]) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
+    """Talker tensors an fp32 CPU engine keeps in the checkpoint's dtype (bf16 for the released models).
+
+    The text embedding (151,936 x 2048) is only looked up: an fp32 copy would hold 1.2 GB resident, the
+    memory map only the rows in use (widened exactly in Talker.embed_text). The matrices that quantization
+    rewrites are read from the file as stored: converting the whole talker to fp32 first would raise the
+    load peak by ~2 GB (0.6B) for numbers that are the same (bf16 -> fp32 is lossless)."""
+    if plan.device.type != "cpu" or plan.dtype != torch.float32:
+        return ()
+    keys = ("model.text_embedding.weight",)
+    if plan.quantize != "none":
+        keys += (
+            "model.layers.*_proj.weight",
+            "code_predictor.model.layers.*_proj.weight",
+            "codec_head.weight",
+            "code_predictor.lm_head.*",
+        )
+    return keys
 
 
 def _reset_rotary(module: torch.nn.Module) -> None:

@@ -315,7 +315,8 @@ def load_into(
     buffers keep the module's dtype. Everything lands on ``device`` (default: where the module tensor is,
     CPU for meta). Tensors not in the checkpoint (non-persistent buffers, absent optional keys) are moved to
     ``device``; non-persistent buffers keep their dtype because they are computed tables (RoPE frequencies,
-    mel filters) that the reference keeps in fp32. Keys in ``keep_dtype`` (relative) keep the file's dtype.
+    mel filters) that the reference keeps in fp32. Keys matching ``keep_dtype`` (relative; exact or glob)
+    keep the file's dtype.
     """
     if prefix and not prefix.endswith("."):
         prefix += "."
@@ -347,12 +348,13 @@ def load_into(
         to_dtype = dtype if cast and dtype is not None and current.is_floating_point() else current.dtype
         return to_device, to_dtype
 
-    keep = set(keep_dtype)
+    keep = tuple(keep_dtype)
     new_state = {}
     for key, tensor in ours.items():
         if key in expected:
-            to_device, to_dtype = target(expected[key], cast=key not in keep)
-            if key in keep:
+            kept = _matches(key, keep)
+            to_device, to_dtype = target(expected[key], cast=not kept)
+            if kept:
                 to_dtype = tensor.dtype
             new_state[key] = tensor.to(device=to_device, dtype=to_dtype)
     module.load_state_dict(new_state, strict=False, assign=True)
