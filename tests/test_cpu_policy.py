@@ -328,3 +328,30 @@ def test_quantized_fp32_engine_reads_the_stored_bf16_matrices(tmp_path):
         assert np.isfinite(engine.synthesize(req, timeout=120).audio).all()
     finally:
         engine.close()
+
+
+@pytest.mark.skipif("fbgemm" not in ENGINES, reason="fbgemm is PyTorch's x86-64 backend")
+def test_fbgemm_keeps_the_output_projections_16_bit(tiny_custom_voice):
+    """7-bit activations hurt most at the two output projections (measured, see quant.FP16_UNDER_FBGEMM)."""
+    from wyoming_qwen3tts.engine.quant import FP16_UNDER_FBGEMM, Fp16Linear
+
+    assert FP16_UNDER_FBGEMM == ("down_proj", "o_proj")
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1)
+    try:
+        quantize_talker(engine.talker, "int8", int8_kernel="fbgemm")
+        for stack in (engine.talker.model, engine.talker.code_predictor.model):
+            for layer in stack.layers:
+                assert isinstance(layer.mlp.down_proj, Fp16Linear)
+                assert isinstance(layer.self_attn.o_proj, Fp16Linear)
+                assert isinstance(layer.self_attn.qkv_proj, DynamicInt8Linear)
+                assert isinstance(layer.mlp.gate_up_proj, DynamicInt8Linear)
+    finally:
+        engine.close()
+    lin = _linear(96, 128)
+    f16 = Fp16Linear(lin)
+    x = torch.randn(3, 128)
+    exact = nn.functional.linear(x, lin.weight.detach().half().float(), lin.bias.detach())
+    with torch.inference_mode():
+        assert torch.allclose(f16.mm(x), exact, atol=1e-5, rtol=1e-5)
+        assert torch.equal(f16(x[None])[0], f16.mm(x))
+    assert torch.equal(f16.dequantized(), lin.weight.detach().half().float())
