@@ -14,7 +14,6 @@ import logging
 import os
 import queue
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
@@ -24,11 +23,12 @@ from typing import BinaryIO, Callable, Optional, Sequence
 
 from wyoming.audio import AudioChunk, AudioChunkConverter
 
+from ..core.audio import wav_header as core_wav_header
+
 _LOGGER = logging.getLogger(__name__)
 
 PLAYERS = ("aplay", "paplay", "ffplay")
 PLAYER_PACKAGES = "alsa-utils (aplay), pulseaudio-utils (paplay) or ffmpeg (ffplay)"
-_UNKNOWN_SIZE = 0xFFFFFFFF  # streaming WAV convention (ffmpeg, sox): "until the end of the stream"
 
 
 class OutputError(Exception):
@@ -52,27 +52,7 @@ class PcmFormat:
 
 def wav_header(fmt: PcmFormat, data_bytes: Optional[int]) -> bytes:
     """44-byte PCM WAV header; ``data_bytes=None`` writes the 'unknown length' sizes used for streams."""
-    if data_bytes is None:
-        riff_size = data_size = _UNKNOWN_SIZE
-    else:
-        data_size = min(data_bytes, _UNKNOWN_SIZE - 36)
-        riff_size = data_size + 36
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        riff_size,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,  # WAVE_FORMAT_PCM, as Python's wave module writes it for every width
-        fmt.channels,
-        fmt.rate,
-        fmt.rate * fmt.frame_bytes,
-        fmt.frame_bytes,
-        8 * fmt.width,
-        b"data",
-        data_size,
-    )
+    return core_wav_header(data_bytes, rate=fmt.rate, width=fmt.width, channels=fmt.channels)
 
 
 class Sink:

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.audio import SAMPLE_RATE
 from .audio import AudioError
 
 _LOGGER = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 N_FFT = 1024
 HOP_SIZE = 256
 WIN_SIZE = 1024

@@ -12,9 +12,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..core.audio import SAMPLE_RATE  # noqa: F401 (API: the rate a reference clip is stored at)
 from .errors import VoiceLibraryError
 
-SAMPLE_RATE = 24000
 MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
 REC_MIN_SECONDS, REC_MAX_SECONDS = 3.0, 30.0  # recommended range (warn outside)
 MAX_BYTES = 50 * 1024 * 1024
