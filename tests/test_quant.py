@@ -261,8 +261,8 @@ def test_packed_bf16_weights_are_bit_identical():
 def test_server_loader_resolves_quantize_and_dtype(tiny_custom_voice):
     """--quantize with dtype auto runs bf16 activations on the CPU (the measured combination); an explicit
     dtype is kept."""
+    from wyoming_qwen3tts.app import engine_loader
     from wyoming_qwen3tts.engine import QUANT_MODES
-    from wyoming_qwen3tts.server.app import engine_loader
     from wyoming_qwen3tts.settings import _QUANTIZE, load_settings
 
     assert _QUANTIZE == QUANT_MODES  # settings keep their own copy (they load without torch)

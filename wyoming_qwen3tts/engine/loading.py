@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -20,22 +20,19 @@ from .quant import check_mode, prepare_talker
 from .talker import Talker
 from .text import TextTokenizer
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
-E = TypeVar("E", bound="Engine")
+E = TypeVar("E")
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def load_engine(cls: type[E], model: str | Path, options: LoadOptions) -> E:
+def load_engine(cls: Callable[..., E], model: str | Path, options: LoadOptions) -> E:
     """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id) into a new `cls` engine,
     on a thread of its own, which ends afterwards: loading runs multi-threaded CPU ops, and a caller thread
     that did so would keep an OpenMP pool for good, halving decode speed (see scheduler.py)."""
     return _on_fresh_thread(lambda: _load(cls, model, options))
 
 
-def _load(cls: type[E], model: str | Path, o: LoadOptions) -> E:
+def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
     device, dtype, slots, max_len = o.device, o.dtype, o.slots, o.max_len
     cache_dir, local_files_only, revision = o.cache_dir, o.local_files_only, o.revision
     guard, chunk_policy, quantize, trace = o.guard, o.chunk_policy, o.quantize, o.trace
@@ -124,7 +121,7 @@ def _reset_rotary(module: torch.nn.Module) -> None:
 
     for sub in module.modules():
         if isinstance(sub, Rotary):
-            head_dim = sub.inv_freq.shape[0] * 2
-            fresh = Rotary(head_dim, sub.theta)
-            sub.inv_freq = fresh.inv_freq.to(sub.inv_freq.device)
+            inv_freq: torch.Tensor = sub.inv_freq  # type: ignore[assignment]
+            fresh = Rotary(inv_freq.shape[0] * 2, sub.theta)
+            sub.inv_freq = fresh.inv_freq.to(inv_freq.device)
             sub.reset()

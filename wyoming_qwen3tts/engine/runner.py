@@ -113,6 +113,7 @@ class ModelRunner:
         room = self.max_len - length
         if room < 2:
             raise ValueError(f"prompt of {length} tokens does not fit the KV cache of {self.max_len} tokens")
+        assert params.max_new_tokens is not None
         limit = self.guard.max_frames(seq.prompt.text_tokens, params.max_new_tokens)
         if seq.request.max_frames is not None:
             limit = min(limit, seq.request.max_frames)
@@ -181,7 +182,7 @@ class ModelRunner:
             x = self.talker.frame_embedding(tokens, codes) + text
             length = max(s.position for s in still) + 1
             hidden = self.talker_step(x[:, 0], positions, self.cache.span[:length])
-            logits = self.talker.codec_head.mm(hidden).float()
+            logits = self.talker.codec_head.mm(hidden).float()  # type: ignore[operator]  # a Projection
             for s in still:
                 s.position += 1
             t.position[:rows] += live

@@ -76,6 +76,7 @@ class SamplingParams:
         for name in ("top_k", "subtalker_top_k"):
             if getattr(r, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(r, name)}")
+        assert r.max_new_tokens is not None
         if r.max_new_tokens < 2:
             raise ValueError(f"max_new_tokens must be >= 2, got {r.max_new_tokens}")
         return r

@@ -9,7 +9,7 @@ row uses a warper), updated at admission and release, never read back from the d
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -48,7 +48,16 @@ class SlotTable:
 
     # -- admission / release (host writes, once per request) ----------------------------------------------
     @torch.inference_mode()
-    def admit(self, slot: int, prompt: Prompt, params: SamplingParams, expected: int, generator) -> None:
+    def admit(
+        self,
+        slot: int,
+        prompt: Prompt,
+        params: SamplingParams,
+        expected: int,
+        generator: Optional[torch.Generator],
+    ) -> None:
+        """`params` resolved (no None left: SamplingParams.resolve)."""
+        p = cast(Any, params)
         trailing = prompt.trailing
         n = trailing.shape[0]
         if n + 1 > self.text.shape[1]:
@@ -64,20 +73,20 @@ class SlotTable:
         self.expected[slot] = expected
         self.live[slot] = True
         self.seen[slot] = False
-        self.penalty[slot] = float(params.repetition_penalty)
-        self.inv_penalty[slot] = 1.0 / torch.tensor(float(params.repetition_penalty), dtype=torch.float32)
-        sample, sub = bool(params.do_sample), bool(params.subtalker_do_sample)
+        self.penalty[slot] = float(p.repetition_penalty)
+        self.inv_penalty[slot] = 1.0 / torch.tensor(float(p.repetition_penalty), dtype=torch.float32)
+        sample, sub = bool(p.do_sample), bool(p.subtalker_do_sample)
         self.talker.set_row(
             slot,
-            params.temperature if sample else 1.0,
-            params.top_k if sample else 0,
-            params.top_p if sample else 1.0,
+            p.temperature if sample else 1.0,
+            p.top_k if sample else 0,
+            p.top_p if sample else 1.0,
         )
         self.predictor.set_row(
             slot,
-            params.subtalker_temperature if sub else 1.0,
-            params.subtalker_top_k if sub else 0,
-            params.subtalker_top_p if sub else 1.0,
+            p.subtalker_temperature if sub else 1.0,
+            p.subtalker_top_k if sub else 0,
+            p.subtalker_top_p if sub else 1.0,
         )
         self.params[slot] = params
         self.generators[slot] = generator
@@ -114,7 +123,7 @@ class SlotTable:
 
     def flags(self, rows: int, predictor: bool) -> tuple[bool, bool, bool]:
         """Does any of rows 0..rows-1 use temperature / top-k / top-p (host knowledge, skips work)."""
-        used = [p for p in self.params[:rows] if p is not None]
+        used: list[Any] = [p for p in self.params[:rows] if p is not None]  # resolved params
         if predictor:
             used = [p for p in used if p.subtalker_do_sample]
             return (

@@ -97,7 +97,7 @@ class SpeechStream:
     # -- producer side (scheduler thread) ----------------------------------------------------------------
     def _put(self, item: object) -> None:
         with self._lock:
-            if self._loop is not None:
+            if self._loop is not None and self._aqueue is not None:
                 self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
             else:
                 self._queue.put(item)

@@ -104,10 +104,10 @@ class _Sink(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         return self.buf.write(data)
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         return self.buf.read(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -152,6 +152,7 @@ class Encoder:
         self.frames += len(pcm) // 2
         if self._file is not None:
             self._file.write(np.frombuffer(pcm, dtype="<i2"))
+            assert self._sink is not None
             return self._sink.take() if self.streaming else b""
         if not self.streaming:
             self._pcm.append(pcm)
@@ -164,6 +165,7 @@ class Encoder:
     def finish(self) -> bytes:
         if self._file is not None:
             self._file.close()
+            assert self._sink is not None
             return self._sink.take() if self.streaming else self._sink.getvalue()
         if self.streaming:
             return wav_header() if self.format.name == "wav" and not self._started else b""
