@@ -24,6 +24,7 @@ from typing import Any, AsyncGenerator, Optional
 
 from aiohttp import web
 
+from ..core.audio import SAMPLE_RATE
 from ..core.languages import BCP47, from_bcp47
 from ..service.errors import ServiceError
 from ..service.speech import segments_of, speak
@@ -218,7 +219,7 @@ async def respond(request: web.Request, job: Job, stream: bool, sse: bool = Fals
 def _headers(job: Job) -> dict[str, str]:
     headers = {"X-Voice": job.voice.name}
     if job.format.name == "pcm":
-        headers["X-Sample-Rate"] = "24000"  # raw s16le mono: say the rate somewhere
+        headers["X-Sample-Rate"] = str(SAMPLE_RATE)  # raw s16le mono: say the rate somewhere
     return headers
 
 
