@@ -11,7 +11,8 @@ taken pair by pair (median). Generation length is fixed (EOS masked, greedy). Re
 talker step, code predictor per frame, LM (talker + predictor) per frame, decoder per frame (ours: streaming
 4-frame chunks; reference: its whole-utterance decode), end-to-end ms per frame, x real time, time to first
 audio (ours: first streamed chunk; reference: whole request), the same for a short sentence, prefill, peak
-RSS; with --quality N, the teacher-forced error of each quantized mode against bf16 (engine/quant_check.py).
+RSS; with --quality N, the teacher-forced error of each quantized mode against bf16
+(diagnostics/quant_check.py).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def main() -> int:
     ]
     quality = quality_table(results)
     if quality:
-        text += ["", "Teacher-forced error against bf16 (engine/quant_check.py):", "", quality]
+        text += ["", "Teacher-forced error against bf16 (diagnostics/quant_check.py):", "", quality]
     report = "\n".join(text) + "\n"
     print(report)
     if args.append:

@@ -47,7 +47,7 @@ def bench_ours(model: str, dtype: str, frames: int, threads: int, policy: tuple[
         start = time.monotonic()
         stamps = []
         samples = 0
-        stream = engine.submit(request)
+        stream = engine.submit(request, keep=True)
         for chunk in stream:
             stamps.append(time.monotonic())
             samples += len(chunk.samples)

@@ -106,7 +106,7 @@ def request(engine, text: str, frames: int, voice: dict):
     )
     start = time.perf_counter()
     stamps, samples = [], 0
-    stream = engine.submit(req)
+    stream = engine.submit(req, keep=True)
     for chunk in stream:
         stamps.append(time.perf_counter())
         samples += len(chunk.samples)
@@ -146,7 +146,7 @@ def short(engine, voice: dict) -> dict:
 
 
 def quality(engine, args: argparse.Namespace, frames: int) -> dict:
-    from wyoming_qwen3tts.engine.quant_check import measure
+    from wyoming_qwen3tts.diagnostics.quant_check import measure
 
     if engine.model_type == "base":
         return {"error": "quality figures use CustomVoice prompts"}

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan
 from wyoming_qwen3tts.engine.cpu import (
     ARM64,
@@ -30,7 +31,6 @@ from wyoming_qwen3tts.engine.cpu import (
     cpu_info,
 )
 from wyoming_qwen3tts.engine.quant import GATES, DynamicInt8Linear, Int8Linear, quantize_talker
-from wyoming_qwen3tts.engine.quant_check import measure
 
 ENGINES = torch.backends.quantized.supported_engines
 BACKENDS = [b for b in ("fbgemm", "qnnpack") if b in ENGINES]
@@ -95,7 +95,7 @@ def test_avx2_emulation_is_detected_in_a_fresh_process():
     [
         (AVX2, torch.float32, torch.float32),
         (AVX512, torch.float32, torch.float32),
-        (AVX512_BF16, torch.float32, torch.float32),
+        (AVX512_BF16, torch.float32, torch.bfloat16),
         (ARM64, torch.float32, torch.float32),
     ],
 )

@@ -30,6 +30,7 @@ from tests.fixtures.addon_bashio import STAND_IN_BASHIO, STAND_IN_CONFIG_READER
 from tests.fixtures.deploy_files import ADDON, ROOT, S6, TORCH_VERSION
 from tests.fixtures.deploy_files import load_yaml as _load
 from tests.fixtures.deploy_files import package_version as _package_version
+from wyoming_qwen3tts.service.roles import role_models
 from wyoming_qwen3tts.settings import Settings, load_settings, read_config_file
 
 
@@ -410,7 +411,7 @@ def test_run_preload_with_clone_voices_loads_all_three_models(scripts, manifest)
     server = scripts.server()
     settings = _settings(server["argv"], server["env"])  # would raise if max_loaded_models were too small
     assert settings.preload and settings.max_loaded_models == 3
-    assert settings.role_models()["base"] == "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
+    assert role_models(settings)["base"] == "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
 
 
 def test_run_rocm_uses_the_downloaded_build_and_tunes_the_gpu(scripts, manifest):

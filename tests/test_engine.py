@@ -41,7 +41,7 @@ def _request(text=TEXT, **kw) -> SpeechRequest:
     "policy", [ChunkPolicy(1, 1), ChunkPolicy(2, 3), ChunkPolicy(1, 7), ChunkPolicy(50, 50)]
 )
 def test_streamed_chunks_equal_full_decode(cv_engine, policy):
-    stream = cv_engine.submit(_request(chunk_policy=policy))
+    stream = cv_engine.submit(_request(chunk_policy=policy), keep=True)
     chunks = [c.samples for c in stream]
     result = stream.result()
     assert len(chunks) >= 1
@@ -69,7 +69,7 @@ def test_batch_gives_same_codes_as_each_alone(cv_engine):
         _request("A third one, sampled with a seed.", sampling=SamplingParams(seed=7, max_new_tokens=12)),
     ]
     alone = [cv_engine.synthesize(r).codes for r in requests]
-    streams = [cv_engine.submit(r) for r in requests]  # all three share decode steps
+    streams = [cv_engine.submit(r, keep=True) for r in requests]  # all three share decode steps
     together = [s.result().codes for s in streams]
     for a, b in zip(alone, together):
         assert np.array_equal(a, b)
@@ -93,7 +93,10 @@ def test_cancel_frees_the_slot(cv_engine):
     with pytest.raises(Cancelled):
         stream.result()
     # All slots are usable again.
-    results = [cv_engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=3))) for _ in range(3)]
+    results = [
+        cv_engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=3)), keep=True)
+        for _ in range(3)
+    ]
     assert all(len(r.result(60).codes) == 2 for r in results)
 
 
@@ -253,7 +256,8 @@ def test_half_precision_on_cpu_runs(tiny_custom_voice, dtype):
     try:
         assert engine.dtype == getattr(torch, dtype)
         streams = [
-            engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=6))) for _ in range(2)
+            engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=6)), keep=True)
+            for _ in range(2)
         ]
         results = [s.result(120) for s in streams]
         assert all(r.audio.dtype == np.float32 and np.isfinite(r.audio).all() for r in results)

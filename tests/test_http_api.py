@@ -23,7 +23,7 @@ import soundfile as sf
 from tests.fixtures.server_process import ROOT, free_port, start_server
 from tests.fixtures.server_thread import GUARD, ServerThread, load_test_engine
 from wyoming_qwen3tts.http import voices_api
-from wyoming_qwen3tts.server.segmenter import split_text
+from wyoming_qwen3tts.service.segmenter import split_text
 from wyoming_qwen3tts.settings import Settings
 
 KEY = "test-key-123"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wyoming_qwen3tts.server.language import BCP47, detect_language, from_bcp47, to_bcp47
+from wyoming_qwen3tts.core.languages import BCP47, from_bcp47, to_bcp47
+from wyoming_qwen3tts.service.language import detect_language
 
 MODEL_LANGUAGES = {
     "english",

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tests.fixtures.server_thread import load_test_engine
-from wyoming_qwen3tts.server.models import ModelNotLoaded, ModelPool
+from wyoming_qwen3tts.service.models import ModelNotLoaded, ModelPool
 
 
 class CountingLoader:
@@ -149,3 +149,19 @@ def test_wrong_model_type_and_preload_without_on_demand(roles):
     finally:
         pool.close()
         strict.close()
+
+
+def test_role_policy_and_the_preload_check():
+    from wyoming_qwen3tts.service.roles import check_preload, role_models
+    from wyoming_qwen3tts.settings import Settings, SettingsError
+
+    settings = Settings(model="Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice", preload=True, max_loaded_models=2)
+    assert role_models(settings) == {
+        "custom_voice": "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice",
+        "base": "Qwen/Qwen3-TTS-12Hz-1.7B-Base",
+        "voice_design": "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign",
+    }
+    with pytest.raises(SettingsError, match="--max-loaded-models is 2"):
+        check_preload(settings)
+    check_preload(Settings(model=settings.model, preload=True, max_loaded_models=3))
+    check_preload(Settings(model=settings.model, max_loaded_models=1))  # on demand: no bound to check

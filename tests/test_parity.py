@@ -100,7 +100,7 @@ CASES = [
 def test_matches_reference(engines, golden, case, kind):
     g = golden(case)
     engine = engines[kind]
-    streams = [engine.submit(r) for r in _requests(case, g)]  # batch2: both rows decode together
+    streams = [engine.submit(r, keep=True) for r in _requests(case, g)]  # batch2: both rows decode together
     results = [s.result(120) for s in streams]
     prefill = g["prefill_inputs_embeds"]
     for i, res in enumerate(results):

@@ -1,7 +1,7 @@
 """Load-time optimisations and weight-only quantization (issue 6): exactness and error gates.
 
 Random weights cannot judge audio quality, so the quantized modes are gated on numerical error, measured
-teacher-forced over 100 frames on the tiny checkpoints (engine/quant_check.py). The gates are the
+teacher-forced over 100 frames on the tiny checkpoints (diagnostics/quant_check.py). The gates are the
 documented ones of engine/quant.py; timings live in bench/, never here.
 """
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest
 from wyoming_qwen3tts.engine.layers import Rotary, as_projection, fast_rms_norm, rms_norm
 from wyoming_qwen3tts.engine.quant import (
@@ -22,7 +23,6 @@ from wyoming_qwen3tts.engine.quant import (
     int4_fits,
     quantize_talker,
 )
-from wyoming_qwen3tts.engine.quant_check import measure
 
 TEXT = "Hello world, this is a small test of the quantized engine."
 FRAMES = 100
@@ -230,7 +230,7 @@ def test_traced_steps_equal_eager_steps(tiny_custom_voice, dtype):
                 )
                 for t in (TEXT, "See you.")
             ]
-            streams = [engine.submit(r) for r in reqs]  # two rows at different positions
+            streams = [engine.submit(r, keep=True) for r in reqs]  # two rows at different positions
             results.append([s.result(120) for s in streams])
             assert engine.runner.talker_step.enabled is trace
         finally:
@@ -262,9 +262,9 @@ def test_packed_bf16_weights_are_bit_identical():
 def test_server_loader_resolves_quantize_and_dtype(tiny_custom_voice):
     """The server passes --dtype/--quantize to the engine's compute plan (policy.py): auto is the default,
     an explicit dtype is kept, and the int8 kernel is the one this CPU class gets."""
+    from wyoming_qwen3tts.app import engine_loader
     from wyoming_qwen3tts.engine import QUANT_MODES, compute_plan
     from wyoming_qwen3tts.engine.quant import DynamicInt8Linear
-    from wyoming_qwen3tts.server.app import engine_loader
     from wyoming_qwen3tts.settings import _QUANTIZE, load_settings
 
     assert _QUANTIZE == QUANT_MODES  # settings keep their own copy (they load without torch)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from wyoming_qwen3tts.server.segmenter import StreamSegmenter, clean_text, split_text
+from wyoming_qwen3tts.service.segmenter import StreamSegmenter, clean_text, split_text
 
 try:  # hypothesis is optional: the seeded random tests below cover the same property
     from hypothesis import given, settings

@@ -24,7 +24,7 @@ from wyoming.tts import (
 from tests.fixtures.server_process import free_port
 from tests.fixtures.server_thread import GUARD, ServerThread, load_test_engine
 from wyoming_qwen3tts.engine import Engine
-from wyoming_qwen3tts.server.segmenter import StreamSegmenter, split_text
+from wyoming_qwen3tts.service.segmenter import StreamSegmenter, split_text
 from wyoming_qwen3tts.settings import Settings
 
 TEXT = "Hello there, this is the first sentence. And here is the second one!"

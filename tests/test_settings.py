@@ -268,7 +268,7 @@ def test_main_invalid_settings_exit_2_one_line(capsys):
 
 
 def test_main_applies_platform_env_before_server(monkeypatch):
-    """main(): settings -> env tuning -> server.app.run(settings), with a stand-in server module."""
+    """main(): settings -> env tuning -> app.run(settings), with a stand-in app module."""
     import types
 
     from wyoming_qwen3tts import platform_env
@@ -284,10 +284,9 @@ def test_main_applies_platform_env_before_server(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MIOPEN_FIND_MODE", "NORMAL")  # the user's own value must survive
     monkeypatch.setattr(platform_env, "detect_gpu_vendor", lambda: "amd")
-    app = types.ModuleType("wyoming_qwen3tts.server.app")
+    app = types.ModuleType("wyoming_qwen3tts.app")
     app.run = fake_run
-    monkeypatch.setitem(sys.modules, "wyoming_qwen3tts.server", types.ModuleType("wyoming_qwen3tts.server"))
-    monkeypatch.setitem(sys.modules, "wyoming_qwen3tts.server.app", app)
+    monkeypatch.setitem(sys.modules, "wyoming_qwen3tts.app", app)
     monkeypatch.delenv(ENV_ARGS, raising=False)
     monkeypatch.delenv(ENV_CONFIG, raising=False)
     assert main(["--uri", "tcp://127.0.0.1:10555", "--language", "fr"]) == 0

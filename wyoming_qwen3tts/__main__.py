@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return client_main(argv[1:])
     if argv and argv[0] == "voices":
-        from .voices.cli import main as voices_main
+        from .voices_cli import main as voices_main
 
         return voices_main(argv[1:])
     return _run_server(argv)
@@ -50,10 +50,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run_server(argv: list[str]) -> int:
     from . import platform_env
+    from .service.roles import check_preload
     from .settings import SettingsError, load_settings
 
     try:
         settings = load_settings(argv, os.environ)
+        check_preload(settings)
     except SettingsError as exc:  # one line, exit 2, like argparse but without the usage block
         print(f"wyoming-qwen3tts: error: {exc}", file=sys.stderr)
         return 2
@@ -64,7 +66,7 @@ def _run_server(argv: list[str]) -> int:
     log.debug("%s", settings)
     if applied:
         log.info("GPU environment: %s", " ".join(f"{k}={v}" for k, v in applied.items()))
-    from .server.app import run  # heavy: imports torch and the engine
+    from .app import run  # heavy: imports torch and the engine
 
     return run(settings)
 

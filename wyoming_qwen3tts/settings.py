@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import re
 import shlex
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import __version__
-from .server.language import BCP47, from_bcp47
+from .core.languages import BCP47, parse_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,8 +32,6 @@ DEFAULT_ZEROCONF_NAME = "qwen3-tts"
 AUTO = "auto"
 MODEL_TYPES = ("custom_voice", "base", "voice_design")
 # Official hub ids: Qwen/Qwen3-TTS-12Hz-<size>-<CustomVoice|Base|VoiceDesign>.
-_HUB_RE = re.compile(r"(Qwen/Qwen3-TTS-12Hz-)(0\.6B|1\.7B)-(CustomVoice|Base|VoiceDesign)")
-_HUB_TYPES = {"CustomVoice": "custom_voice", "Base": "base", "VoiceDesign": "voice_design"}
 
 # The model's 10 languages (engine names) and their BCP-47 codes: one table, in server/language.py.
 LANGUAGES = BCP47
@@ -61,23 +58,6 @@ _QUANTIZE = ("auto", "none", "int8", "int4")  # engine.QUANT_MODES (not imported
 
 class SettingsError(ValueError):
     """Invalid configuration; the message is one line fit for the user."""
-
-
-def model_type_of(model: str) -> str:
-    """custom_voice, base or voice_design, without loading anything: from an official hub id's suffix or a
-    local checkpoint's config.json; an unknown hub id is assumed to be CustomVoice (checked at load)."""
-    hub = _HUB_RE.fullmatch(model.strip())
-    if hub is not None:
-        return _HUB_TYPES[hub.group(3)]
-    config = Path(model) / "config.json"
-    if config.is_file():
-        try:
-            kind = json.loads(config.read_text(encoding="utf-8")).get("tts_model_type")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind in MODEL_TYPES:
-            return kind
-    return "custom_voice"
 
 
 @dataclass
@@ -118,27 +98,6 @@ class Settings:
     def voices_path(self) -> Path:
         """The voice library directory."""
         return self.voices_dir if self.voices_dir is not None else self.data_dir / "voices"
-
-    def role_models(self) -> dict[str, Optional[str]]:
-        """Model id/path per model type (custom_voice, base, voice_design); None = that role is off.
-
-        The main ``model`` fills the role of its own type; ``auto`` picks the official sibling of a hub
-        main model (the Base model of the same size; the only VoiceDesign model, 1.7B) and means "off"
-        when the main model is a local directory (we cannot guess where its siblings are)."""
-        main_type = model_type_of(self.model)
-        roles: dict[str, Optional[str]] = {"custom_voice": None, "base": None, "voice_design": None}
-        hub = _HUB_RE.fullmatch(self.model.strip())
-        for role, value in (("base", self.clone_model), ("voice_design", self.design_model)):
-            if value == AUTO:
-                if hub is None:
-                    value = None
-                elif role == "base":
-                    value = f"{hub.group(1)}{hub.group(2)}-Base"
-                else:
-                    value = f"{hub.group(1)}1.7B-VoiceDesign"
-            roles[role] = value
-        roles[main_type] = self.model
-        return roles
 
     @property
     def zeroconf_name(self) -> Optional[str]:
@@ -205,16 +164,7 @@ def _check_quantize(value: Any, from_text: bool) -> str:
 
 def normalize_language(value: str) -> str:
     """'auto', an engine language name or a BCP-47 tag (en, en-US, zh_Hans) -> 'auto' or the engine name."""
-    key = value.strip().lower()
-    if key == "auto":
-        return key
-    name = from_bcp47(key)
-    if name is not None:
-        return name
-    raise ValueError(
-        f"unknown language {value!r}; use auto or one of "
-        + ", ".join(f"{name} ({code})" for name, code in LANGUAGES.items())
-    )
+    return parse_language(value) or "auto"
 
 
 def _check_language(value: Any, from_text: bool) -> str:
@@ -385,7 +335,7 @@ _FLAGS["http"] = "--no-http"
 class _Parser(argparse.ArgumentParser):
     """Raises SettingsError instead of printing usage and exiting: the caller prints one line, exits 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):  # argparse: never returns
         raise SettingsError(message)
 
 
@@ -533,7 +483,7 @@ def _check_flags(values: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -594,13 +544,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     if merged["http_api_key"] is None and environ.get(ENV_HTTP_API_KEY, "").strip():
         merged["http_api_key"] = environ[ENV_HTTP_API_KEY].strip()
     settings = Settings(**merged)
-    if settings.preload:
-        wanted = [m for m in settings.role_models().values() if m]
-        if len(wanted) > settings.max_loaded_models:
-            raise SettingsError(
-                f"--preload loads {len(wanted)} models ({', '.join(wanted)}) but --max-loaded-models is "
-                f"{settings.max_loaded_models}; raise it, or turn a model off (--clone-model none, "
-                "--design-model none)"
-            )
     _LOGGER.debug("Settings (config file: %s): %s", config_path or "none", settings)
     return settings

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from .core.audio import wav_header
+from .core.files import atomic_write_bytes
 
 _LOGGER = logging.getLogger("wyoming_qwen3tts.synth")
 
@@ -78,17 +78,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 def write_wav(path: Path, pcm: bytes, sample_rate: int) -> None:
     """Atomic: a half-written WAV never replaces a good one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
-            out.writeframes(pcm)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, wav_header(len(pcm), rate=sample_rate) + pcm, mode=None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,12 +11,9 @@ timings.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import shutil
-import struct
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +21,13 @@ from typing import BinaryIO, Callable, Optional, Sequence
 
 from wyoming.audio import AudioChunk, AudioChunkConverter
 
+from ..core.audio import wav_header as core_wav_header
+from ..core.files import AtomicFile
+
 _LOGGER = logging.getLogger(__name__)
 
 PLAYERS = ("aplay", "paplay", "ffplay")
 PLAYER_PACKAGES = "alsa-utils (aplay), pulseaudio-utils (paplay) or ffmpeg (ffplay)"
-_UNKNOWN_SIZE = 0xFFFFFFFF  # streaming WAV convention (ffmpeg, sox): "until the end of the stream"
 
 
 class OutputError(Exception):
@@ -52,27 +51,7 @@ class PcmFormat:
 
 def wav_header(fmt: PcmFormat, data_bytes: Optional[int]) -> bytes:
     """44-byte PCM WAV header; ``data_bytes=None`` writes the 'unknown length' sizes used for streams."""
-    if data_bytes is None:
-        riff_size = data_size = _UNKNOWN_SIZE
-    else:
-        data_size = min(data_bytes, _UNKNOWN_SIZE - 36)
-        riff_size = data_size + 36
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        riff_size,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,  # WAVE_FORMAT_PCM, as Python's wave module writes it for every width
-        fmt.channels,
-        fmt.rate,
-        fmt.rate * fmt.frame_bytes,
-        fmt.frame_bytes,
-        8 * fmt.width,
-        b"data",
-        data_size,
-    )
+    return core_wav_header(data_bytes, rate=fmt.rate, width=fmt.width, channels=fmt.channels)
 
 
 class Sink:
@@ -101,57 +80,41 @@ class WavFileSink(Sink):
             raise OutputError(f"cannot write {path}: directory {self.path.parent} does not exist")
         if self.path.is_dir():
             raise OutputError(f"cannot write {path}: it is a directory")
-        self._file: Optional[BinaryIO] = None
-        self._tmp: Optional[str] = None
+        self._out: Optional[AtomicFile] = None
         self._fmt: Optional[PcmFormat] = None
         self._bytes = 0
 
     def start(self, fmt: PcmFormat) -> None:
         self._fmt = fmt
         try:
-            fd, self._tmp = tempfile.mkstemp(
-                dir=self.path.resolve().parent, prefix=f".{self.path.name}.", suffix=".part"
-            )
-            self._file = os.fdopen(fd, "wb")
-            self._file.write(wav_header(fmt, 0))
+            self._out = AtomicFile(self.path.resolve(), suffix=".part")
+            self._out.write(wav_header(fmt, 0))
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from err
 
     def write(self, pcm: bytes) -> None:
-        assert self._file is not None
+        assert self._out is not None
         try:
-            self._file.write(pcm)
+            self._out.write(pcm)
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from err
         self._bytes += len(pcm)
 
     def finish(self, ok: bool) -> None:
-        if self._file is None or self._tmp is None:
+        out, self._out = self._out, None
+        if out is None:
             return
         try:
             if ok:
                 assert self._fmt is not None
-                self._file.seek(0)
-                self._file.write(wav_header(self._fmt, self._bytes))
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
-            if ok:
-                os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; behave like open()
-                os.replace(self._tmp, self.path)
-                self._tmp = None
+                out.file.seek(0)
+                out.write(wav_header(self._fmt, self._bytes))
+                out.commit()
+            else:
+                out.discard()
         except OSError as err:
+            out.discard()
             raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from err
-        finally:
-            if self._tmp is not None:
-                Path(self._tmp).unlink(missing_ok=True)
-            self._file = None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class _PipeWriter(threading.Thread):

@@ -75,7 +75,7 @@ def format_info(info: Info, uri: str) -> str:
         for kind in _OTHER_SERVICES
         if getattr(info, kind, None)
     ]
-    if getattr(info, "satellite", None):
+    if info.satellite is not None:
         others.append(f"satellite: {info.satellite.name}")
     if others:
         lines.append("Also offers " + "; ".join(others))

@@ -72,7 +72,7 @@ def _cpuinfo_text() -> str:
 
 
 def _parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()

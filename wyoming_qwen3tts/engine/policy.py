@@ -4,21 +4,24 @@
 (quant.GATES) on the detected hardware; explicit values are honoured where the hardware runs them well and
 otherwise fall back with one warning, never silently several times slower:
 
-| hardware                          | auto dtype | auto quantize | int8 kernel | codec / encoders |
+| hardware                          | auto dtype | auto quantize | int8 kernel | codec decoder    |
 |-----------------------------------|------------|---------------|-------------|------------------|
 | GPU (CUDA / ROCm)                 | bfloat16   | none          | -           | bfloat16         |
 | x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | fbgemm      | float32          |
 | x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
-| x86-64 AVX-512 BF16 / AMX         | bfloat16   | int8          | fbgemm      | bfloat16         |
+| x86-64 AVX-512 BF16 / AMX         | float32    | int8          | fbgemm      | bfloat16         |
 | ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
-| ARM64 with bf16                   | bfloat16   | int8          | QNNPACK     | bfloat16         |
+| ARM64 with bf16                   | float32    | int8          | QNNPACK     | bfloat16         |
 
 fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
-at run time, float32 in and out (quant.DynamicInt8Linear).
+at run time, float32 in and out (quant.DynamicInt8Linear; under fbgemm the two output projections of each
+layer keep fp16 weights, quant.FP16_UNDER_FBGEMM).
 
-The convolutions of the codec decoder and of the speaker / speech encoders never run in emulated bf16: on a
-CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
-slower). int4 needs PyTorch's AVX-512 int4 kernel; elsewhere it falls back to int8.
+The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
+a CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
+slower); with `dtype` auto they run bf16 where the CPU has it natively. The speech encoder (reference codes
+of clone voices) always runs float32. int4 needs PyTorch's AVX-512 int4 kernel; elsewhere it falls back to
+int8.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def plan(
         kernel = _int8_kernel(cpu, backend, notes)
         if kernel is None:
             mode = "none"
+    auto_dtype = wanted_dtype is None
     if wanted_dtype is None:
         # int8 kernels take fp32 activations; bf16 elsewhere only where the CPU computes it natively.
         native = cpu.native_bf16
@@ -134,6 +138,8 @@ def plan(
             wanted_dtype = torch.bfloat16  # the int4 kernel's measured combination (AVX-512 only)
         wanted_dtype = wanted_dtype or torch.float32
     codec = wanted_dtype
+    if auto_dtype and cpu.native_bf16:
+        codec = torch.bfloat16  # the decoder's convolutions: 16 ms per frame in native bf16, 30 in fp32
     if wanted_dtype == torch.bfloat16 and not cpu.native_bf16:
         codec = torch.float32
         notes.append(

@@ -88,11 +88,12 @@ class CodePredictor(nn.Module):
         cache = self._frame_cache(rows, past_hidden)
         positions = self._position_rows(rows, past_hidden.device)
         x = torch.stack((past_hidden, token_embedding), dim=1)
+        assert self._prefill is not None and self._step is not None
         hidden = self._prefill(self.small_to_mtp_projection(x))
         codes = []
         all_logits = []
         for j in range(self.groups - 1):
-            logits = self.lm_head[j].mm(hidden).float()
+            logits = self.lm_head[j].mm(hidden).float()  # type: ignore[operator]  # a Projection (layers.py)
             code = pick(logits, j + 1) if forced is None else forced[:, j]
             codes.append(code)
             if return_logits:

@@ -150,6 +150,7 @@ class PromptBuilder:
 
         ref_codes = None
         if voice is not None and voice.icl:
+            assert voice.ref_codes is not None and voice.ref_text is not None
             ref_codes = voice.ref_codes.to(device=device, dtype=torch.long)
             ref_ids = self.tok.reference_ids(voice.ref_text)[None].to(device)
             icl, trailing = self._icl(

@@ -2,29 +2,30 @@
 frame per `decode_step` (code predictor -> frame embedding -> talker step -> codebook-0 sampling).
 
 Rows of a decode batch are KV slots 0..B-1 (B = highest active slot + 1); idle rows in between compute
-throwaway values so the shapes stay static. Only the scheduler thread calls into this module.
+throwaway values so the shapes stay static. Per-slot state lives on the device (slots.py), written once at
+admission; a step reads and advances it in place and synchronises with the host once, to read the frame's
+codes (and the next codebook-0 token, for EOS) that it streams. Only the scheduler thread calls in here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
+import numpy as np
 import torch
 
+from ..core.audio import FRAME_RATE, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (re-exported)
 from .config import ModelConfig
 from .jit import traced_decode
-from .prompt import Prompt
-from .sampling import SamplingParams, TalkerSampler, choose, warp
+from .sampling import TalkerSampler, choose, warp_rows
+from .sequence import Sequence
+from .slots import SlotTable
 from .talker import Talker
 
 _LOGGER = logging.getLogger(__name__)
-
-SAMPLES_PER_FRAME = 1920
-SAMPLE_RATE = 24000
-FRAME_RATE = SAMPLE_RATE / SAMPLES_PER_FRAME  # 12.5 Hz
 
 
 @dataclass(frozen=True)
@@ -59,27 +60,6 @@ class RunawayGuard:
         return self.eos_bias_per_frame * over if over > 0 else 0.0
 
 
-@dataclass
-class Sequence:
-    """Generation state of one request while it owns a KV slot."""
-
-    prompt: Prompt
-    params: SamplingParams  # resolved
-    max_frames: int
-    slot: int = -1
-    position: int = 0  # next KV write index
-    token: int = -1  # last sampled codebook-0 id, fed at the next step
-    past_hidden: Optional[torch.Tensor] = None  # final-norm talker hidden that produced `token`
-    frames: int = 0
-    generated: int = 0  # sampled codebook-0 tokens
-    finished: bool = False
-    truncated: bool = False
-    seen: Optional[torch.Tensor] = None  # [V] bool, codebook-0 history for the repetition penalty
-    generator: Optional[torch.Generator] = None
-    record: Optional[dict[str, list]] = None  # debugging/parity: logits per step when asked
-    user: Any = field(default=None, repr=False)  # scheduler bookkeeping
-
-
 class ModelRunner:
     def __init__(
         self,
@@ -102,7 +82,9 @@ class ModelRunner:
         talker.code_predictor.trace = trace
         codec = cfg.talker.codec
         self.eos = codec.eos
-        self.sampler = TalkerSampler(cfg.talker.transformer.vocab_size, codec.eos, self.device)
+        vocab = cfg.talker.transformer.vocab_size
+        self.sampler = TalkerSampler(vocab, codec.eos, self.device)
+        self.table = SlotTable(slots, cfg.talker.transformer.hidden_size, vocab, self.dtype, self.device)
         self.rows: list[Optional[Sequence]] = [None] * slots
 
     # -- slots -----------------------------------------------------------------------------------------
@@ -115,79 +97,77 @@ class ModelRunner:
     def release(self, seq: Sequence) -> None:
         if 0 <= seq.slot < self.slots and self.rows[seq.slot] is seq:
             self.rows[seq.slot] = None
+            self.table.release(seq.slot)
         seq.slot = -1
 
     @property
     def active(self) -> list[Sequence]:
         return [s for s in self.rows if s is not None and not s.finished]
 
-    # -- prefill -----------------------------------------------------------------------------------------
-    def new_sequence(
-        self, prompt: Prompt, params: SamplingParams, max_frames: Optional[int] = None
-    ) -> Sequence:
-        length = prompt.prefill.shape[0]
+    # -- admission ---------------------------------------------------------------------------------------
+    def bound(self, seq: Sequence) -> None:
+        """Sets the sequence's frame bound and generator from its prompt and parameters."""
+        assert seq.prompt is not None
+        params = seq.params
+        length = seq.prompt.prefill.shape[0]
         room = self.max_len - length
         if room < 2:
             raise ValueError(f"prompt of {length} tokens does not fit the KV cache of {self.max_len} tokens")
-        limit = self.guard.max_frames(prompt.text_tokens, params.max_new_tokens)
-        if max_frames is not None:
-            limit = min(limit, max_frames)
-        limit = max(1, min(limit, room - 1))
-        generator = None
+        assert params.max_new_tokens is not None
+        limit = self.guard.max_frames(seq.prompt.text_tokens, params.max_new_tokens)
+        if seq.request.max_frames is not None:
+            limit = min(limit, seq.request.max_frames)
+        seq.max_frames = max(1, min(limit, room - 1))
         if params.do_sample or params.subtalker_do_sample:
             generator = torch.Generator(device=self.device)
             if params.seed is not None:
                 generator.manual_seed(int(params.seed))
             else:
                 generator.seed()
-        return Sequence(prompt=prompt, params=params, max_frames=limit, generator=generator)
+            seq.generator = generator
 
     @torch.inference_mode()
     def prefill(self, seq: Sequence, slot: int) -> None:
-        """Runs the prompt through the talker into `slot` and samples the first codebook-0 token."""
-        assert self.rows[slot] is None
+        """Runs the prompt through the talker into `slot` and samples the first codebook-0 token (never EOS:
+        at least two tokens are generated, so nothing is read back)."""
+        assert self.rows[slot] is None and seq.prompt is not None
         seq.slot = slot
         self.rows[slot] = seq
-        x = seq.prompt.prefill.to(self.device, self.dtype)[None]
+        prompt = seq.prompt
+        expected = self.guard.expected_frames(prompt.text_tokens) if self.guard.enabled else 1 << 40
+        self.table.admit(slot, prompt, seq.params, expected, seq.generator)
+        x = prompt.prefill.to(self.device, self.dtype)[None]
         hidden = self.talker.model.prefill(x, self.cache, slot)
         last = hidden[:, -1]
         logits = self.talker.codec_head(last).float()
         seq.position = x.shape[1]
-        seq.past_hidden = last[0]
-        seq.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
-        self._sample([seq], logits, [0])
+        t = self.table
+        t.position[slot] = seq.position
+        t.past[slot] = last[0]
+        token = self._sample(logits, slice(slot, slot + 1), [seq] if seq.record is not None else [])
+        t.token[slot : slot + 1] = token
 
     # -- one frame for every active row -------------------------------------------------------------------
     @torch.inference_mode()
     def decode_step(self) -> list[tuple[Sequence, torch.Tensor]]:
-        """Advances every active sequence by one frame. Returns (sequence, codes[16]) for each frame made;
-        sequences that hit EOS or their bound are marked finished."""
+        """Advances every active sequence by one frame. Returns (sequence, codes[16] on the device) for each
+        frame made; sequences that hit EOS or their bound are marked finished. The frame's codes are read
+        to the host once, into `seq.codes` when the caller keeps them."""
         active = self.active
         if not active:
             return []
         rows = max(s.slot for s in active) + 1
-        hidden_size = self.talker.cfg.transformer.hidden_size
-        tokens = torch.zeros(rows, dtype=torch.long, device=self.device)
-        past = torch.zeros(rows, hidden_size, dtype=self.dtype, device=self.device)
-        positions = torch.zeros(rows, dtype=torch.long, device=self.device)
-        text = torch.zeros(rows, 1, hidden_size, dtype=self.dtype, device=self.device)
-        by_row: list[Optional[Sequence]] = [None] * rows
-        for s in active:
-            by_row[s.slot] = s
-            tokens[s.slot] = s.token
-            past[s.slot] = s.past_hidden
-            positions[s.slot] = s.position
-            trailing = s.prompt.trailing
-            text[s.slot, 0] = trailing[s.frames] if s.frames < trailing.shape[0] else s.prompt.tts_pad
-
+        t = self.table
+        tokens = t.token[:rows].clone()
+        positions = t.position[:rows]
+        text = t.text_rows(rows)
         token_emb = self.talker.embed_codec(tokens)
+        recording = [s for s in active if s.record is not None]
         codes, cp_logits = self.talker.code_predictor.generate(
-            past, token_emb, self._predictor_picker(by_row), return_logits=self._recording(active)
+            t.past[:rows], token_emb, self._predictor_picker(rows), return_logits=bool(recording)
         )
-        made = []
+        frames = torch.cat((tokens[:, None], codes), dim=1)  # [rows, 16]
         for s in active:
-            frame = torch.cat((tokens[s.slot : s.slot + 1], codes[s.slot]))
-            made.append((s, frame))
             s.frames += 1
             if s.record is not None and cp_logits is not None:
                 s.record.setdefault("cp_logits", []).append(cp_logits[s.slot].cpu())
@@ -196,59 +176,76 @@ class ModelRunner:
                 s.finished = True
                 s.truncated = True
         still = [s for s in active if not s.finished]
+        live = t.live[:rows]
+        t.frames[:rows] += live
         if still:
             x = self.talker.frame_embedding(tokens, codes) + text
-            length = int(max(s.position for s in still)) + 1
+            length = max(s.position for s in still) + 1
             hidden = self.talker_step(x[:, 0], positions, self.cache.span[:length])
-            logits = self.talker.codec_head.mm(hidden).float()
+            logits = self.talker.codec_head.mm(hidden).float()  # type: ignore[operator]  # a Projection
             for s in still:
                 s.position += 1
-                s.past_hidden = hidden[s.slot]
-            self._sample(still, logits, [s.slot for s in still])
+            t.position[:rows] += live
+            t.past[:rows] = hidden.masked_fill(~live[:, None], 0)
+            token = self._sample(logits, slice(0, rows), [s for s in still if s.record is not None])
+            t.token[:rows] = token.masked_fill(~live, 0)
+            read = torch.cat((frames, token[:, None]), dim=1).tolist()  # the one read of the step
+        else:
+            read = frames.tolist()
+        made = []
+        for s in active:
+            row = read[s.slot]
+            if s.keep:
+                s.codes.append(np.asarray(row[:16], dtype=np.int64))
+            if not s.finished and row[16] == self.eos:
+                s.finished = True
+            made.append((s, frames[s.slot]))
         return made
 
     # -- sampling -----------------------------------------------------------------------------------------
-    def _recording(self, seqs: list[Sequence]) -> bool:
-        return any(s.record is not None for s in seqs)
+    def _sample(self, logits: torch.Tensor, rows: slice, recording: list[Sequence]) -> torch.Tensor:
+        """Codebook-0 choice for table rows `rows` (logits [n, V]); updates their history on the device."""
+        t = self.table
+        n = rows.stop - rows.start
+        for s in recording:
+            assert s.record is not None
+            s.record.setdefault("talker_logits", []).append(logits[s.slot - rows.start].cpu())
+        penalty = None
+        if t.any_penalty(rows.stop):
+            penalty = (t.penalty[rows], t.inv_penalty[rows])
+        bias = None
+        guard = self.guard
+        if guard.enabled and any(s is not None and s.frames > t_exp for s, t_exp in self._expected(rows)):
+            over = (t.frames[rows] - t.expected[rows]).clamp(min=0)
+            bias = (over.double() * guard.eos_bias_per_frame).float()
+        processed = self.sampler.process_rows(logits, t.seen[rows], t.generated[rows], penalty, bias)
+        w = t.talker.rows(rows.stop) if rows.start == 0 else t.talker.row(rows.start)
+        temperature, top_k, top_p = t.flags(rows.stop, predictor=False)
+        warped = warp_rows(processed, w, temperature, top_k, top_p)
+        token = choose(warped, t.sample[rows], t.generators[rows])
+        live = t.live[rows]
+        t.generated[rows] += live
+        t.seen[rows].scatter_(1, token[:, None], live[:, None])
+        assert token.shape[0] == n
+        return token
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor, index: list[int]) -> None:
-        """Codebook-0 choice for `seqs` from the logits rows `index` (one per sequence)."""
-        rows = logits[index]
-        seen = torch.stack([s.seen for s in seqs])
-        processed = self.sampler.process(
-            rows,
-            seen,
-            [s.generated for s in seqs],
-            [s.params.repetition_penalty for s in seqs],
-            [self.guard.eos_bias(s.frames, s.prompt.text_tokens) for s in seqs],
-        )
-        sample = [bool(s.params.do_sample) for s in seqs]
-        warped = warp(
-            processed,
-            [s.params.temperature if d else 1.0 for s, d in zip(seqs, sample)],
-            [s.params.top_k if d else 0 for s, d in zip(seqs, sample)],
-            [s.params.top_p if d else 1.0 for s, d in zip(seqs, sample)],
-        )
-        picked = choose(warped, sample, [s.generator for s in seqs]).tolist()
-        for s, token, raw in zip(seqs, picked, rows):
-            if s.record is not None:
-                s.record.setdefault("talker_logits", []).append(raw.cpu())
-            s.token = int(token)
-            s.generated += 1
-            s.seen[token] = True
-            if token == self.eos:
-                s.finished = True
+    def _expected(self, rows: slice) -> list[tuple[Optional[Sequence], int]]:
+        """(sequence, expected frames) per row, from host knowledge (the guard's formula)."""
+        out: list[tuple[Optional[Sequence], int]] = []
+        for s in self.rows[rows]:
+            if s is None or s.prompt is None:
+                out.append((None, 0))
+            else:
+                out.append((s, self.guard.expected_frames(s.prompt.text_tokens)))
+        return out
 
-    def _predictor_picker(self, by_row: list[Optional[Sequence]]):
-        sample = [bool(s.params.subtalker_do_sample) if s is not None else False for s in by_row]
-        temps = [
-            s.params.subtalker_temperature if s is not None and d else 1.0 for s, d in zip(by_row, sample)
-        ]
-        top_k = [s.params.subtalker_top_k if s is not None and d else 0 for s, d in zip(by_row, sample)]
-        top_p = [s.params.subtalker_top_p if s is not None and d else 1.0 for s, d in zip(by_row, sample)]
-        generators = [s.generator if s is not None else None for s in by_row]
+    def _predictor_picker(self, rows: int):
+        t = self.table
+        sample, generators = t.sub_sample[:rows], t.generators[:rows]
+        w = t.predictor.rows(rows)
+        temperature, top_k, top_p = t.flags(rows, predictor=True)
 
         def pick(logits: torch.Tensor, group: int) -> torch.Tensor:
-            return choose(warp(logits, temps, top_k, top_p), sample, generators)
+            return choose(warp_rows(logits, w, temperature, top_k, top_p), sample, generators)
 
         return pick

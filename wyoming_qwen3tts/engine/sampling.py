@@ -76,49 +76,117 @@ class SamplingParams:
         for name in ("top_k", "subtalker_top_k"):
             if getattr(r, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(r, name)}")
+        assert r.max_new_tokens is not None
         if r.max_new_tokens < 2:
             raise ValueError(f"max_new_tokens must be >= 2, got {r.max_new_tokens}")
         return r
 
 
-def _rows_with(values: Sequence, value) -> torch.Tensor:
-    return torch.tensor([v == value for v in values])
+@dataclass
+class Warp:
+    """Warper settings as device columns, one row per KV slot: written once when a request is admitted,
+    read by every step without the host (rows with a setting off hold its neutral value)."""
+
+    temperature: torch.Tensor  # [S] float32, 1.0 = off
+    inv_temperature: torch.Tensor  # [S] float32 1/temperature (CUDA divides by a CPU scalar as a * (1/b))
+    top_k: torch.Tensor  # [S] long, 0 = off
+    top_p_limit: torch.Tensor  # [S] float32: 1 - top_p, rounded as the transformers warper rounds it
+    top_p_on: torch.Tensor  # [S] bool
+
+    @classmethod
+    def empty(cls, rows: int, device: torch.device | str) -> "Warp":
+        ones = torch.ones(rows, dtype=torch.float32, device=device)
+        return cls(
+            temperature=ones,
+            inv_temperature=ones.clone(),
+            top_k=torch.zeros(rows, dtype=torch.long, device=device),
+            top_p_limit=torch.zeros(rows, dtype=torch.float32, device=device),
+            top_p_on=torch.zeros(rows, dtype=torch.bool, device=device),
+        )
+
+    @classmethod
+    def of(
+        cls,
+        temperature: Sequence[float],
+        top_k: Sequence[int],
+        top_p: Sequence[float],
+        device: torch.device | str = "cpu",
+    ) -> "Warp":
+        warp = cls.empty(len(temperature), device)
+        for row, (t, k, p) in enumerate(zip(temperature, top_k, top_p)):
+            warp.set_row(row, t, k, p)
+        return warp
+
+    def set_row(self, row: int, temperature: float, top_k: int, top_p: float) -> None:
+        self.temperature[row] = float(temperature)
+        self.inv_temperature[row] = 1.0 / torch.tensor(float(temperature), dtype=torch.float32)
+        self.top_k[row] = int(top_k)
+        self.top_p_limit[row] = torch.tensor(1 - float(top_p), dtype=torch.float64).to(torch.float32)
+        self.top_p_on[row] = bool(top_p < 1.0)
+
+    def rows(self, n: int) -> "Warp":
+        """Views of rows 0..n-1."""
+        return Warp(
+            self.temperature[:n],
+            self.inv_temperature[:n],
+            self.top_k[:n],
+            self.top_p_limit[:n],
+            self.top_p_on[:n],
+        )
+
+    def row(self, i: int) -> "Warp":
+        return Warp(
+            self.temperature[i : i + 1],
+            self.inv_temperature[i : i + 1],
+            self.top_k[i : i + 1],
+            self.top_p_limit[i : i + 1],
+            self.top_p_on[i : i + 1],
+        )
 
 
-def _per_value(logits: torch.Tensor, values: Sequence[float], skip: float, op) -> torch.Tensor:
-    """Applies op(rows, python_scalar) for each distinct value. Python scalars (not a float32 column)
-    keep the arithmetic bit-identical to the transformers processors."""
-    out = logits
-    for value in sorted(set(values)):
-        if value == skip:
-            continue
-        rows = _rows_with(values, value).to(logits.device)
-        out = torch.where(rows[:, None], op(logits, value), out)
-    return out
+def divide(x: torch.Tensor, by: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """x / by[:, None] with the rounding of `x / python_scalar` (what the transformers processors do): the
+    same IEEE division on CPU; on CUDA a division by a CPU scalar is computed as x * (1/b) in float32."""
+    if x.device.type == "cuda":
+        return x * inverse[:, None]
+    return x / by[:, None]
+
+
+def warp_rows(
+    logits: torch.Tensor, w: Warp, temperature: bool = True, top_k: bool = True, top_p: bool = True
+) -> torch.Tensor:
+    """Temperature, top-k and top-p exactly as the transformers warpers, each row with its own values.
+
+    The flags (host knowledge: does any row use it) only skip work; a row whose setting is off is unchanged
+    either way."""
+    vocab = logits.shape[-1]
+    if temperature:
+        logits = divide(logits, w.temperature, w.inv_temperature)
+    if top_k:
+        kth = logits.sort(dim=-1, descending=True).values
+        threshold = kth.gather(1, (w.top_k.clamp(1, vocab) - 1)[:, None])
+        logits = logits.masked_fill((w.top_k > 0)[:, None] & (logits < threshold), -math.inf)
+    if top_p:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= w.top_p_limit[:, None]
+        remove_sorted[..., -1:] = False  # min_tokens_to_keep = 1
+        remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+        logits = logits.masked_fill(w.top_p_on[:, None] & remove, -math.inf)
+    return logits
 
 
 def warp(
     logits: torch.Tensor, temperature: Sequence[float], top_k: Sequence[int], top_p: Sequence[float]
 ) -> torch.Tensor:
-    """Temperature, top-k and top-p exactly as the transformers warpers, each row with its own values."""
-    rows, vocab = logits.shape
-    logits = _per_value(logits, temperature, 1.0, lambda x, t: x / t)
-    if any(k > 0 for k in top_k):
-        kth = logits.sort(dim=-1, descending=True).values
-        index = torch.tensor([min(max(k, 1), vocab) - 1 for k in top_k], device=logits.device)[:, None]
-        threshold = kth.gather(1, index)
-        active = torch.tensor([k > 0 for k in top_k], device=logits.device)[:, None]
-        logits = logits.masked_fill(active & (logits < threshold), -math.inf)
-    if any(p < 1.0 for p in top_p):
-        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        limit = torch.tensor([1 - p for p in top_p], dtype=torch.float64).to(torch.float32)
-        remove_sorted = cumulative <= limit.to(logits.device)[:, None]
-        remove_sorted[..., -1:] = False  # min_tokens_to_keep = 1
-        remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
-        active = torch.tensor([p < 1.0 for p in top_p], device=logits.device)[:, None]
-        logits = logits.masked_fill(active & remove, -math.inf)
-    return logits
+    """`warp_rows` with the settings given as one list entry per row (tests, one-off callers)."""
+    return warp_rows(
+        logits,
+        Warp.of(temperature, top_k, top_p, logits.device),
+        temperature=any(t != 1.0 for t in temperature),
+        top_k=any(k > 0 for k in top_k),
+        top_p=any(p < 1.0 for p in top_p),
+    )
 
 
 def choose(
@@ -130,11 +198,9 @@ def choose(
     out = logits.argmax(dim=-1)
     if any(do_sample):
         probs = logits.softmax(dim=-1)
-        picked = out.clone()
         for i, sample in enumerate(do_sample):
             if sample:
-                picked[i] = torch.multinomial(probs[i : i + 1], 1, generator=generators[i])[0, 0]
-        out = picked
+                out[i : i + 1] = torch.multinomial(probs[i : i + 1], 1, generator=generators[i])[0]
     return out
 
 
@@ -149,6 +215,30 @@ class TalkerSampler:
         suppress[eos] = False
         self.suppress = suppress
 
+    def process_rows(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor,
+        generated: torch.Tensor,
+        penalty: Optional[tuple[torch.Tensor, torch.Tensor]],
+        eos_bias: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """logits [B, V]; seen [B, V] bool (tokens generated so far); generated [B] long: count per row;
+        penalty (p, 1/p) [B] float32 columns or None when no row has one; eos_bias [B] float32 or None."""
+        logits = logits.float()
+        if penalty is not None:
+            p, inv = penalty
+            penalised = torch.where(logits < 0, logits * p[:, None], divide(logits, p, inv))
+            logits = torch.where(seen, penalised, logits)
+        else:
+            logits = logits.clone()  # the caller's logits stay as they were (recorded raw for parity)
+        eos = logits[:, self.eos]
+        logits[:, self.eos] = torch.where(generated < MIN_NEW_TOKENS, -math.inf, eos)
+        logits = logits.masked_fill(self.suppress, -math.inf)
+        if eos_bias is not None:
+            logits[:, self.eos] += eos_bias
+        return logits
+
     def process(
         self,
         logits: torch.Tensor,
@@ -157,14 +247,11 @@ class TalkerSampler:
         penalty: Sequence[float],
         eos_bias: Sequence[float],
     ) -> torch.Tensor:
-        """logits [B, V] float32; seen [B, V] bool (tokens generated so far); generated: count per row."""
-        logits = logits.float()
-        penalised = _per_value(logits, penalty, 1.0, lambda x, p: torch.where(x < 0, x * p, x / p))
-        logits = torch.where(seen, penalised, logits)
-        early = torch.tensor([g < MIN_NEW_TOKENS for g in generated], device=logits.device)
-        if bool(early.any()):
-            logits[early, self.eos] = -math.inf
-        logits = logits.masked_fill(self.suppress, -math.inf)
+        """`process_rows` with the per-row values given as lists (tests, one-off callers)."""
+        device = logits.device
+        p = torch.tensor(list(penalty), dtype=torch.float32, device=device)
+        columns = (p, 1.0 / p) if any(v != 1.0 for v in penalty) else None
+        bias = None
         if any(b != 0.0 for b in eos_bias):
-            logits[:, self.eos] += torch.tensor(list(eos_bias), dtype=logits.dtype, device=logits.device)
-        return logits
+            bias = torch.tensor(list(eos_bias), dtype=torch.float32, device=device)
+        return self.process_rows(logits, seen, torch.tensor(list(generated), device=device), columns, bias)

@@ -18,17 +18,16 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from .codec.decoder import SpeechDecoder
 from .memory import trim_heap
 from .prompt import PromptBuilder, VoicePrompt
-from .runner import SAMPLES_PER_FRAME, ModelRunner, Sequence
-from .sampling import SamplingParams
+from .request import ChunkPolicy  # noqa: F401 (its home before request.py)
+from .runner import ModelRunner
+from .sequence import Sequence
 from .stream import EngineClosed, SpeechStream
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,65 +35,29 @@ _LOGGER = logging.getLogger(__name__)
 IDLE_EXIT_S = 2.0
 
 
-@dataclass(frozen=True)
-class ChunkPolicy:
-    """How many frames (80 ms each) go into each PCM chunk: a small first chunk for a low time to first
-    audio, then larger ones (fewer, cheaper decoder calls). The decode is exact whatever the sizes."""
-
-    first_frames: int = 1
-    frames: int = 4
-
-    def __post_init__(self) -> None:
-        if self.first_frames < 1 or self.frames < 1:
-            raise ValueError("chunk sizes must be at least one frame")
-
-
-@dataclass
-class _Job:
-    """A request between submit() and its end."""
-
-    stream: SpeechStream
-    text: str
-    language: Optional[str]
-    speaker: Optional[str]
-    instruct: Optional[str]
-    voice: Optional[VoicePrompt]
-    non_streaming: Optional[bool]
-    params: SamplingParams
-    policy: ChunkPolicy
-    max_frames: Optional[int]
-    record: bool
-    seq: Optional[Sequence] = None
-    decoder_state: Any = None
-    pending: Optional[list] = None
-    emitted_frames: int = 0
-
-
 class Scheduler:
     def __init__(self, runner: ModelRunner, builder: PromptBuilder, decoder: SpeechDecoder) -> None:
         self.runner = runner
         self.builder = builder
         self.decoder = decoder
-        self._waiting: "collections.deque[_Job]" = collections.deque()
+        self._waiting: "collections.deque[Sequence]" = collections.deque()
         self._calls: "collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]]" = (
             collections.deque()
         )
-        self._jobs: list[_Job] = []
+        self._seqs: list[Sequence] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._ref_states: "collections.OrderedDict[int, tuple[Any, Any, np.ndarray]]" = (
-            collections.OrderedDict()
-        )
+        self._ref_states: "collections.OrderedDict[int, tuple[Any, Any]]" = collections.OrderedDict()
         self._thread: Optional[threading.Thread] = None
 
     # -- API used by Engine (any thread) -------------------------------------------------------------------
-    def submit(self, job: _Job) -> SpeechStream:
+    def submit(self, seq: Sequence) -> SpeechStream:
         with self._cond:
             if self._closed:
                 raise EngineClosed("engine is closed")
-            self._waiting.append(job)
+            self._waiting.append(seq)
             self._wake()
-        return job.stream
+        return seq.stream
 
     def _wake(self) -> None:
         """Under the lock: notify the worker, starting it if it is not running."""
@@ -125,14 +88,14 @@ class Scheduler:
 
     @property
     def busy(self) -> int:
-        return len(self._jobs) + len(self._waiting)
+        return len(self._seqs) + len(self._waiting)
 
     # -- worker ----------------------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._closed or self._waiting or self._calls or self._jobs):
-                    if not self._cond.wait(IDLE_EXIT_S) and not (self._waiting or self._calls or self._jobs):
+                while not (self._closed or self._waiting or self._calls or self._seqs):
+                    if not self._cond.wait(IDLE_EXIT_S) and not (self._waiting or self._calls or self._seqs):
                         self._thread = None  # idle: end, freeing this thread's OpenMP pool (see above)
                         trim_heap()
                         return
@@ -151,14 +114,14 @@ class Scheduler:
                 self._step()
             except Exception as exc:  # a bug or device failure must not leave callers hanging
                 _LOGGER.exception("engine step failed")
-                for job in list(self._jobs):
-                    self._end(job, exc)
+                for seq in list(self._seqs):
+                    self._end(seq, exc)
         self._shutdown()
 
     def _shutdown(self) -> None:
         error = EngineClosed("engine closed")
-        for job in list(self._jobs) + list(self._waiting):
-            self._end(job, error)
+        for seq in list(self._seqs) + list(self._waiting):
+            self._end(seq, error)
         self._waiting.clear()
         for _, future in self._calls:
             future.cancel()
@@ -171,46 +134,44 @@ class Scheduler:
                 slot = self.runner.free_slot()
                 if slot is None:
                     return
-                job = self._waiting.popleft()
-            if job.stream.cancelled:
-                job.stream.outcome.cancelled = True
-                job.stream.finish()
+                seq = self._waiting.popleft()
+            if seq.cancelled:
+                seq.finish(cancelled=True)
                 continue
             try:
+                r = seq.request
                 prompt = self.builder.build(
-                    job.text, job.language, job.speaker, job.instruct, job.voice, job.non_streaming
+                    r.text, r.language, r.speaker, r.instruct, r.voice, r.non_streaming_text
                 )
-                job.seq = self.runner.new_sequence(prompt, job.params, job.max_frames)
-                job.seq.user = job
-                if job.record:
-                    job.seq.record = {"prefill": prompt.prefill.float().cpu()}
-                job.decoder_state = self._start_decoder(job, prompt.ref_codes)
-                job.pending = []
-                self._jobs.append(job)
-                self.runner.prefill(job.seq, slot)
+                seq.prompt = prompt
+                self.runner.bound(seq)
+                if r.record:
+                    seq.record = {"prefill": prompt.prefill.float().cpu()}
+                seq.decoder_state = self._start_decoder(r.voice, prompt.ref_codes)
+                self._seqs.append(seq)
+                self.runner.prefill(seq, slot)
             except Exception as exc:
-                self._end(job, exc)
+                self._end(seq, exc)
                 continue
-            if job.seq.finished:  # EOS cannot come first (min 2 tokens), but stay safe
-                self._end(job)
+            if seq.finished:  # EOS cannot come first (min 2 tokens), but stay safe
+                self._end(seq)
 
-    def _start_decoder(self, job: _Job, ref_codes: Optional[torch.Tensor]):
+    def _start_decoder(self, voice: Optional[VoicePrompt], ref_codes: Optional[torch.Tensor]) -> Any:
         """A fresh decoder state; for ICL, the state after decoding the reference codes (cached per voice,
-        since the same voice always yields the same state)."""
+        since the same voice always yields the same state). The reference's own audio is never emitted:
+        a stream starts with the first generated frame, streamed or whole alike."""
         if ref_codes is None:
             return self.decoder.new_state(1)
-        key = id(job.voice)
+        key = id(voice)
         cached = self._ref_states.get(key)
-        if cached is None or cached[0] is not job.voice:
+        if cached is None or cached[0] is not voice:
             state = self.decoder.new_state(1)
-            wave = self.decoder.step(ref_codes.T[None].to(self.decoder_device), state)[0]
-            cached = (job.voice, state, wave[-SAMPLES_PER_FRAME:].float().cpu().numpy())
+            self.decoder.step(ref_codes.T[None].to(self.decoder_device), state)
+            cached = (voice, state)
             self._ref_states[key] = cached
             while len(self._ref_states) > 8:
                 self._ref_states.popitem(last=False)
         self._ref_states.move_to_end(key)
-        job.stream.outcome.ref_frames = int(ref_codes.shape[0])
-        job.stream.outcome.ref_tail = cached[2]
         return cached[1].clone()
 
     @property
@@ -218,40 +179,35 @@ class Scheduler:
         return next(self.decoder.parameters()).device
 
     def _step(self) -> None:
-        for job in [j for j in self._jobs if j.stream.cancelled]:
-            job.stream.outcome.cancelled = True
-            self._end(job)
-        if not self._jobs:
+        for seq in [s for s in self._seqs if s.cancelled]:
+            self._end(seq, cancelled=True)
+        if not self._seqs:
             return
         for seq, frame in self.runner.decode_step():
-            job = seq.user
-            job.pending.append(frame)
-            job.stream.outcome.codes.append(frame.cpu().numpy())
-            need = job.policy.first_frames if job.emitted_frames == 0 else job.policy.frames
-            if len(job.pending) >= need and not seq.finished:
-                self._emit(job)
-        for job in [j for j in self._jobs if j.seq.finished]:
-            self._end(job)
+            seq.pending.append(frame)
+            need = seq.policy.first_frames if seq.emitted_frames == 0 else seq.policy.frames
+            if len(seq.pending) >= need and not seq.finished:
+                self._emit(seq)
+        for seq in [s for s in self._seqs if s.finished]:
+            self._end(seq)
 
-    def _emit(self, job: _Job) -> None:
-        if not job.pending:
+    def _emit(self, seq: Sequence) -> None:
+        if not seq.pending:
             return
-        codes = torch.stack(job.pending, dim=1)[None].to(self.decoder_device)  # [1, 16, n]
-        job.emitted_frames += len(job.pending)
-        job.pending = []
-        wave = self.decoder.step(codes, job.decoder_state, check=False)[0]
-        job.stream.push(wave.float().cpu().numpy())
+        codes = torch.stack(seq.pending, dim=1)[None].to(self.decoder_device)  # [1, 16, n]
+        seq.emitted_frames += len(seq.pending)
+        seq.pending = []
+        wave = self.decoder.step(codes, seq.decoder_state, check=False)[0]
+        seq.stream.push(wave.float().cpu().numpy())
 
-    def _end(self, job: _Job, error: Optional[BaseException] = None) -> None:
-        if job.seq is not None:
-            if error is None and not job.stream.outcome.cancelled:
+    def _end(self, seq: Sequence, error: Optional[BaseException] = None, cancelled: bool = False) -> None:
+        if seq.slot >= 0 or seq in self._seqs:
+            if error is None and not cancelled:
                 try:
-                    self._emit(job)
+                    self._emit(seq)
                 except Exception as exc:  # decoder failure on the tail
                     error = exc
-                job.stream.outcome.truncated = job.seq.truncated
-                job.stream.outcome.record = job.seq.record
-            self.runner.release(job.seq)
-        if job in self._jobs:
-            self._jobs.remove(job)
-        job.stream.finish(error)
+            self.runner.release(seq)
+        if seq in self._seqs:
+            self._seqs.remove(seq)
+        seq.finish(error, cancelled=cancelled)

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.audio import SAMPLE_RATE
 from .audio import AudioError
 
 _LOGGER = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 N_FFT = 1024
 HOP_SIZE = 256
 WIN_SIZE = 1024
@@ -301,7 +301,7 @@ class SpeakerEncoder(nn.Module):
         """Build from the ``speaker_encoder_config`` dict of config.json (reference defaults fill gaps)."""
         merged = dict(_DEFAULTS)
         merged.update({k: v for k, v in (config or {}).items() if k in _DEFAULTS})
-        return cls(**merged)
+        return cls(**merged)  # type: ignore[arg-type]  # the defaults table holds the right types
 
     @property
     def min_samples(self) -> int:

@@ -10,13 +10,13 @@ import asyncio
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from ..core.audio import SAMPLE_RATE
 from .audio import to_pcm16
-from .runner import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,21 @@ _END = object()
 
 @dataclass
 class _Outcome:
-    codes: list = field(default_factory=list)
-    truncated: bool = False
+    """What the scheduler hands over when the request ends (`SpeechStream.finish`)."""
+
     error: Optional[BaseException] = None
     cancelled: bool = False
-    ref_frames: int = 0
-    ref_tail: Optional[np.ndarray] = None  # last decoded samples of the reference (ICL exact cut)
+    truncated: bool = False
+    codes: Optional[np.ndarray] = None  # only when the whole utterance was asked for
     record: Optional[dict] = None
 
 
 class SpeechStream:
-    def __init__(self) -> None:
+    """`keep`: also keep every chunk (and the engine the codes) for `result()`; a server that only streams
+    leaves it off and holds no audio beyond the chunks in flight."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
         self._queue: "queue.Queue[object]" = queue.Queue()
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -93,7 +97,7 @@ class SpeechStream:
     # -- producer side (scheduler thread) ----------------------------------------------------------------
     def _put(self, item: object) -> None:
         with self._lock:
-            if self._loop is not None:
+            if self._loop is not None and self._aqueue is not None:
                 self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
             else:
                 self._queue.put(item)
@@ -103,13 +107,22 @@ class SpeechStream:
             return
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
-        self._chunks.append(samples)
+        if self.keep:
+            self._chunks.append(samples)
         self._put(AudioChunk(samples))
 
-    def finish(self, error: Optional[BaseException] = None) -> None:
+    def finish(
+        self,
+        error: Optional[BaseException] = None,
+        *,
+        cancelled: bool = False,
+        truncated: bool = False,
+        codes: Optional[np.ndarray] = None,
+        record: Optional[dict] = None,
+    ) -> None:
         if self._done.is_set():
             return
-        self.outcome.error = error
+        self.outcome = _Outcome(error, cancelled, truncated, codes, record)
         self.finished_at = time.monotonic()
         self._done.set()
         self._put(_END)
@@ -161,24 +174,20 @@ class SpeechStream:
         return self._done.wait(timeout)
 
     def result(self, timeout: Optional[float] = None) -> SpeechResult:
-        """Blocks until the request ends; returns the whole utterance (exactly the reference's samples,
-        including its float formula for the ICL reference cut)."""
+        """Blocks until the request ends; returns the whole utterance (submitted with keep=True, as
+        `Engine.synthesize` does). The audio is exactly the chunks streamed, concatenated; for in-context
+        cloning it starts right after the reference's 1920 samples per reference frame."""
         if not self._done.wait(timeout):
             raise TimeoutError("speech not finished in time")
         if self.outcome.error is not None:
             raise self.outcome.error
         if self.outcome.cancelled:
             raise Cancelled("speech request was cancelled")
+        if not self.keep:
+            raise RuntimeError("result() needs the whole utterance: submit the request with keep=True")
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
         out = self.outcome
-        codes = np.stack(out.codes) if out.codes else np.zeros((0, 16), dtype=np.int64)
-        if out.ref_frames and out.ref_tail is not None:
-            # Reference: cut = int(ref / total * samples) on the decode of reference + generated codes.
-            total = out.ref_frames + len(codes)
-            exact = out.ref_frames * SAMPLES_PER_FRAME
-            cut = int(out.ref_frames / max(total, 1) * (total * SAMPLES_PER_FRAME))
-            if cut < exact:
-                audio = np.concatenate([out.ref_tail[len(out.ref_tail) - (exact - cut) :], audio])
+        codes = out.codes if out.codes is not None else np.zeros((0, 16), dtype=np.int64)
         ttfa = None if self.first_audio_at is None else self.first_audio_at - self.started
         return SpeechResult(
             audio=audio.astype(np.float32, copy=False),

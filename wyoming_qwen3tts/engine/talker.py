@@ -65,7 +65,7 @@ class Talker(nn.Module):
         self.codec_head = as_projection(self.codec_head)
         heads = self.code_predictor.lm_head
         for i in range(len(heads)):
-            heads[i] = as_projection(heads[i])
+            heads[i] = as_projection(heads[i])  # type: ignore[arg-type]  # the heads are nn.Linear
 
     def prepare_norms(self, fast: bool) -> None:
         """Switches the one-kernel bf16/fp16 RMSNorm on or off in both stacks (tests compare the two)."""

@@ -25,9 +25,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
-from ..server.errors import ServiceError
-from ..server.handler import ServerState
-from ..server.models import ROLE_LABELS
+from ..service.errors import ServiceError
+from ..service.models import ROLE_LABELS
+from ..service.state import ServerState
 from ..settings import Settings
 from ..voices.library import VoiceLibraryError
 from . import openai_api, voices_api

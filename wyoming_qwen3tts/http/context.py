@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from aiohttp import web
 
-from ..server.handler import ServerState
+from ..service.state import ServerState
 from .auth import Access
 from .errors import ApiError
 

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import io
 import logging
-import struct
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import soundfile as sf
 
+from ..core.audio import SAMPLE_RATE, UNKNOWN_LENGTH
+from ..core.audio import wav_header as core_wav_header
 from .errors import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 MP3_COMPRESSION = 0.6  # libsndfile's 0..1 scale: 0.6 = 64 kbit/s CBR at 24 kHz, plenty for speech
 
 
@@ -81,25 +81,9 @@ def get_format(name: object) -> Format:
     raise ApiError("unsupported-format", message, param="response_format")
 
 
-def wav_header(data_bytes: int = 0xFFFFFFFF) -> bytes:
+def wav_header(data_bytes: int = UNKNOWN_LENGTH) -> bytes:
     """A 44-byte PCM WAV header; the default sizes say "unknown length" (streaming)."""
-    riff = 0xFFFFFFFF if data_bytes == 0xFFFFFFFF else 36 + data_bytes
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        riff,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,  # PCM
-        1,  # mono
-        SAMPLE_RATE,
-        SAMPLE_RATE * 2,
-        2,
-        16,
-        b"data",
-        data_bytes,
-    )
+    return core_wav_header(None if data_bytes == UNKNOWN_LENGTH else data_bytes)
 
 
 class _Sink(io.RawIOBase):
@@ -120,10 +104,10 @@ class _Sink(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         return self.buf.write(data)
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         return self.buf.read(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -168,6 +152,7 @@ class Encoder:
         self.frames += len(pcm) // 2
         if self._file is not None:
             self._file.write(np.frombuffer(pcm, dtype="<i2"))
+            assert self._sink is not None
             return self._sink.take() if self.streaming else b""
         if not self.streaming:
             self._pcm.append(pcm)
@@ -180,6 +165,7 @@ class Encoder:
     def finish(self) -> bytes:
         if self._file is not None:
             self._file.close()
+            assert self._sink is not None
             return self._sink.take() if self.streaming else self._sink.getvalue()
         if self.streaming:
             return wav_header() if self.format.name == "wav" and not self._started else b""

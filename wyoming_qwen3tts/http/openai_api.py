@@ -20,14 +20,16 @@ import base64
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncGenerator, Optional
 
 from aiohttp import web
 
-from ..server.errors import ServiceError
-from ..server.info import Voice
-from ..server.language import BCP47, from_bcp47
-from ..server.speech import check_length, segments_of, speak
+from ..core.audio import SAMPLE_RATE
+from ..core.languages import BCP47, from_bcp47
+from ..service.errors import ServiceError
+from ..service.speech import segments_of, speak
+from ..service.state import check_length
+from ..service.voice import Voice
 from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import STARTED, context, optional_str, read_json
 from .encode import Encoder, Format, available_formats, get_format
@@ -136,7 +138,7 @@ class Job:
         self.state = state
         self.chars = len(text)
 
-    async def audio(self, streaming: bool) -> AsyncIterator[bytes]:
+    async def audio(self, streaming: bool) -> AsyncGenerator[bytes, None]:
         """Encoded bytes as they become ready (streaming) or the whole file at the end."""
         encoder = Encoder(self.format, streaming)
         tempo = TimeStretch(self.speed) if self.speed != 1.0 else None
@@ -186,7 +188,7 @@ async def respond(request: web.Request, job: Job, stream: bool, sse: bool = Fals
             while True:
                 if data:
                     await response.write(_sse_delta(data) if sse else data)
-                data = await anext(audio, None)
+                data = await anext(audio, None)  # type: ignore[arg-type]  # None marks the end
                 if data is None:
                     break
         except (ConnectionError, asyncio.CancelledError):
@@ -217,7 +219,7 @@ async def respond(request: web.Request, job: Job, stream: bool, sse: bool = Fals
 def _headers(job: Job) -> dict[str, str]:
     headers = {"X-Voice": job.voice.name}
     if job.format.name == "pcm":
-        headers["X-Sample-Rate"] = "24000"  # raw s16le mono: say the rate somewhere
+        headers["X-Sample-Rate"] = str(SAMPLE_RATE)  # raw s16le mono: say the rate somewhere
     return headers
 
 

@@ -20,6 +20,8 @@ import logging
 
 import numpy as np
 
+from ..core.audio import SAMPLE_RATE
+
 _LOGGER = logging.getLogger(__name__)
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -29,7 +31,7 @@ FRAME_MS, TOLERANCE_MS = 30, 10
 class TimeStretch:
     """``feed(pcm) -> pcm`` and ``finish() -> pcm``; int16 little-endian mono bytes in and out."""
 
-    def __init__(self, speed: float, rate: int = 24000) -> None:
+    def __init__(self, speed: float, rate: int = SAMPLE_RATE) -> None:
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise ValueError(f"speed must be in {MIN_SPEED}..{MAX_SPEED}, got {speed}")
         self.speed = speed
@@ -110,7 +112,7 @@ class TimeStretch:
             self.base += drop
 
 
-def stretch(pcm: bytes, speed: float, rate: int = 24000) -> bytes:
+def stretch(pcm: bytes, speed: float, rate: int = SAMPLE_RATE) -> bytes:
     """The whole clip at once (tests, buffered responses)."""
     stretcher = TimeStretch(speed, rate)
     return stretcher.feed(pcm) + stretcher.finish()

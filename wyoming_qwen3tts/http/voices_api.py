@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from aiohttp import BodyPartReader, web
 
-from ..server.info import ROLES, Voice
-from ..server.language import to_bcp47
+from ..core.languages import to_bcp47
+from ..service.voice import ROLES, Voice
 from ..voices.library import (
     MAX_BYTES,
     MAX_INSTRUCT_CHARS,

@@ -2,10 +2,10 @@
 an asyncio task that submits text segments to the engine (whose worker thread owns the device) and writes
 PCM events as the engine's chunks arrive, so `describe`, `ping` and new text keep being read meanwhile.
 
-Error codes (stable, see errors.py): voice-not-found, empty-text, text-too-long, server-busy,
+Error codes (stable, see service/errors.py): voice-not-found, empty-text, text-too-long, server-busy,
 synthesis-failed, bad-request, server-stopping, model-not-loaded, voice-unusable. After any error the
 connection stays usable, and a stream still ends with synthesize-stopped. The engine of a cycle is leased
-from the model pool (models.py) for the whole cycle, so it cannot be unloaded under it.
+from the model pool (service/models.py) for the whole cycle, so it cannot be unloaded under it.
 """
 
 from __future__ import annotations
@@ -13,53 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import Describe, Info
+from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from ..engine import SAMPLE_RATE
-from ..voices.prompts import PromptCache
-from .catalog import VoiceCatalog
-from .errors import ServiceError
-from .info import Voice
-from .models import ModelPool
-from .segmenter import StreamSegmenter
-from .speech import Utterance, admitted, check_length, segments_of
+from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from ..service.errors import ServiceError
+from ..service.segmenter import StreamSegmenter
+from ..service.speech import Utterance, segments_of
+from ..service.state import ServerState, admitted, check_length
+from ..service.voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
 
-WIDTH, CHANNELS = 2, 1
-
-
-@dataclass
-class ServerState:
-    """Shared by all connections; everything here is touched from the event loop only."""
-
-    models: ModelPool
-    catalog: VoiceCatalog
-    info: Callable[[], Info]  # rebuilt per describe: new voices appear without restart
-    default_language: str  # engine name or "auto"
-    samples_per_chunk: int
-    max_concurrent: int
-    max_text_chars: int
-    streaming: bool
-    prompts: Optional[PromptCache] = None  # clone-voice prompts (memory + disk)
-    active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
-    warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
-    handlers: set = field(default_factory=set)
-
-    def voices(self) -> list[Voice]:
-        return self.catalog.voices()
-
-    def find_voice(self, name: Optional[str]) -> Voice:
-        return self.catalog.find(name)
+WIDTH = SAMPLE_WIDTH
 
 
 class AudioJob:
@@ -218,10 +191,12 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         self.stream_chars += len(text or "")
         if self.stream_chars > self.state.max_text_chars:
             self.stream_failed = True
-            self.job.cancel()
+            if self.job is not None:
+                self.job.cancel()
             raise ServiceError(
                 "text-too-long", f"streamed text exceeds {self.state.max_text_chars} characters"
             )
+        assert self.job is not None
         for segment in self.stream_segmenter.feed(text or ""):
             self.job.add(segment)
 

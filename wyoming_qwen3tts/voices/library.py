@@ -36,8 +36,9 @@ from typing import Any, Optional
 import numpy as np
 import soundfile as sf
 
+from ..core.files import atomic_write_bytes  # noqa: F401 (used here and by prompts.py)
+from ..core.languages import from_bcp47, parse_language
 from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
-from ..server.language import from_bcp47
 from .errors import VoiceLibraryError
 from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, check_audio  # noqa: F401 (API)
 
@@ -98,12 +99,11 @@ def normalize_name(name: str) -> str:
 
 
 def normalize_language(language: Optional[str]) -> Optional[str]:
-    if language is None or not language.strip() or language.strip().lower() == "auto":
-        return None
-    engine_name = from_bcp47(language)
-    if engine_name is None:
-        raise VoiceLibraryError("invalid-language", f"unsupported language {language!r}")
-    return engine_name
+    """A profile's language: None for auto/empty, else the engine name (core.languages.parse_language)."""
+    try:
+        return parse_language(language)
+    except ValueError:
+        raise VoiceLibraryError("invalid-language", f"unsupported language {language!r}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -112,24 +112,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _now() -> str:
@@ -427,7 +409,7 @@ class VoiceLibrary:
                     name=key, display_name=display, language=language, created=created, updated=_now()
                 )
                 meta.update(fill(tmp))
-                meta = {"version": 1, **meta}
+                meta = {"version": 1, **meta}  # type: ignore[dict-item]
                 atomic_write_bytes(tmp / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False).encode())
                 trash = self.root / f".trash-{key}-{uuid.uuid4().hex[:8]}"
                 if overwrite:

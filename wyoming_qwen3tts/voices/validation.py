@@ -12,22 +12,22 @@ from typing import Optional
 
 import numpy as np
 
+from ..core.audio import SAMPLE_RATE  # noqa: F401 (API: the rate a reference clip is stored at)
+from ..core.scripts import CJK_RE
 from .errors import VoiceLibraryError
 
-SAMPLE_RATE = 24000
 MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
 REC_MIN_SECONDS, REC_MAX_SECONDS = 3.0, 30.0  # recommended range (warn outside)
 MAX_BYTES = 50 * 1024 * 1024
 MIN_WPS, MAX_WPS = 0.5, 8.0  # transcript "words" (CJK characters count one each) per second of speech
 
-_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD_RE = re.compile(r"\w+")
 
 
 def count_words(text: str) -> int:
     """Spoken-unit count for the transcript sanity check: CJK characters one each, other words one each."""
-    cjk = len(_CJK_RE.findall(text))
-    return cjk + len(_WORD_RE.findall(_CJK_RE.sub(" ", text)))
+    cjk = len(CJK_RE.findall(text))
+    return cjk + len(_WORD_RE.findall(CJK_RE.sub(" ", text)))
 
 
 def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""Server start-up: load and warm the model, then serve Wyoming (and announce it over zeroconf) and the
-HTTP API (wyoming_qwen3tts/http) on the same event loop and engines."""
+"""The wiring of the whole server: load and warm the model, build the shared service state, then serve both
+front doors - Wyoming (announced over zeroconf) and the HTTP API - on one event loop and the same engines."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from typing import Callable, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
-from ..engine import Engine, resolve_device
-from ..settings import Settings
-from ..voices.library import VoiceLibrary
-from ..voices.prompts import PromptCache
-from .catalog import VoiceCatalog
-from .handler import Qwen3TtsEventHandler, ServerState
-from .info import build_info, builtin_voices, language_codes
-from .models import ROLE_LABELS, ModelPool, warm_up
+from .engine import Engine, resolve_device
+from .http.app import HttpServer
+from .server.discovery import DiscoveryError, ServiceAnnouncer
+from .server.handler import Qwen3TtsEventHandler
+from .server.info import build_info
+from .service.catalog import VoiceCatalog
+from .service.models import ROLE_LABELS, ModelPool, warm_up
+from .service.roles import role_models
+from .service.state import ServerState
+from .service.voice import builtin_voices, language_codes
+from .settings import Settings
+from .voices.library import VoiceLibrary
+from .voices.prompts import PromptCache
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ def make_state(
 ) -> ServerState:
     """Server state around the loaded main model; other models load through ``loader`` when needed."""
     pool = ModelPool(
-        settings.role_models(),
+        role_models(settings),
         loader or engine_loader(settings),
         max_loaded=settings.max_loaded_models,
         on_demand=not settings.preload,
@@ -131,8 +136,6 @@ async def serve(
 
 
 async def _start_http(settings: Settings, state: ServerState):
-    from ..http.app import HttpServer  # aiohttp is only imported when HTTP is on
-
     http = HttpServer(settings, state)
     try:
         await http.start()
@@ -156,8 +159,6 @@ async def _start_http(settings: Settings, state: ServerState):
 async def _announce(name: str, server: AsyncTcpServer):
     """Zeroconf after the port is open (a discovered server must accept connections). A failure to
     announce is logged, not fatal: the server is still reachable by address."""
-    from .discovery import DiscoveryError, ServiceAnnouncer
-
     announcer = ServiceAnnouncer()
     try:
         registered = await announcer.start(name, server.host, server.port)

@@ -35,6 +35,8 @@ import html
 import logging
 import re
 
+from ..core.scripts import HAN_KANA_RE
+
 _LOGGER = logging.getLogger(__name__)
 
 # A fence line: ``` or ~~~ (3+) plus an optional info string without backticks.
@@ -99,7 +101,6 @@ _PUNCT_RUN = re.compile(r"([,;:，、；：])(?:\s*[,;:，、；：])+")
 _LEADING_PUNCT = re.compile(r"^(?:[,;:!?、，；：！？]|[.。](?!\d))+\s*")
 _SPEAKABLE = re.compile(r"[^\W_]")
 _LINE_END_PUNCT = re.compile(r"[.!?;:,…。！？；：，、—–-][\"'”’»)\]」』）】》]*$")
-_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _CJK_PUNCT = "。！？；：，、」』）】》"
 
 
@@ -169,7 +170,7 @@ def join_lines(lines: list[str]) -> str:
 
 def _is_cjk(char: str) -> bool:
     """Han or kana: scripts written without spaces (Hangul uses spaces, so it is not included)."""
-    return bool(_CJK_CHAR.match(char))
+    return bool(HAN_KANA_RE.match(char))
 
 
 def clean_text(text: str) -> str:

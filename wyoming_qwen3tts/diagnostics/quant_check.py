@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import Engine
+from ..engine import Engine
 
 
 @dataclass
@@ -90,6 +90,7 @@ def _trace(engine: Engine, text: str, speaker: Optional[str], codes: Optional[to
             _, cp_logits = talker.code_predictor.generate(
                 hidden, talker.embed_codec(token), _greedy, forced=rest, return_logits=True
             )
+        assert cp_logits is not None
         predictor_logits.append(cp_logits[0])
         fed.append(torch.cat((token, rest[0])))
         text_row = prompt.trailing[f] if f < prompt.trailing.shape[0] else prompt.tts_pad

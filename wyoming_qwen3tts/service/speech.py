@@ -6,8 +6,6 @@ cannot be unloaded under it), prepares the voice once (built-in speaker, design 
 from the prompt cache in a worker thread), decides the language once, and keeps ``LOOKAHEAD`` segments
 submitted so the next one is prefilled while the current one plays. Closing its PCM generator early (client
 gone, task cancelled) cancels the engine streams at once, which frees their KV slots.
-
-Admission (:func:`admitted`) counts requests across Wyoming and HTTP against ``max_concurrent``.
 """
 
 from __future__ import annotations
@@ -16,17 +14,15 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Optional
+from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
 from ..engine import SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
 from .errors import ServiceError
-from .info import Voice
 from .language import detect_language
 from .segmenter import split_text
-
-if TYPE_CHECKING:  # the state is defined next to the handler, which imports this module
-    from .handler import ServerState
+from .state import ServerState, admitted, check_length  # noqa: F401 (API)
+from .voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,13 +42,6 @@ def decide_language(voice: Voice, default_language: str, text: str, requested: O
     return detect_language(text) or "auto"
 
 
-def check_length(state: "ServerState", text: str) -> None:
-    if len(text) > state.max_text_chars:
-        raise ServiceError(
-            "text-too-long", f"text has {len(text)} characters; the limit is {state.max_text_chars}"
-        )
-
-
 def segments_of(text: str) -> list[str]:
     """A whole text's speakable segments; raises empty-text."""
     segments = split_text(text)
@@ -61,20 +50,8 @@ def segments_of(text: str) -> list[str]:
     return segments
 
 
-@contextlib.contextmanager
-def admitted(state: "ServerState") -> Iterator[None]:
-    """One admitted request for the duration of the block; server-busy when all slots are taken."""
-    if state.active_jobs >= state.max_concurrent:
-        raise ServiceError("server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again")
-    state.active_jobs += 1
-    try:
-        yield
-    finally:
-        state.active_jobs -= 1
-
-
 async def voice_args(
-    state: "ServerState", voice: Voice, engine: Any, instruct: Optional[str] = None
+    state: ServerState, voice: Voice, engine: Any, instruct: Optional[str] = None
 ) -> dict[str, Any]:
     """How to ask the leased engine for ``voice``. ``instruct`` (style instructions of a request) goes to
     built-in speakers as is and is appended to a design voice's description; Base models cannot take it."""
@@ -87,6 +64,7 @@ async def voice_args(
         _LOGGER.debug("clone voice %s: ignoring instructions (Base models take none)", voice.name)
     model_id = state.models.models[voice.role]
     try:  # memory, disk, else the encoders: in a worker thread, the event loop keeps serving
+        assert state.prompts is not None and model_id is not None
         prompt = await asyncio.to_thread(state.prompts.get, voice.profile, engine, model_id)
     except (VoiceLibraryError, OSError, ValueError) as exc:
         raise ServiceError("voice-unusable", f"voice {voice.name!r} is unusable: {exc}") from exc
@@ -98,7 +76,7 @@ class Utterance:
 
     def __init__(
         self,
-        state: "ServerState",
+        state: ServerState,
         voice: Voice,
         language: Optional[str] = None,
         instruct: Optional[str] = None,
@@ -124,7 +102,7 @@ class Utterance:
         for stream in self.inflight:
             stream.cancel()
 
-    async def pcm(self) -> AsyncIterator[bytes]:
+    async def pcm(self) -> AsyncGenerator[bytes, None]:
         """PCM chunks of all segments until ``close()``; use under ``contextlib.aclosing``."""
         async with self.state.models.use(self.voice.role) as engine:
             self.engine = engine
@@ -135,7 +113,7 @@ class Utterance:
                         item = await self.segments.get()
                         if item is _END:
                             break
-                        self._submit(item)
+                        self._submit(cast(str, item))
                     self._take_ready()
                     async for chunk in self.inflight[0]:
                         yield chunk.pcm
@@ -164,16 +142,16 @@ class Utterance:
             if item is _END:
                 self.segments.put_nowait(_END)  # keep it for the main loop
                 return
-            self._submit(item)
+            self._submit(cast(str, item))
 
 
 async def speak(
-    state: "ServerState",
+    state: ServerState,
     voice: Voice,
     segments: Iterable[str],
     language: Optional[str] = None,
     instruct: Optional[str] = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Admits one request and yields the PCM of ``segments`` (see :func:`segments_of`); closing the
     generator early cancels the synthesis. Errors are ServiceErrors, raised before the first chunk when
     the request cannot start (busy, voice unusable, model not loaded)."""

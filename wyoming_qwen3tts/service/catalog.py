@@ -13,8 +13,8 @@ from typing import Optional
 
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
-from .info import Voice
 from .models import ModelPool
+from .voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
+from .service.roles import role_models
+from .voices.library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str) -> None:
 
 def _load_engine(args: argparse.Namespace, settings: Any, model: str, role: str) -> Any:
     """The model a command needs, with the server's device/dtype/cache settings unless overridden."""
-    from ..engine import Engine
+    from .engine import Engine
 
     engine = Engine.load(
         model,
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Any:
     """The server settings, with this command's --config/--data-dir on top (same precedence as the server)."""
-    from ..settings import SettingsError, load_settings
+    from .settings import SettingsError, load_settings
 
     argv: list[str] = []
     if getattr(args, "config", None):
@@ -239,9 +240,9 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
 
 
 def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
-    from .freeze import freeze_design
+    from .voices.freeze import freeze_design
 
-    model = args.model or settings.role_models()["voice_design"]
+    model = args.model or role_models(settings)["voice_design"]
     if not model:
         raise CliError("no-model", "no VoiceDesign model: pass --model or set design_model in the settings")
     key = normalize_name(args.name)  # fail before the slow model load and synthesis, not after
@@ -310,7 +311,7 @@ def _progress(total: int):
 
 
 def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
-    model = args.model or settings.role_models()["base"]
+    model = args.model or role_models(settings)["base"]
     if not model:
         raise CliError("no-model", "no Base model given: pass --model or set clone_model in the settings")
     if args.names:
@@ -325,7 +326,7 @@ def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any)
         print("No clone voices to rebuild")
         return 0
 
-    from .prompts import PromptCache
+    from .voices.prompts import PromptCache
 
     engine = _load_engine(args, settings, model, "base")
     try:
@@ -352,8 +353,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(levelname)s: %(message)s",
     )
-    from ..engine.audio import AudioError
-    from ..engine.checkpoint import CheckpointError
+    from .engine.audio import AudioError
+    from .engine.checkpoint import CheckpointError
 
     try:
         settings = _settings(args)

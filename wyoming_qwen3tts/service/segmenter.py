@@ -37,6 +37,7 @@ import logging
 import re
 from typing import Optional
 
+from ..core.scripts import CJK_RE, HAN_KANA_RE
 from .textclean import FENCE_LINE, clean_line, clean_text
 
 __all__ = ["ABBREVIATIONS", "StreamSegmenter", "clean_text", "split_text"]
@@ -56,9 +57,7 @@ _CLAUSE = re.compile(r"[,;:，、：；]|[—–]| - ")
 _OVERLONG = re.compile(r"[,;:，、：；.!?…。！？．｡]+|[—–]| - ")
 _TOKEN_BEFORE = re.compile(r"[\w.]*$")
 _DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
-_CJK = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_HAN_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LAST_HAN_KANA = re.compile(rf".*{_HAN_KANA.pattern}", re.DOTALL)
+_LAST_HAN_KANA = re.compile(rf".*{HAN_KANA_RE.pattern}", re.DOTALL)
 _WORDS = re.compile(r"[^\W_]+")
 _SPACE = re.compile(r"\s")
 
@@ -67,13 +66,13 @@ _NO = -2  # decision: not a boundary
 
 
 def _is_cjk(char: str) -> bool:
-    return bool(_CJK.match(char))
+    return bool(CJK_RE.match(char))
 
 
 def _word_units(text: str) -> float:
     """Words in ``text``; Han/kana characters count half a word each (they are written without spaces)."""
-    han_kana = len(_HAN_KANA.findall(text))
-    return len(_WORDS.findall(_HAN_KANA.sub(" ", text))) + han_kana / 2
+    han_kana = len(HAN_KANA_RE.findall(text))
+    return len(_WORDS.findall(HAN_KANA_RE.sub(" ", text))) + han_kana / 2
 
 
 class StreamSegmenter:
@@ -219,7 +218,7 @@ class StreamSegmenter:
         nxt = buf[cut]
         if any(ch in _CJK_TERMINATORS for ch in run) or _is_cjk(nxt):
             return cut
-        if _HAN_KANA.match(buf[match.start() - 1 : match.start()]) and not nxt.isdigit():
+        if HAN_KANA_RE.match(buf[match.start() - 1 : match.start()]) and not nxt.isdigit():
             return cut  # "中文!English": half-width punctuation in unspaced CJK text
         if not nxt.isspace():
             return _NO  # 3.14, e.g, example.com
@@ -237,7 +236,8 @@ class StreamSegmenter:
         return _NO if buf[look].islower() else cut
 
     def _dot_is_not_boundary(self, dot: int) -> bool:
-        token = _TOKEN_BEFORE.search(self._buf, max(dot - 32, 0), dot).group().lstrip(".")
+        found = _TOKEN_BEFORE.search(self._buf, max(dot - 32, 0), dot)
+        token = found.group().lstrip(".") if found is not None else ""
         if not token:
             return False
         if token.isdigit():

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import AsyncIterator, Callable, Optional
 
-from ..engine import Engine, SamplingParams, SpeechRequest, VoicePrompt
+from ..engine import Engine
 from .errors import ServiceError
 
 _LOGGER = logging.getLogger(__name__)
@@ -224,15 +224,4 @@ def _release(engine: Engine) -> None:
 
 def warm_up(engine: Engine, speaker: Optional[str] = None) -> float:
     """One short synthesis: the first real request then meets warm kernels and caches."""
-    started = time.monotonic()
-    kwargs: dict = {}
-    if engine.model_type == "custom_voice":
-        kwargs["speaker"] = speaker or engine.speakers[0]
-    elif engine.model_type == "voice_design":
-        kwargs["instruct"] = "A calm, clear voice."
-    else:  # Base: a neutral x-vector-only prompt
-        size = engine.talker.codec_head.weight.shape[1]
-        kwargs["voice"] = VoicePrompt(speaker_embedding=engine.talker.codec_head.weight.new_zeros(size))
-    request = SpeechRequest("Ready.", sampling=SamplingParams(max_new_tokens=4, seed=0), **kwargs)
-    engine.synthesize(request, timeout=600)
-    return time.monotonic() - started
+    return engine.warm_up(speaker)

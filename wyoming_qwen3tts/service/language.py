@@ -1,4 +1,4 @@
-"""Language helpers: BCP-47 codes for the model's languages and a cheap script-based language guess.
+"""A cheap script-based language guess (the language table itself is core/languages.py).
 
 Home Assistant never sends a language, so when neither the voice nor the configuration fixes one the server
 guesses from the text. The guess is deliberately conservative (``None`` means "let the model decide"):
@@ -25,75 +25,11 @@ import logging
 import re
 from typing import Optional
 
+from ..core.scripts import CYRILLIC_RE, HAN_RE, HANGUL_RE, KANA_RE, LATIN_RE
+
 _LOGGER = logging.getLogger(__name__)
 
-# The model's 10 languages (engine names, as in the checkpoint's codec_language_id) -> BCP-47 codes.
-BCP47: dict[str, str] = {
-    "english": "en",
-    "chinese": "zh",
-    "german": "de",
-    "italian": "it",
-    "portuguese": "pt",
-    "spanish": "es",
-    "japanese": "ja",
-    "korean": "ko",
-    "french": "fr",
-    "russian": "ru",
-}
-_FROM_CODE = {code: name for name, code in BCP47.items()}
-# ISO 639-2/3 codes people type in configs ("cmn" is Mandarin; "yue" Cantonese is not a model language).
-_FROM_CODE.update(
-    {
-        "eng": "english",
-        "zho": "chinese",
-        "chi": "chinese",
-        "cmn": "chinese",
-        "deu": "german",
-        "ger": "german",
-        "ita": "italian",
-        "por": "portuguese",
-        "spa": "spanish",
-        "jpn": "japanese",
-        "kor": "korean",
-        "fra": "french",
-        "fre": "french",
-        "rus": "russian",
-    }
-)
-# The CustomVoice dialect "languages" are Chinese for BCP-47 purposes.
-_DIALECTS = {"sichuan_dialect": "zh", "beijing_dialect": "zh"}
 
-
-def to_bcp47(name: Optional[str]) -> Optional[str]:
-    """Engine language name (any case) -> BCP-47 code; ``None`` for ``auto`` / unknown names."""
-    if not name:
-        return None
-    key = name.strip().lower()
-    return BCP47.get(key) or _DIALECTS.get(key)
-
-
-def from_bcp47(code: Optional[str]) -> Optional[str]:
-    """BCP-47 tag ("en", "en-US", "zh_CN", "pt-BR", any case) or engine name -> engine language name.
-
-    Only the primary subtag matters (the model has one Chinese, one Portuguese ...). Returns ``None`` for
-    ``auto``, empty and unsupported languages.
-    """
-    if not code:
-        return None
-    key = code.strip().lower()
-    if key in BCP47:  # already an engine name
-        return key
-    primary = re.split(r"[-_]", key, maxsplit=1)[0]
-    return _FROM_CODE.get(primary)
-
-
-# --- script detection -------------------------------------------------------------------------------------
-
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
-_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _CJK_WEIGHT = 3
 
 # Latin hints: (distinctive letters, function words that no other candidate shares). Letters are only
@@ -150,14 +86,14 @@ def detect_language(text: str) -> Optional[str]:
     """Engine language name guessed from the text's script, or ``None`` when unsure (see module doc)."""
     if not text:
         return None
-    kana = len(_KANA.findall(text))
-    han = len(_HAN.findall(text))
+    kana = len(KANA_RE.findall(text))
+    han = len(HAN_RE.findall(text))
     scores = {
         "japanese": _CJK_WEIGHT * (kana + han) if kana else 0,
         "chinese": 0 if kana else _CJK_WEIGHT * han,
-        "korean": _CJK_WEIGHT * len(_HANGUL.findall(text)),
-        "russian": len(_CYRILLIC.findall(text)),
-        None: len(_LATIN.findall(text)),
+        "korean": _CJK_WEIGHT * len(HANGUL_RE.findall(text)),
+        "russian": len(CYRILLIC_RE.findall(text)),
+        None: len(LATIN_RE.findall(text)),
     }
     best = max(scores, key=lambda key: scores[key])
     if scores[best] == 0:

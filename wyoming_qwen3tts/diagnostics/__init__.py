@@ -1,0 +1,1 @@
+"""Diagnostics that measure the engine from outside (not part of serving)."""

@@ -1,0 +1,143 @@
+"""Loading a checkpoint into an engine: weights, fusion and quantization, the codec decoder, the tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from .checkpoint import load_into, load_state_dict, resolve_model_dir
+from .codec.decoder import SpeechDecoder
+from .config import ModelConfig
+from .jit import tracing_default
+from .memory import file_storages, release_file_pages, trim_heap
+from .options import LoadOptions, resolve_device
+from .policy import ComputePlan, log_plan
+from .policy import plan as compute_plan
+from .quant import prepare_talker
+from .talker import Talker
+from .text import TextTokenizer
+
+E = TypeVar("E")
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def load_engine(cls: Callable[..., E], model: str | Path, options: LoadOptions) -> E:
+    """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id) into a new `cls` engine,
+    on a thread of its own, which ends afterwards: loading runs multi-threaded CPU ops, and a caller thread
+    that did so would keep an OpenMP pool for good, halving decode speed (see scheduler.py)."""
+    return _on_fresh_thread(lambda: _load(cls, model, options))
+
+
+def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
+    device, dtype, slots, max_len = o.device, o.dtype, o.slots, o.max_len
+    cache_dir, local_files_only, revision = o.cache_dir, o.local_files_only, o.revision
+    guard, chunk_policy, quantize, trace = o.guard, o.chunk_policy, o.quantize, o.trace
+    started = time.monotonic()
+    dev = resolve_device(device)
+    plan = compute_plan(dev, dtype, quantize)
+    dt, quantize = plan.dtype, plan.quantize
+    if slots < 1 or max_len < 16:
+        raise ValueError("slots must be >= 1 and max_len >= 16")
+    model_dir = resolve_model_dir(
+        model, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision
+    )
+    cfg = ModelConfig.load(model_dir)
+    _LOGGER.info("Loading %s (%s, %s)", model_dir.name, cfg.tts_model_type, cfg.tts_model_size)
+    log_plan(plan)
+    state = load_state_dict(model_dir)
+    source = model_dir / "model.safetensors"
+    with torch.device("meta"):
+        talker = Talker(cfg.talker)
+    talker = talker.to_empty(device=dev)
+    load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=_stored_dtype_keys(plan))
+    _reset_rotary(talker)
+    talker.eval()
+    # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
+    prepare_talker(talker, quantize, file_storages(state.values()), int8_kernel=plan.int8_kernel)
+    # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
+    release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
+    del state
+    codec_dir = model_dir / "speech_tokenizer"
+    codec_state = load_state_dict(codec_dir)
+    decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
+    load_into(
+        decoder, codec_state, "decoder.", codec_dir / "model.safetensors", dtype=plan.codec_dtype, device=dev
+    )
+    decoder.eval()
+    tokenizer = TextTokenizer(model_dir)
+    engine = cls(
+        cfg,
+        talker,
+        decoder,
+        tokenizer,
+        codec_state=codec_state if cfg.tts_model_type == "base" else None,
+        slots=slots,
+        max_len=max_len,
+        guard=guard,
+        chunk_policy=chunk_policy,
+        quantize=quantize,
+        trace=bool(trace),
+        trace_predictor=tracing_default(dev) if trace is None else trace,
+        plan=plan,
+    )
+    trim_heap()
+    _LOGGER.info(
+        "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, slots, max_len
+    )
+    return engine
+
+
+def _on_fresh_thread(fn: Callable[[], Any]) -> Any:
+    """fn() on a new, short-lived thread; its result or exception comes back to the caller."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="qwen3tts-load")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
+    """Talker tensors an fp32 CPU engine keeps in the checkpoint's dtype (bf16 for the released models).
+
+    The text embedding (151,936 x 2048) is only looked up: an fp32 copy would hold 1.2 GB resident, the
+    memory map only the rows in use (widened exactly in Talker.embed_text). The matrices that quantization
+    rewrites are read from the file as stored: converting the whole talker to fp32 first would raise the
+    load peak by ~1.4 GB (0.6B) for numbers that are the same (bf16 -> fp32 is lossless)."""
+    if plan.device.type != "cpu" or plan.dtype != torch.float32:
+        return ()
+    keys: tuple[str, ...] = ("model.text_embedding.weight",)
+    if plan.quantize != "none":
+        keys += (
+            "model.layers.*_proj.weight",
+            "code_predictor.model.layers.*_proj.weight",
+            "codec_head.weight",
+            "code_predictor.lm_head.*",
+        )
+    return keys
+
+
+def _reset_rotary(module: torch.nn.Module) -> None:
+    """Non-persistent RoPE buffers are not in the checkpoint; recompute them after meta-device init."""
+    from .layers import Rotary
+
+    for sub in module.modules():
+        if isinstance(sub, Rotary):
+            inv_freq: torch.Tensor = sub.inv_freq  # type: ignore[assignment]
+            fresh = Rotary(inv_freq.shape[0] * 2, sub.theta)
+            sub.inv_freq = fresh.inv_freq.to(inv_freq.device)
+            sub.reset()

@@ -1,0 +1,57 @@
+"""What both front doors share at run time: the model pool, the voice catalog, the prompt cache, the limits,
+and admission (requests in flight, Wyoming and HTTP together, against ``max_concurrent``)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from ..voices.prompts import PromptCache
+from .catalog import VoiceCatalog
+from .errors import ServiceError
+from .models import ModelPool
+from .voice import Voice
+
+
+@dataclass
+class ServerState:
+    """Shared by all connections; everything here is touched from the event loop only."""
+
+    models: ModelPool
+    catalog: VoiceCatalog
+    info: Callable[[], Any]  # rebuilt per describe: new voices appear without restart
+    default_language: str  # engine name or "auto"
+    samples_per_chunk: int
+    max_concurrent: int
+    max_text_chars: int
+    streaming: bool
+    prompts: Optional[PromptCache] = None  # clone-voice prompts (memory + disk)
+    active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
+    warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
+    handlers: set = field(default_factory=set)  # open front-door connections (closed at shutdown)
+
+    def voices(self) -> list[Voice]:
+        return self.catalog.voices()
+
+    def find_voice(self, name: Optional[str]) -> Voice:
+        return self.catalog.find(name)
+
+
+def check_length(state: ServerState, text: str) -> None:
+    if len(text) > state.max_text_chars:
+        raise ServiceError(
+            "text-too-long", f"text has {len(text)} characters; the limit is {state.max_text_chars}"
+        )
+
+
+@contextlib.contextmanager
+def admitted(state: ServerState) -> Iterator[None]:
+    """One admitted request for the duration of the block; server-busy when all slots are taken."""
+    if state.active_jobs >= state.max_concurrent:
+        raise ServiceError("server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again")
+    state.active_jobs += 1
+    try:
+        yield
+    finally:
+        state.active_jobs -= 1

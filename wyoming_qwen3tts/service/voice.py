@@ -1,0 +1,55 @@
+"""A voice the service can speak with, the built-in speakers' cards, and the model languages as BCP-47."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..core.languages import BCP47
+
+# The 9 built-in CustomVoice speakers: display name and a short character (from the model card).
+SPEAKER_CARDS = {
+    "vivian": ("Vivian", "bright young female voice, Chinese"),
+    "serena": ("Serena", "warm, gentle young female voice, Chinese"),
+    "uncle_fu": ("Uncle Fu", "seasoned male voice with a low, mellow timbre, Chinese"),
+    "dylan": ("Dylan", "youthful Beijing male voice, Beijing dialect"),
+    "eric": ("Eric", "lively Chengdu male voice, Sichuan dialect"),
+    "ryan": ("Ryan", "dynamic male voice with strong rhythm, English"),
+    "aiden": ("Aiden", "sunny American male voice, English"),
+    "ono_anna": ("Ono Anna", "playful Japanese female voice"),
+    "sohee": ("Sohee", "warm Korean female voice"),
+}
+
+
+ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design"}
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A voice the server can speak with: how to ask the engine for it."""
+
+    name: str  # what clients send in synthesize.voice.name
+    description: str  # what Home Assistant shows
+    speaker: Optional[str] = None  # built-in CustomVoice speaker
+    language: Optional[str] = None  # the voice's own language (engine name), if it has one
+    kind: str = "builtin"  # builtin | clone | design
+    profile: Any = None  # the library's VoiceProfile of clone/design voices
+
+    @property
+    def role(self) -> str:
+        """The model type that speaks this voice."""
+        return ROLES[self.kind]
+
+
+def language_codes(engine_languages: list[str]) -> list[str]:
+    """The model's languages as BCP-47 codes, English first (Home Assistant's default is the first)."""
+    codes = [BCP47[name] for name in engine_languages if name in BCP47]
+    return sorted(codes, key=lambda c: (c != "en", c))
+
+
+def builtin_voices(speakers: list[str]) -> list[Voice]:
+    voices = []
+    for speaker in speakers:
+        title, character = SPEAKER_CARDS.get(speaker, (speaker.replace("_", " ").title(), "built-in voice"))
+        voices.append(Voice(name=speaker, description=f"{title} ({character})", speaker=speaker))
+    return voices
