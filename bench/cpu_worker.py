@@ -80,6 +80,7 @@ def load(args: argparse.Namespace, quantize: str):
         slots=1,
         guard=RunawayGuard(enabled=False),
         quantize=quantize,
+        adaptive_threads=True,  # as the server runs it
     )
     # Fixed length: EOS can never be picked (random weights would end at arbitrary points otherwise).
     engine.runner.sampler.suppress[engine.runner.eos] = True

@@ -355,3 +355,63 @@ def test_fbgemm_keeps_the_output_projections_16_bit(tiny_custom_voice):
         assert torch.allclose(f16.mm(x), exact, atol=1e-5, rtol=1e-5)
         assert torch.equal(f16(x[None])[0], f16.mm(x))
     assert torch.equal(f16.dequantized(), lin.weight.detach().half().float())
+
+
+# -- fewer threads under contention --------------------------------------------------------------------------
+
+
+def test_thread_decision_has_hysteresis():
+    from wyoming_qwen3tts.engine.threads import wanted_threads
+
+    # 2 threads on 2 cores leave nothing free: another busy core means contention.
+    assert wanted_threads(0.1, 2, 2, 2) == 2
+    assert wanted_threads(0.9, 2, 2, 2) == 1
+    assert wanted_threads(0.5, 1, 2, 2) == 1  # between the marks: stay
+    assert wanted_threads(0.1, 1, 2, 2) == 2
+    # 2 threads on 4 cores leave 2 free: 2.5 busy cores elsewhere is fine, 3 is not.
+    assert wanted_threads(2.5, 2, 2, 4) == 2 and wanted_threads(3.0, 2, 2, 4) == 1
+    assert wanted_threads(5.0, 1, 1, 2) == 1  # one thread configured: nothing to drop
+
+
+def test_governor_samples_the_load_and_sets_torch_threads(monkeypatch):
+    from wyoming_qwen3tts.engine import threads
+
+    calls: list[int] = []
+    monkeypatch.setattr(threads.torch, "set_num_threads", calls.append)
+    clock, machine, own = [0.0], [0.0], [0.0]
+    gov = threads.ThreadGovernor(
+        configured=2, clock=lambda: clock[0], machine=lambda: machine[0], own=lambda: own[0], cores=2
+    )
+    gov.enabled = True  # independent of /proc on the test machine
+
+    def advance(seconds: float, ours: float, others: float) -> int:
+        clock[0] += seconds
+        own[0] += ours * seconds
+        machine[0] += (ours + others) * seconds
+        return gov.tick()
+
+    assert gov.tick() == 2  # first sample: nothing to compare with
+    assert advance(0.6, 2.0, 0.0) == 2
+    assert advance(0.1, 0.5, 3.0) == 2  # inside the interval: no new decision
+    assert advance(0.6, 0.8, 1.2) == 1 and calls == [1]
+    assert advance(0.6, 1.0, 0.5) == 1  # hysteresis
+    assert advance(0.6, 1.0, 0.1) == 2 and calls == [1, 2]
+    advance(0.6, 0.5, 1.5)
+    gov.reset()
+    assert gov.current == 2 and calls[-1] == 2
+
+
+def test_server_engines_adapt_their_threads(tiny_custom_voice):
+    from wyoming_qwen3tts.app import engine_loader
+    from wyoming_qwen3tts.settings import load_settings
+
+    engine = engine_loader(load_settings(["--device", "cpu", "--slots", "1"], {}))(str(tiny_custom_voice))
+    try:
+        assert engine.scheduler.governor is not None
+    finally:
+        engine.close()
+    plain = Engine.load(tiny_custom_voice, device="cpu", slots=1)
+    try:
+        assert plain.scheduler.governor is None  # the library default keeps the thread count fixed
+    finally:
+        plain.close()

@@ -7,6 +7,7 @@ documented ones of engine/quant.py; timings live in bench/, never here.
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -29,10 +30,25 @@ FRAMES = 100
 
 
 def _load(path, dtype="bfloat16", quantize="none") -> Engine:
+    """int4 is built directly (its kernel runs everywhere, fast only on AVX-512), so that its structure and
+    error are tested on every CPU; the load-time plan would turn it into int8 on AVX2 and ARM."""
     torch.set_num_threads(2)
-    return Engine.load(
-        path, device="cpu", dtype=dtype, slots=1, guard=RunawayGuard(enabled=False), quantize=quantize
-    )
+    if quantize != "int4":
+        return Engine.load(
+            path, device="cpu", dtype=dtype, slots=1, guard=RunawayGuard(enabled=False), quantize=quantize
+        )
+    old = os.environ.get("WYOMING_QWEN3TTS_PACKED_BF16")
+    os.environ["WYOMING_QWEN3TTS_PACKED_BF16"] = "0"  # plain nn.Linear weights for quantize_talker
+    try:
+        engine = Engine.load(path, device="cpu", dtype=dtype, slots=1, guard=RunawayGuard(enabled=False))
+    finally:
+        if old is None:
+            os.environ.pop("WYOMING_QWEN3TTS_PACKED_BF16")
+        else:
+            os.environ["WYOMING_QWEN3TTS_PACKED_BF16"] = old
+    quantize_talker(engine.talker, "int4")
+    engine.quantize = "int4"
+    return engine
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
             cache_dir=settings.cache_dir,
             local_files_only=settings.local_files_only,
             quantize=quantize,
+            adaptive_threads=True,  # a Home Assistant host runs other add-ons beside us
         )
 
     return load

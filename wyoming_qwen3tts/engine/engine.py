@@ -23,6 +23,7 @@ from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .stream import SpeechResult, SpeechStream
+from .threads import ThreadGovernor
 from .talker import Talker
 from .text import TextTokenizer
 
@@ -44,6 +45,7 @@ class Engine:
         trace: bool = False,
         trace_predictor: Optional[bool] = None,
         plan: Optional[ComputePlan] = None,
+        adaptive_threads: bool = False,
     ) -> None:
         self.config = cfg
         self.quantize = quantize  # weight format of the talker and code predictor (see quant.py)
@@ -62,7 +64,9 @@ class Engine:
         self.runner = ModelRunner(cfg, talker, slots, max_len, guard, trace=trace)
         if trace_predictor is not None:
             talker.code_predictor.trace = trace_predictor
-        self.scheduler = Scheduler(self.runner, self.builder, decoder)
+        cpu = self.device.type == "cpu"
+        governor = ThreadGovernor() if adaptive_threads and cpu else None
+        self.scheduler = Scheduler(self.runner, self.builder, decoder, governor)
 
     # -- loading ---------------------------------------------------------------------------------------------
     @classmethod

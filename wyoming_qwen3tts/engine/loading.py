@@ -85,6 +85,7 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
         trace=bool(trace),
         trace_predictor=tracing_default(dev) if trace is None else trace,
         plan=plan,
+        adaptive_threads=o.adaptive_threads,
     )
     trim_heap()
     _LOGGER.info(

@@ -52,6 +52,7 @@ class LoadOptions:
     chunk_policy: ChunkPolicy = ChunkPolicy()
     quantize: str = "none"
     trace: Optional[bool] = None
+    adaptive_threads: bool = False  # CPU: one thread while other processes hold the cores (threads.py)
 
     @classmethod
     def of(cls, options: Optional["LoadOptions"] = None, **overrides: Any) -> "LoadOptions":

@@ -28,6 +28,7 @@ from .prompt import PromptBuilder, VoicePrompt
 from .request import ChunkPolicy  # noqa: F401 (its home before request.py)
 from .runner import ModelRunner
 from .sequence import Sequence
+from .threads import ThreadGovernor
 from .stream import EngineClosed, SpeechStream
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,8 +37,15 @@ IDLE_EXIT_S = 2.0
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, builder: PromptBuilder, decoder: SpeechDecoder) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        builder: PromptBuilder,
+        decoder: SpeechDecoder,
+        governor: Optional[ThreadGovernor] = None,
+    ) -> None:
         self.runner = runner
+        self.governor = governor  # fewer CPU threads while other processes hold the cores (threads.py)
         self.builder = builder
         self.decoder = decoder
         self._waiting: "collections.deque[Sequence]" = collections.deque()
@@ -97,6 +105,8 @@ class Scheduler:
                 while not (self._closed or self._waiting or self._calls or self._seqs):
                     if not self._cond.wait(IDLE_EXIT_S) and not (self._waiting or self._calls or self._seqs):
                         self._thread = None  # idle: end, freeing this thread's OpenMP pool (see above)
+                        if self.governor is not None:
+                            self.governor.reset()
                         trim_heap()
                         return
                 if self._closed:
@@ -110,6 +120,8 @@ class Scheduler:
                     except BaseException as exc:  # handed to the caller
                         future.set_exception(exc)
             try:
+                if self.governor is not None:
+                    self.governor.tick()
                 self._admit()
                 self._step()
             except Exception as exc:  # a bug or device failure must not leave callers hanging
