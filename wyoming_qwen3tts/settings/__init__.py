@@ -9,51 +9,32 @@ anything heavy (torch, the model) is imported.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
-import re
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from . import __version__
-from .core.languages import BCP47, parse_language
+from .. import __version__
+
+# Re-exported: the rest of the package and the tests read these from `settings`.
+from .checks import _CHECKS, _FLAGS, normalize_language
+from .constants import (
+    _DTYPES,
+    _QUANTIZE,
+    AUTO,
+    DEFAULT_OPENAI_VOICES,
+    DEFAULT_ZEROCONF_NAME,
+    ENV_ARGS,
+    ENV_CONFIG,
+    ENV_HTTP_API_KEY,
+    LANGUAGES,
+    MODEL_TYPES,
+)
 
 _LOGGER = logging.getLogger(__name__)
-
-ENV_ARGS = "WYOMING_QWEN3TTS_ARGS"
-ENV_CONFIG = "WYOMING_QWEN3TTS_CONFIG"
-ENV_HTTP_API_KEY = "WYOMING_QWEN3TTS_HTTP_API_KEY"  # read when http_api_key is unset (keeps it out of `ps`)
-DEFAULT_ZEROCONF_NAME = "qwen3-tts"
-AUTO = "auto"
-MODEL_TYPES = ("custom_voice", "base", "voice_design")
-# Official hub ids: Qwen/Qwen3-TTS-12Hz-<size>-<CustomVoice|Base|VoiceDesign>.
-
-# The model's 10 languages (engine names) and their BCP-47 codes: one table, in server/language.py.
-LANGUAGES = BCP47
-# OpenAI voice names -> our voices (any voice name works as a target: a speaker, clone:NAME, design:NAME).
-DEFAULT_OPENAI_VOICES = {
-    "alloy": "vivian",
-    "echo": "ryan",
-    "fable": "serena",
-    "nova": "aiden",
-    "onyx": "eric",
-    "shimmer": "dylan",
-}
-_DTYPES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-}
-_QUANTIZE = ("auto", "none", "int8", "int4")  # engine.QUANT_MODES (not imported: settings load without torch)
 
 
 class SettingsError(ValueError):
@@ -105,227 +86,6 @@ class Settings:
         if self.zeroconf is None:
             return None
         return self.zeroconf or DEFAULT_ZEROCONF_NAME
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Value checks. Each takes (value, from_text) and returns the normalised value or raises ValueError with a
-# short reason; from_text is True for flags (strings to convert), False for YAML values (types must match).
-
-
-def _want_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value.strip()
-
-
-def _check_uri(value: Any, from_text: bool) -> str:
-    uri = _want_str(value)
-    parts = urlsplit(uri)
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port is None or not 1 <= port <= 65535 or parts.path not in ("", "/"):
-            raise ValueError(f"{uri!r} is not tcp://HOST:PORT with a port in 1..65535")
-        return uri
-    if parts.scheme == "unix":
-        # The wyoming library binds urlparse(uri).path, so anything in the netloc would be silently dropped.
-        if parts.netloc or not parts.path:
-            raise ValueError(f"{uri!r} is not unix:///absolute/path/to.sock")
-        return uri
-    if parts.scheme == "stdio":
-        return uri
-    raise ValueError(f"{uri!r} is not a tcp://HOST:PORT, unix:///PATH or stdio:// URI")
-
-
-def _check_device(value: Any, from_text: bool) -> str:
-    device = _want_str(value).lower()
-    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
-        return device
-    raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N (ROCm GPUs are cuda too)")
-
-
-def _check_dtype(value: Any, from_text: bool) -> str:
-    key = _want_str(value).lower()
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {value!r}; use one of {', '.join(_DTYPES)}")
-    return _DTYPES[key]
-
-
-def _check_quantize(value: Any, from_text: bool) -> str:
-    key = _want_str(value).lower()
-    if key not in _QUANTIZE:
-        raise ValueError(f"unknown quantize mode {value!r}; use one of {', '.join(_QUANTIZE)}")
-    return key
-
-
-def normalize_language(value: str) -> str:
-    """'auto', an engine language name or a BCP-47 tag (en, en-US, zh_Hans) -> 'auto' or the engine name."""
-    return parse_language(value) or "auto"
-
-
-def _check_language(value: Any, from_text: bool) -> str:
-    return normalize_language(_want_str(value))
-
-
-def _check_log_format(value: Any, from_text: bool) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a logging format string, got {value!r}")
-    try:
-        logging.Formatter(value).format(logging.LogRecord("x", logging.INFO, "x", 1, "m", None, None))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"invalid logging format {value!r} ({exc})") from None
-    return value
-
-
-def _check_positive_int(value: Any, from_text: bool) -> int:
-    if from_text and isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ValueError(f"expected a positive integer, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected a positive integer, got {value!r}")
-    return value
-
-
-def _check_bool(value: Any, from_text: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _check_str(value: Any, from_text: bool) -> str:
-    return _want_str(value)
-
-
-def _check_path(value: Any, from_text: bool) -> Path:
-    return Path(_want_str(str(value) if isinstance(value, Path) else value))
-
-
-def _check_zeroconf(value: Any, from_text: bool) -> Optional[str]:
-    # YAML convenience: `zeroconf: true` = default name, `false` = off (same as null).
-    if value is None or value is False:
-        return None
-    if value is True:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"expected a service name, true/false or null, got {value!r}")
-    return value.strip()
-
-
-def _check_model_choice(value: Any, from_text: bool) -> Optional[str]:
-    """A hub id or directory, ``auto`` (the official sibling of the main model) or ``none``/null (off)."""
-    if value is None or value is False:
-        return None
-    text = _want_str(value)
-    if text.lower() in ("none", "off", "false"):
-        return None
-    return AUTO if text.lower() == AUTO else text
-
-
-def _check_port(value: Any, from_text: bool) -> int:
-    port = _check_positive_int(value, from_text)
-    if port > 65535:
-        raise ValueError(f"expected a port in 1..65535, got {port}")
-    return port
-
-
-def _check_host(value: Any, from_text: bool) -> str:
-    host = _want_str(value)
-    if any(ch.isspace() or ch in "/[]" for ch in host):
-        raise ValueError(f"{host!r} is not a host name or IP address")
-    return host
-
-
-def _check_allow(value: Any, from_text: bool) -> Optional[list[str]]:
-    """IP addresses / CIDR networks (a list, or comma-separated text); empty = everyone."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError(f"expected a list of addresses or networks, got {value!r}")
-    networks = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"expected an address or network, got {item!r}")
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            try:
-                networks.append(str(ipaddress.ip_network(part, strict=False)))
-            except ValueError:
-                raise ValueError(f"{part!r} is not an IP address or network (like 192.168.1.0/24)") from None
-    return networks or None
-
-
-def _check_voice_map(value: Any, from_text: bool) -> dict[str, str]:
-    """OpenAI voice name -> our voice name, merged over the defaults; text form: alloy=vivian,echo=ryan."""
-    if from_text and isinstance(value, str):
-        pairs = {}
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            key, sep, target = part.partition("=")
-            if not sep:
-                raise ValueError(f"expected NAME=VOICE pairs separated by commas, got {part!r}")
-            pairs[key] = target
-        value = pairs
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping of OpenAI voice name: voice, got {value!r}")
-    merged = dict(DEFAULT_OPENAI_VOICES)
-    for key, target in value.items():
-        if not isinstance(key, str) or not key.strip() or not isinstance(target, str) or not target.strip():
-            raise ValueError(f"expected non-empty names, got {key!r}: {target!r}")
-        merged[key.strip().lower()] = target.strip()
-    return merged
-
-
-def _optional(check: Callable[[Any, bool], Any]) -> Callable[[Any, bool], Any]:
-    def wrapped(value: Any, from_text: bool) -> Any:
-        return None if value is None else check(value, from_text)
-
-    return wrapped
-
-
-_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
-    "uri": _check_uri,
-    "zeroconf": _check_zeroconf,
-    "model": _check_str,
-    "clone_model": _check_model_choice,
-    "design_model": _check_model_choice,
-    "data_dir": _check_path,
-    "voices_dir": _optional(_check_path),
-    "cache_dir": _optional(_check_str),
-    "device": _check_device,
-    "dtype": _check_dtype,
-    "quantize": _check_quantize,
-    "voice": _optional(_check_str),
-    "language": _check_language,
-    "samples_per_chunk": _check_positive_int,
-    "max_concurrent": _check_positive_int,
-    "slots": _check_positive_int,
-    "max_text_chars": _check_positive_int,
-    "local_files_only": _check_bool,
-    "streaming": _check_bool,
-    "debug": _check_bool,
-    "log_format": _check_log_format,
-    "threads": _optional(_check_positive_int),
-    "max_loaded_models": _check_positive_int,
-    "preload": _check_bool,
-    "http": _check_bool,
-    "http_host": _check_host,
-    "http_port": _check_port,
-    "http_api_key": _optional(_check_str),
-    "http_allow": _check_allow,
-    "http_trusted": _check_allow,
-    "openai_voices": _check_voice_map,
-}
-assert set(_CHECKS) == {f.name for f in fields(Settings)}, "every Settings field needs a check"
-
-# Flag spelling of each field (for error messages); --no-streaming is the one inverted flag.
-_FLAGS = {name: "--" + name.replace("_", "-") for name in _CHECKS}
-_FLAGS["streaming"] = "--no-streaming"
-_FLAGS["http"] = "--no-http"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -546,3 +306,25 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     settings = Settings(**merged)
     _LOGGER.debug("Settings (config file: %s): %s", config_path or "none", settings)
     return settings
+
+
+assert set(_CHECKS) == {f.name for f in fields(Settings)}, "every Settings field needs a check"
+
+__all__ = [
+    "AUTO",
+    "DEFAULT_OPENAI_VOICES",
+    "DEFAULT_ZEROCONF_NAME",
+    "ENV_ARGS",
+    "ENV_CONFIG",
+    "ENV_HTTP_API_KEY",
+    "LANGUAGES",
+    "MODEL_TYPES",
+    "Settings",
+    "SettingsError",
+    "build_parser",
+    "load_settings",
+    "normalize_language",
+    "read_config_file",
+    "_QUANTIZE",
+    "_DTYPES",
+]
