@@ -23,9 +23,9 @@ from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .stream import SpeechResult, SpeechStream
-from .threads import ThreadGovernor
 from .talker import Talker
 from .text import TextTokenizer
+from .threads import ThreadGovernor
 
 
 class Engine:

@@ -70,7 +70,8 @@ class Traced:
 
     @property
     def cache(self) -> KVCache:
-        return self.module.cache
+        cache: KVCache = self.module.cache  # type: ignore[assignment]  # nn.Module attribute: _Rows/_Prefill
+        return cache
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

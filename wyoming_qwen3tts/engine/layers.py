@@ -15,7 +15,7 @@ formulation; bf16/fp16 use a one-kernel RMSNorm (`fast_rms_norm`) that rounds on
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,18 @@ from torch import nn
 
 from .config import TransformerConfig
 from .kvcache import KVCache
+
+
+class Matrix(Protocol):
+    """What a layer's weight matrix is after load (Projection, or quant.py's Int8/Int4/DynamicInt8/Fp16/
+    Packed linears): `mm` for the 2-D decode path, a call for any leading dimensions."""
+
+    in_features: int
+    out_features: int
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -42,6 +54,8 @@ def fast_rms_norm(x: torch.Tensor, eps: float, weight2: Optional[torch.Tensor] =
 class RMSNorm(nn.Module):
     """Normalises in fp32 and multiplies by the weight after casting back, exactly like the reference;
     after `prepare()`, bf16/fp16 inputs take `fast_rms_norm`."""
+
+    weight2: Optional[torch.Tensor]
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
@@ -80,6 +94,8 @@ def as_projection(*parts: nn.Linear) -> Projection:
 class Rotary(nn.Module):
     """NeoX rotate-half RoPE. The talker's interleaved MRoPE is identical to this for TTS (all three
     position rows are equal), which was verified bit-exactly against the reference."""
+
+    inv_freq: torch.Tensor
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
@@ -133,6 +149,8 @@ class Attention(nn.Module):
     all q and k heads at once ([..., heads + kv_heads, head_dim]).
     """
 
+    qk_norm: torch.Tensor
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.heads = cfg.num_attention_heads
@@ -143,10 +161,10 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)
-        self.o_proj: nn.Module = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.o_proj = cast(Matrix, nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False))
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
-        self.qkv_proj: Optional[nn.Module] = None
+        self.qkv_proj: Optional[Matrix] = None
         self.fast_norm = False  # set by DecoderStack.prepare_norms
 
     def fuse(self) -> None:
@@ -154,7 +172,7 @@ class Attention(nn.Module):
         if self.qkv_proj is not None:
             return
         self.qkv_proj = as_projection(self.q_proj, self.k_proj, self.v_proj)
-        self.o_proj = as_projection(self.o_proj)
+        self.o_proj = as_projection(cast(nn.Linear, self.o_proj))
         qk_norm = torch.cat(
             (
                 self.q_norm.weight.detach().expand(self.heads, -1),
@@ -171,6 +189,11 @@ class Attention(nn.Module):
         else:
             normed = fast_rms_norm(qk, self.eps) * self.qk_norm
         return apply_rope(normed, cos, sin)
+
+    def _qkv(self) -> Matrix:
+        if self.qkv_proj is None:
+            raise RuntimeError("Attention.fuse() must run after the weights are loaded")
+        return self.qkv_proj
 
     def _split(self, qkv: torch.Tensor):
         if self.qkv_proj is None:
@@ -191,7 +214,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """n equal-length sequences (x: [n, T, H]) written to slots slot..slot+n-1 at positions
         start..start+T-1, with causal attention over everything cached before them. cos/sin: [T, 1, D]."""
-        qk, v = self._split(self.qkv_proj(x))
+        qk, v = self._split(self._qkv()(x))
         qk = self._rotated(qk, cos, sin)
         q, k, v = (
             qk[:, :, : self.heads].transpose(1, 2),
@@ -231,7 +254,7 @@ class Attention(nn.Module):
         first L cache entries (mask [B, 1, 1, L] bool). `at`: the write index shared by all rows (an int),
         or a [B] tensor of per-row positions."""
         b = x.shape[0]
-        qk, v = self._split(self.qkv_proj.mm(x))
+        qk, v = self._split(self._qkv().mm(x))
         qk = self._rotated(qk, cos, sin)
         k = qk.narrow(1, self.heads, self.kv_heads)
         if isinstance(at, int):
@@ -250,13 +273,13 @@ class SwiGLU(nn.Module):
         self.intermediate = intermediate
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj: nn.Module = nn.Linear(intermediate, hidden, bias=False)
-        self.gate_up_proj: Optional[nn.Module] = None
+        self.down_proj = cast(Matrix, nn.Linear(intermediate, hidden, bias=False))
+        self.gate_up_proj: Optional[Matrix] = None
 
     def fuse(self) -> None:
         if self.gate_up_proj is None:
             self.gate_up_proj = as_projection(self.gate_proj, self.up_proj)
-            self.down_proj = as_projection(self.down_proj)
+            self.down_proj = as_projection(cast(nn.Linear, self.down_proj))
             del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,6 +291,7 @@ class SwiGLU(nn.Module):
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, H] (fused form)."""
+        assert self.gate_up_proj is not None, "SwiGLU.fuse() must run after the weights are loaded"
         gate_up = self.gate_up_proj.mm(x)
         i = self.intermediate
         return self.down_proj.mm(F.silu(gate_up.narrow(1, 0, i)) * gate_up.narrow(1, i, i))
@@ -303,7 +327,7 @@ class DecoderStack(nn.Module):
 
     def fuse(self) -> None:
         """Load-time: fused q/k/v and gate/up matrices, 2-D decode paths and fast norms in every layer."""
-        for layer in self.layers:
+        for layer in cast("list[DecoderLayer]", self.layers):
             layer.self_attn.fuse()
             layer.mlp.fuse()
         self.prepare_norms(True)
@@ -311,7 +335,7 @@ class DecoderStack(nn.Module):
     def prepare_norms(self, fast: bool) -> None:
         """`fast`: bf16/fp16 norms as one kernel (`fast_rms_norm`); False: the reference's formulation."""
         self.version += 1
-        for layer in self.layers:
+        for layer in cast("list[DecoderLayer]", self.layers):
             layer.self_attn.fast_norm = fast
             layer.input_layernorm.prepare(fast)
             layer.post_attention_layernorm.prepare(fast)
@@ -336,7 +360,7 @@ class DecoderStack(nn.Module):
         end = start + x.shape[1]
         cos, sin = self.rotary.tables(max(end, cache.max_len), x.dtype, x.device)
         cos, sin = cos[start:end, None], sin[start:end, None]
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.prefill(x, cos, sin, cache, i, slot, start)
         return self.norm(x)
 
@@ -360,7 +384,7 @@ class DecoderStack(nn.Module):
         cos, sin = cos_table[positions], sin_table[positions]
         # An all-true mask rather than none: SDPA's unmasked kernel rounds differently in fp32.
         mask = torch.ones((x.shape[0], 1, 1, positions + 1), dtype=torch.bool, device=x.device)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.decode(x, cos, sin, cache, i, positions, mask)
         return self.norm(x)
 
@@ -374,6 +398,6 @@ class DecoderStack(nn.Module):
         # Additive mask, made once per step (SDPA would turn a bool mask into this in every layer).
         hidden = (span.unsqueeze(0) > positions.unsqueeze(1)).unsqueeze(1).unsqueeze(1)
         mask = torch.zeros(hidden.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden, -math.inf)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.decode(x, cos, sin, cache, i, positions, mask)
         return self.norm(x)

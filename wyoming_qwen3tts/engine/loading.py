@@ -138,7 +138,7 @@ def _reset_rotary(module: torch.nn.Module) -> None:
 
     for sub in module.modules():
         if isinstance(sub, Rotary):
-            inv_freq: torch.Tensor = sub.inv_freq  # type: ignore[assignment]
+            inv_freq: torch.Tensor = sub.inv_freq
             fresh = Rotary(inv_freq.shape[0] * 2, sub.theta)
             sub.inv_freq = fresh.inv_freq.to(inv_freq.device)
             sub.reset()

@@ -24,14 +24,18 @@ rare last-bit differences inside a whole model.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 import torch
 from torch import nn
 
 from .memory import drop_file_pages
+from .packed import PackedLinear, use_packed_bf16
+
+if TYPE_CHECKING:
+    from .layers import DecoderLayer
+    from .talker import Talker
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +85,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, q int8 [N, K], one scale per output channel."""
 
+    weight: torch.Tensor
+    scales: torch.Tensor
+    bias: Optional[torch.Tensor]
+
     def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
         super().__init__()
         w = linear.weight.detach().float()
@@ -121,6 +129,10 @@ def _int4_groups(w: torch.Tensor, group_size: int, dtype: torch.dtype):
 
 class Int4Linear(nn.Module):
     """Group-wise 4-bit weights in the CPU int4pack layout."""
+
+    weight: torch.Tensor
+    scales_zeros: torch.Tensor
+    bias: Optional[torch.Tensor]
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype, group_size: int = DEFAULT_GROUP_SIZE) -> None:
         super().__init__()
@@ -236,65 +248,6 @@ class Fp16Linear(nn.Module):
         return weight.float()
 
 
-# A TorchScript function, so that traced steps (jit.py) can record the call: the tracer cannot record the
-# op's empty `Scalar?[]` argument, a scripted call can. (Source string: `number` is a TorchScript type.)
-_PACKED_MM = torch.jit.CompilationUnit("""
-def packed_mm(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
-    scalars: List[Optional[number]] = []
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", scalars, "")
-""").packed_mm
-
-
-class PackedLinear(nn.Module):
-    """bf16 weights in oneDNN's blocked layout (CPU): its GEMV reads them faster than the plain layout's."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        w = linear.weight.detach()
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
-        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, 1))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
-
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing():
-            return _PACKED_MM(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mm(x)  # the op takes any leading dimensions
-
-
-def use_packed_bf16(shape: tuple[int, int], device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether to store bf16 matrices in oneDNN's packed layout: on CPUs where oneDNN runs bf16 natively
-    (AVX-512 BF16 / AMX), if a matrix of `shape` (the qkv matrix) gives the plain layout's result there.
-
-    Decided by the CPU's capabilities, never by timing: the two layouts can round differently in rare cases,
-    and a decision that flips with machine load would make the same request sound different after a restart.
-    `WYOMING_QWEN3TTS_PACKED_BF16=0` (or 1) overrides it."""
-    if dtype != torch.bfloat16 or device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    forced = os.environ.get("WYOMING_QWEN3TTS_PACKED_BF16", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        generator = torch.Generator().manual_seed(0)
-        weight = torch.randn(shape, generator=generator).to(torch.bfloat16)
-        plain = nn.Linear(shape[1], shape[0], bias=False, device="meta")
-        plain.weight = nn.Parameter(weight, requires_grad=False)
-        packed = PackedLinear(plain)
-        x = torch.randn(1, shape[1], generator=generator).to(torch.bfloat16)
-        with torch.inference_mode():
-            exact = torch.equal(packed.mm(x), torch.mm(x, weight.t()))
-    except Exception as exc:  # oneDNN without bf16 support on this CPU, or no mkldnn at all
-        _LOGGER.info("oneDNN packed bf16 weights unavailable (%s); keeping the plain layout", exc)
-        return False
-    layout = "oneDNN packed layout" if exact else "plain layout (the packed one rounds differently here)"
-    _LOGGER.info("bf16 weights: %s", layout)
-    return exact
-
-
 Convert = Callable[[nn.Linear, bool, str], Optional[nn.Module]]
 
 # With fbgemm, whose activations are rounded to 7 bits per row (`DynamicInt8Linear`), the two output
@@ -355,7 +308,7 @@ def _nbytes(module: nn.Module) -> int:
 
 
 def prepare_talker(
-    talker: nn.Module,
+    talker: "Talker",
     mode: str = "none",
     mapped: Optional[set[int]] = None,
     int8_kernel: Optional[str] = None,
@@ -370,13 +323,13 @@ def prepare_talker(
         raise ValueError(
             f"quantize={mode} runs on CPU only (PyTorch's int8/int4 CPU kernels); use bf16 on GPUs"
         )
-    first = talker.model.layers[0].self_attn
+    first = _layers(talker.model)[0].self_attn
     qkv_shape = ((first.heads + 2 * first.kv_heads) * first.head_dim, talker.hidden_size)
     pack = mode == "none" and use_packed_bf16(qkv_shape, device, dtype)
     convert = converter(mode, dtype, pack=pack, int8_kernel=int8_kernel)
     saved = 0
     for stack in (talker.model, talker.code_predictor.model):
-        for layer in stack.layers:
+        for layer in _layers(stack):
             originals = list(layer.parameters())
             layer.self_attn.fuse()
             layer.mlp.fuse()
@@ -387,11 +340,11 @@ def prepare_talker(
             drop_file_pages(originals, mapped or set())
     originals = list(talker.codec_head.parameters()) + list(talker.code_predictor.lm_head.parameters())
     talker.fuse()  # the stacks are fused already; this gives the heads their 2-D form and prepares the norms
-    for parent, name, linear, is_head in _linears(talker):
+    for owner, name, linear, is_head in _linears(talker):
         # The codec head (0.7 % of the bytes) keeps a plain weight in bf16: callers read its .weight.
-        if is_head or parent is talker.code_predictor:
+        if is_head or owner is talker.code_predictor:
             if not (mode == "none" and linear is talker.codec_head):
-                saved += _replace(parent, name, convert(linear, is_head, name))
+                saved += _replace(owner, name, convert(linear, is_head, name))
     drop_file_pages(originals, mapped or set())
     talker.model.version += 1
     talker.code_predictor.model.version += 1
@@ -404,26 +357,30 @@ def prepare_talker(
         )
 
 
-def _linears(talker: nn.Module) -> list[tuple[nn.Module, str, nn.Linear, bool]]:
+def _layers(stack: Any) -> "list[DecoderLayer]":
+    return cast("list[DecoderLayer]", list(stack.layers))
+
+
+def _linears(talker: "Talker") -> list[tuple[nn.Module, str, nn.Linear, bool]]:
     """(parent, attribute, linear, is_head) for every matrix streamed per frame."""
     found: list[tuple[nn.Module, str, nn.Linear, bool]] = []
     predictor = talker.code_predictor
     for stack in (talker.model, predictor.model):
-        for layer in stack.layers:
+        for layer in _layers(stack):
             for parent in (layer.self_attn, layer.mlp):
                 for name, child in list(parent.named_children()):
                     if isinstance(child, nn.Linear):
                         found.append((parent, name, child, False))
     found.append((talker, "codec_head", talker.codec_head, True))
     for i, head in enumerate(predictor.lm_head):
-        found.append((predictor.lm_head, str(i), head, True))
+        found.append((predictor.lm_head, str(i), cast(nn.Linear, head), True))
     if isinstance(predictor.small_to_mtp_projection, nn.Linear):
         found.append((predictor, "small_to_mtp_projection", predictor.small_to_mtp_projection, False))
     return found
 
 
 def quantize_talker(
-    talker: nn.Module,
+    talker: "Talker",
     mode: str,
     *,
     group_size: int = DEFAULT_GROUP_SIZE,

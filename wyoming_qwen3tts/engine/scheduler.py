@@ -28,8 +28,8 @@ from .prompt import PromptBuilder, VoicePrompt
 from .request import ChunkPolicy  # noqa: F401 (its home before request.py)
 from .runner import ModelRunner
 from .sequence import Sequence
-from .threads import ThreadGovernor
 from .stream import EngineClosed, SpeechStream
+from .threads import ThreadGovernor
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -177,7 +177,9 @@ class SpeechDecoder(nn.Module):
     # --- derived tensors (codebook vectors, SnakeBeta exps): computed once per weight version ---
 
     def _derived_from(self) -> list[torch.Tensor]:
-        params = [p for cb in self._codebooks for p in (cb.embedding_sum, cb.cluster_usage)]
+        params: list[torch.Tensor] = [
+            p for cb in self._codebooks for p in (cb.embedding_sum, cb.cluster_usage)
+        ]
         return params + [p for s in self._snakes for p in (s.alpha, s.beta)]
 
     def _weights_key(self) -> tuple:

@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 from transformers import MimiConfig, MimiModel
+from transformers.models.mimi.modeling_mimi import MimiEncoderOutput
 
 from ..audio import AudioError
 
@@ -45,8 +46,9 @@ class SpeechEncoder(MimiModel):
         downsample_rate: int = DOWNSAMPLE_RATE,
     ) -> None:
         super().__init__(config)
+        # The decoder half of MimiModel is never used: dropped (its weights are not even loaded).
         self.upsample = None
-        self.decoder_transformer = None
+        self.decoder_transformer = None  # type: ignore[assignment]
         self.decoder = None
         if not 1 <= valid_num_quantizers <= config.num_quantizers:
             raise ValueError(
@@ -84,7 +86,7 @@ class SpeechEncoder(MimiModel):
         # weights loaded or cast after a first encode would otherwise be ignored. Recomputing is cheap.
         for module in self.quantizer.modules():
             if hasattr(module, "_embed"):
-                module._embed = None
+                module._embed = None  # type: ignore[assignment]
 
     @torch.inference_mode()
     def encode(self, wave_24k: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
@@ -109,6 +111,7 @@ class SpeechEncoder(MimiModel):
         out = super().encode(
             inputs, padding_mask=None, num_quantizers=self.config.num_quantizers, return_dict=True
         )
+        assert isinstance(out, MimiEncoderOutput) and out.audio_codes is not None
         codes = out.audio_codes[0, : self.valid_num_quantizers]  # [Q, frames]
         n_frames = -(-n_samples // self.downsample_rate)
         return codes[:, :n_frames].transpose(0, 1).contiguous()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -190,7 +191,7 @@ class UpsampleStage(nn.ModuleList):
     def __init__(self, dim: int, factor: int) -> None:
         super().__init__([CausalTransConv(dim, dim, factor, factor), ConvNeXtBlock(dim)])
 
-    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
         return self[1](self[0](x, caches), caches)
 
 
@@ -246,4 +247,4 @@ class SplitResidualVectorQuantizer(nn.Module):
 
     def codebooks(self) -> list[EuclideanCodebook]:
         groups = (self.rvq_first, self.rvq_rest)
-        return [vq._codebook for g in groups for vq in g.vq.layers]  # type: ignore[union-attr,misc]
+        return [cast(EuclideanCodebook, vq._codebook) for g in groups for vq in g.vq.layers]

@@ -124,19 +124,32 @@ class TransformerLayer(nn.Module):
 class DecoderConfigLike(Protocol):
     """The config fields the transformer reads (``decoder.DecoderConfig`` provides them)."""
 
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    attention_bias: bool
-    hidden_act: str
-    rms_norm_eps: float
-    layer_scale_initial_scale: float
-    rope_theta: float
-    sliding_window: int
-    latent_dim: int
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def intermediate_size(self) -> int: ...
+    @property
+    def num_hidden_layers(self) -> int: ...
+    @property
+    def num_attention_heads(self) -> int: ...
+    @property
+    def num_key_value_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def attention_bias(self) -> bool: ...
+    @property
+    def hidden_act(self) -> str: ...
+    @property
+    def rms_norm_eps(self) -> float: ...
+    @property
+    def layer_scale_initial_scale(self) -> float: ...
+    @property
+    def rope_theta(self) -> float: ...
+    @property
+    def sliding_window(self) -> int: ...
+    @property
+    def latent_dim(self) -> int: ...
 
 
 class DecoderTransformer(nn.Module):
