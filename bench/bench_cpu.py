@@ -108,34 +108,19 @@ class Worker:
         self.proc.wait(timeout=120)
 
 
-def machine_cpu_seconds() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_flags() -> list[str]:
-    """The ISA flags that decide our kernels (and the peers'), as /proc/cpuinfo lists them."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.lower().startswith(("flags", "features")):
-            have = set(line.split(":", 1)[1].split())
-            return [f for f in ISA_FLAGS if f in have]
-    return []
-
-
 def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
+    """The machine in one line: CPU model, cores, memory, versions, and the ISA flags that decide our
+    kernels (and the peers'), as the engine's own CPU detection reads them."""
     import torch
 
+    from wyoming_qwen3tts.engine.cpu import cpu_info
+
+    cpu = cpu_info()
+    flags = [f for f in ISA_FLAGS if f in cpu.flags]
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
     return (
-        f"{model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(ISA_FLAGS)}"
+        f"{cpu.model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, Python {platform.python_version()}, "
+        f"torch {torch.__version__}; CPU flags: {' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
     )
 
 
@@ -297,7 +282,9 @@ def main() -> int:
     p.add_argument("--json", help="write the raw results to this JSON file")
     args = p.parse_args()
     model = checkpoint(args.type, args.preset, args.model)
-    started, busy0 = time.monotonic(), machine_cpu_seconds()
+    from wyoming_qwen3tts.engine.threads import machine_busy_seconds
+
+    started, busy0 = time.monotonic(), machine_busy_seconds()
     refs: dict[str, Worker] = {}
     results = []
     modes = [m for m in args.modes.split(",") if m]
@@ -321,7 +308,7 @@ def main() -> int:
             proc.kill()
             proc.wait()
     wall = time.monotonic() - started
-    busy = machine_cpu_seconds() - busy0
+    busy = machine_busy_seconds() - busy0
     load = f"machine CPU busy {100 * busy / wall / (os.cpu_count() or 1):.0f} % on average over {wall:.0f} s"
     what = f"{model} (given)" if args.model else f"random full-size {args.preset} {args.type} ({model.name})"
     command = "python -m bench.bench_cpu " + " ".join(shlex.quote(a) for a in sys.argv[1:])

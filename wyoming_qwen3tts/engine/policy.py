@@ -60,7 +60,7 @@ class ComputePlan:
     dtype: torch.dtype  # talker and code predictor activations (and their unquantized weights)
     quantize: str  # none, int8 or int4: weights of the talker and code predictor
     int8_kernel: Optional[str]  # "fbgemm" / "qnnpack" (dynamic) or "weight-only"; None without int8
-    codec_dtype: torch.dtype  # speech decoder, speech encoder, speaker encoder (convolutions)
+    codec_dtype: torch.dtype  # codec decoder and speaker encoder (convolutions); the speech encoder is fp32
     cpu: Optional[CpuInfo]
     warnings: tuple[str, ...] = ()
 
@@ -131,12 +131,11 @@ def plan(
             mode = "none"
     auto_dtype = wanted_dtype is None
     if wanted_dtype is None:
-        # int8 kernels take fp32 activations; bf16 elsewhere only where the CPU computes it natively.
-        native = cpu.native_bf16
-        wanted_dtype = torch.bfloat16 if native and (mode != "int8" or kernel == "weight-only") else None
-        if mode == "int4":
-            wanted_dtype = torch.bfloat16  # the int4 kernel's measured combination (AVX-512 only)
-        wanted_dtype = wanted_dtype or torch.float32
+        # fbgemm/QNNPACK take fp32 activations; int4 runs its measured bf16 combination (AVX-512 only);
+        # everything else bf16 only where the CPU computes it natively.
+        dynamic = kernel in ("fbgemm", "qnnpack")
+        bf16 = mode == "int4" or (cpu.native_bf16 and not dynamic)
+        wanted_dtype = torch.bfloat16 if bf16 else torch.float32
     codec = wanted_dtype
     if auto_dtype and cpu.native_bf16:
         codec = torch.bfloat16  # the decoder's convolutions: 16 ms per frame in native bf16, 30 in fp32

@@ -182,7 +182,6 @@ class DynamicInt8Linear(nn.Module):
         super().__init__()
         w = linear.weight.detach().float()
         self.in_features, self.out_features, self.backend = w.shape[1], w.shape[0], backend
-        self.dtype = linear.weight.dtype
         scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny).double()
         zero = torch.zeros(w.shape[0], dtype=torch.long)
         bias = None if linear.bias is None else linear.bias.detach().float()

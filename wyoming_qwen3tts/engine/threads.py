@@ -28,7 +28,7 @@ ENTER_MARGIN = 0.75  # cores beyond what we leave free: contended
 LEAVE_MARGIN = 0.25  # back below this: not contended
 
 
-def _machine_busy_s() -> float:
+def machine_busy_seconds() -> float:
     """Busy CPU seconds of the whole machine (all cores) since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     idle = values[3] + values[4]
@@ -66,7 +66,7 @@ class ThreadGovernor:
         self,
         configured: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
-        machine: Callable[[], float] = _machine_busy_s,
+        machine: Callable[[], float] = machine_busy_seconds,
         own: Callable[[], float] = _own_busy_s,
         cores: Optional[int] = None,
     ) -> None:
