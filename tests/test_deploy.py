@@ -486,6 +486,9 @@ def _changed_value(key: str, element: str, default: Any) -> Any:
     if match.group("i_max") is not None:
         low, high = int(match.group("i_min")), int(match.group("i_max"))
         return high if default != high else low
+    if match.group("f_max") is not None:
+        low_f, high_f = float(match.group("f_min")), float(match.group("f_max"))
+        return high_f if default != high_f else low_f
     return {"rocm_gfx_version": "11.0.0", "extra_args": "--max-text-chars 800"}.get(key, "some value")
 
 

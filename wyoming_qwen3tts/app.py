@@ -19,6 +19,8 @@ from .server.discovery import DiscoveryError, ServiceAnnouncer
 from .server.handler import Qwen3TtsEventHandler
 from .server.info import build_info
 from .service.catalog import VoiceCatalog
+from .service.delivery import Delivery
+from .service.idle import idle_reaper
 from .service.models import ROLE_LABELS, ModelPool, warm_up
 from .service.roles import role_models
 from .service.state import ServerState
@@ -71,12 +73,15 @@ def make_state(
         loader or engine_loader(settings),
         max_loaded=settings.max_loaded_models,
         on_demand=not settings.preload,
+        unload_after=settings.unload_after,
     )
     pool.adopt(engine, settings.model)
     languages = language_codes(engine.languages)
     builtin = builtin_voices(engine.speakers) if engine.model_type == "custom_voice" else []
     library = VoiceLibrary(settings.voices_path)
-    catalog = VoiceCatalog(builtin, library, pool, default_voice=settings.voice)
+    catalog = VoiceCatalog(
+        builtin, library, pool, settings.voice, languages=engine.languages, strict=settings.strict_voices
+    )
     if settings.voice and catalog.lookup(settings.voice) is None:
         raise SystemExit(
             f"--voice {settings.voice!r} is not one of: {', '.join(v.name for v in catalog.voices())}"
@@ -85,13 +90,14 @@ def make_state(
     return ServerState(
         models=pool,
         catalog=catalog,
-        info=lambda: build_info(catalog.voices(), languages, model_name, settings.streaming),
+        info=lambda: build_info(catalog.advertised(), languages, model_name, settings.streaming),
         default_language=settings.language,
         samples_per_chunk=settings.samples_per_chunk,
         max_concurrent=settings.max_concurrent,
         max_text_chars=settings.max_text_chars,
         streaming=settings.streaming,
         prompts=PromptCache(library),
+        delivery=Delivery.of(settings),
     )
 
 
@@ -111,6 +117,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    reaper = asyncio.create_task(idle_reaper(state.models), name="qwen3tts idle unload")
     try:
         if isinstance(server, AsyncStdioServer):  # one client on stdin/stdout, until it closes
             _LOGGER.info("Ready: serving %s", settings.uri)
@@ -127,6 +134,7 @@ async def serve(
         await stop.wait()
     finally:
         _LOGGER.info("Stopping")
+        reaper.cancel()
         if http is not None:
             await http.stop()
         for handler in list(state.handlers):

@@ -20,6 +20,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 from .service.roles import role_models
 from .voices.library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
+from .voices.styles import add_style, set_speed
+from .voices.validation import check_speed
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ def _load_engine(args: argparse.Namespace, settings: Any, model: str, role: str)
     return engine
 
 
+SPEED_HELP = "speaking rate of this voice, 0.5-2.0 (default: the server's --speed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -105,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
     add.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+    add.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
 
     design = sub.add_parser(
         "design",
@@ -118,12 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
     design.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
     design.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
     design.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+    design.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
     design.add_argument(
         "--freeze", action="store_true", help="synthesize a reference clip now and store a clone voice"
     )
     design.add_argument("--sample-text", metavar="TEXT", help="what the frozen clip says (default: a sample)")
     design.add_argument("--seed", type=int, default=0, help="sampling seed of the frozen clip (default: 0)")
     _add_model_options(design, "VoiceDesign model for --freeze (default: the design_model setting)")
+
+    style = sub.add_parser(
+        "style",
+        help="add a style voice: a built-in speaker with an instruction",
+        description="Add a style voice: a built-in speaker of the 1.7B CustomVoice model with a standing "
+        "instruction (and optionally a speed), pickable in Home Assistant like any voice.",
+    )
+    style.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
+    style.add_argument("--speaker", required=True, help="built-in speaker, e.g. ryan, vivian, ono_anna")
+    style.add_argument("--instruct", required=True, metavar="TEXT", help="e.g. 'calm, quiet night-time voice'")
+    style.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
+    style.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
+    style.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
+    style.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+
+    setp = sub.add_parser("set", help="change a stored voice's speed")
+    setp.add_argument("name", metavar="NAME")
+    setp.add_argument("--speed", type=float, required=True, metavar="X", help=SPEED_HELP + "; 1 clears it")
 
     lst = sub.add_parser("list", help="list the voices")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -139,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="voices to rebuild (default: all)")
     _add_model_options(rebuild, "Base model, hub id or directory (default: the clone_model setting)")
-    for parser in (add, design, lst, rm, rebuild):
+    for parser in (add, design, style, setp, lst, rm, rebuild):
         _add_common(parser)
     return p
 
@@ -181,8 +206,12 @@ def _describe(profile: VoiceProfile) -> str:
         lines.append(f"  mode: {profile.mode}")
         if profile.transcript:
             lines.append(f"  transcript: {profile.transcript}")
+    if profile.speaker:
+        lines.append(f"  speaker: {profile.speaker}")
     if profile.instruct:
         lines.append(f"  instruct: {profile.instruct}")
+    if profile.speed:
+        lines.append(f"  speed: {profile.speed:g}")
     if profile.directory is not None:
         lines.append(f"  stored in: {profile.directory}")
     return "\n".join(lines)
@@ -207,6 +236,7 @@ def _table(profiles: list[VoiceProfile]) -> str:
 
 
 def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    check_speed(args.speed)  # before anything is written
     if not Path(args.audio).is_file():  # a clearer message than the decoder's
         raise VoiceLibraryError("audio-unreadable", f"{args.audio}: no such file")
     with _quiet("wyoming_qwen3tts.voices.library"):
@@ -219,6 +249,7 @@ def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
             display_name=args.display_name,
             overwrite=args.force,
         )
+    profile = _with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)}")
     for warning in profile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -226,6 +257,7 @@ def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
 
 
 def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
+    check_speed(args.speed)
     if args.freeze:
         return _freeze(library, args, settings)
     profile = library.add_design(
@@ -235,7 +267,34 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
         display_name=args.display_name,
         overwrite=args.force,
     )
+    profile = _with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)}")
+    return 0
+
+
+def _with_speed(library: VoiceLibrary, profile: VoiceProfile, speed: Optional[float]) -> VoiceProfile:
+    return profile if speed is None else set_speed(library, profile.name, speed)
+
+
+def _cmd_style(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    check_speed(args.speed)  # before anything is written
+    profile = add_style(
+        library,
+        args.name,
+        args.speaker,
+        args.instruct,
+        language=args.language,
+        speed=args.speed,
+        display_name=args.display_name,
+        overwrite=args.force,
+    )
+    print(f"Added {_describe(profile)}")
+    return 0
+
+
+def _cmd_set(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    profile = set_speed(library, args.name, args.speed)
+    print(f"Updated {_describe(profile)}")
     return 0
 
 
@@ -363,7 +422,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_rebuild(library, args, settings)
         if args.command == "design":
             return _cmd_design(library, args, settings)
-        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove}
+        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove, "style": _cmd_style}
+        handler["set"] = _cmd_set
         return handler[args.command](library, args)
     except (CliError, VoiceLibraryError, AudioError) as exc:
         _error(exc.code, exc.message, debug)

@@ -13,6 +13,7 @@ ATTRIBUTION = Attribution(name="Qwen", url="https://github.com/QwenLM/Qwen3-TTS"
 
 
 def build_info(voices: list[Voice], languages: list[str], model_name: str, streaming: bool) -> Info:
+    """``voices``: as advertised (catalog.advertised): a voice with a language only under that language."""
     return Info(
         tts=[
             TtsProgram(

@@ -1,9 +1,17 @@
-"""The voices a server offers: built-in speakers plus the voice library's `clone:` and `design:` voices.
+"""The voices a server offers: built-in speakers plus the voice library's `clone:`, `design:` and `style:`
+voices.
 
 The library is re-read on every `describe` and every request, so voices added or removed with
 `python -m wyoming_qwen3tts voices ...` (or by dropping files in) appear and disappear without a restart.
 A voice is advertised only when the model that speaks it is configured (loaded or loadable on demand);
 a request for a library voice whose model is off gets `model-not-loaded`, not `voice-not-found`.
+
+Home Assistant never sends a language, only the voice a user picked in the pipeline's (per-language) voice
+list. So `describe` advertises language-bound voices: each built-in speaker once per model language, named
+``ryan@de`` and described "Ryan · Deutsch (...)", only under that language; a library voice with a language
+under its own language (``clone:anna`` as before, its language is fixed anyway). A bound name always speaks
+its language; the plain names (``ryan``) are still accepted and keep the configured/guessed language.
+A voice that is not found falls back to the default voice with a WARNING (``strict``: voice-not-found).
 """
 
 from __future__ import annotations
@@ -11,14 +19,15 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ..core.languages import BCP47, from_bcp47
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
 from .models import ModelPool
-from .voice import Voice
+from .voice import Voice, bind
 
 _LOGGER = logging.getLogger(__name__)
 
-PREFIXES = ("clone", "design")
+PREFIXES = ("clone", "design", "style")
 
 
 def library_voice(profile: VoiceProfile) -> Voice:
@@ -28,6 +37,10 @@ def library_voice(profile: VoiceProfile) -> Voice:
         language=profile.language,
         kind=profile.kind,
         profile=profile,
+        speaker=getattr(profile, "speaker", None),
+        speed=getattr(profile, "speed", None),
+        instruct=profile.instruct if profile.kind == "style" else None,
+        bound=profile.language is not None,
     )
 
 
@@ -38,14 +51,18 @@ class VoiceCatalog:
         library: Optional[VoiceLibrary],
         models: ModelPool,
         default_voice: Optional[str] = None,
+        languages: Optional[list[str]] = None,
+        strict: bool = False,
     ) -> None:
         self.builtin = list(builtin)
         self.library = library
         self.models = models
         self.default_voice = default_voice
+        self.languages = [name for name in (languages or []) if name in BCP47]  # engine names
+        self.strict = strict
 
     def voices(self) -> list[Voice]:
-        """What describe advertises right now."""
+        """The plain voices (one per speaker / library voice) whose model is configured."""
         voices = list(self.builtin) if self.models.enabled("custom_voice") else []
         if self.library is not None:
             for profile in self.library.list():
@@ -54,20 +71,45 @@ class VoiceCatalog:
                     voices.append(voice)
         return voices
 
+    def advertised(self) -> list[Voice]:
+        """What describe advertises: built-in speakers bound to each language, library voices as they are
+        (under their own language, or under all when they have none). No model is touched: fast."""
+        out: list[Voice] = []
+        for voice in self.voices():
+            if voice.kind == "builtin" and self.languages:
+                out.extend(bind(voice, language) for language in self.languages)
+            else:
+                out.append(voice)
+        return out
+
     def find(self, name: Optional[str]) -> Voice:
-        """The voice a request names (or the default voice); raises voice-not-found / model-not-loaded."""
+        """The voice a request names (or the default voice). A name that is not found: the default voice
+        with a WARNING, or voice-not-found when strict. Raises model-not-loaded / voice-unusable."""
         wanted = (name or "").strip()
         if not wanted:
             return self._default()
         voice = self.lookup(wanted)
         if voice is None:
             available = ", ".join(v.name for v in self.voices()) or "none"
-            raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
+            if self.strict:
+                raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
+            voice = self._default()
+            _LOGGER.warning("Voice %r not found (deleted or renamed?); using the default voice %s", name, voice.name)
+            return voice
         self.models.check_enabled(voice.role)
         return voice
 
     def lookup(self, wanted: str) -> Optional[Voice]:
-        key = wanted.lower()
+        """A voice by name: ``ryan``, ``ryan@de``, ``clone:anna``, ``anna``, ``style:night@en``."""
+        base, at, code = wanted.strip().rpartition("@")
+        if at:
+            language = from_bcp47(code)
+            voice = self._plain(base) if language else None
+            return None if voice is None else bind(voice, language)  # type: ignore[arg-type]
+        return self._plain(wanted)
+
+    def _plain(self, wanted: str) -> Optional[Voice]:
+        key = wanted.strip().lower()
         for voice in self.builtin:
             if voice.name.lower() == key:
                 return voice

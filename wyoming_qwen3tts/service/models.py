@@ -51,11 +51,13 @@ class ModelPool:
         loader: Loader,
         max_loaded: int = 2,
         on_demand: bool = True,
+        unload_after: Optional[float] = None,
     ) -> None:
         self.models = dict(models)  # role -> model id/path, None = off
         self.loader = loader
         self.max_loaded = max(1, max_loaded)
         self.on_demand = on_demand
+        self.unload_after = unload_after  # seconds idle before an engine is unloaded (service/idle.py)
         self.engines: dict[str, Engine] = {}
         self.users: dict[str, int] = {}
         self.last_used: dict[str, float] = {}

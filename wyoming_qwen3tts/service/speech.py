@@ -16,12 +16,16 @@ import contextlib
 import logging
 from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
-from ..engine import SpeechRequest, SpeechStream
+from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
 from .errors import ServiceError
+from .delivery import PcmShaper
 from .language import detect_language
+from .normalize import normalize_text
+from .report import RequestReport
 from .segmenter import split_text
 from .state import ServerState, admitted, check_length  # noqa: F401 (API)
+from .styles import style_args
 from .voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,13 +37,21 @@ _END = object()
 def decide_language(voice: Voice, default_language: str, text: str, requested: Optional[str] = None) -> str:
     """Requested (an HTTP hint) > the voice's own language > configured default > script of the text >
     auto. Called once per utterance, so a reply does not switch language (and timbre) between sentences."""
+    return language_and_source(voice, default_language, text, requested)[0]
+
+
+def language_and_source(
+    voice: Voice, default_language: str, text: str, requested: Optional[str] = None
+) -> tuple[str, str]:
+    """The language (see :func:`decide_language`) and how it was decided, for the request's log line."""
     if requested:
-        return requested
+        return requested, "requested"
     if voice.language:
-        return voice.language
+        return voice.language, "voice"
     if default_language != "auto":
-        return default_language
-    return detect_language(text) or "auto"
+        return default_language, "default"
+    detected = detect_language(text)
+    return (detected, "detected") if detected else ("auto", "model")
 
 
 def segments_of(text: str) -> list[str]:
@@ -55,6 +67,8 @@ async def voice_args(
 ) -> dict[str, Any]:
     """How to ask the leased engine for ``voice``. ``instruct`` (style instructions of a request) goes to
     built-in speakers as is and is appended to a design voice's description; Base models cannot take it."""
+    if voice.kind == "style":
+        return style_args(voice, engine, instruct)
     if voice.kind == "builtin":
         return {"speaker": voice.speaker, "instruct": instruct} if instruct else {"speaker": voice.speaker}
     if voice.kind == "design":
@@ -80,6 +94,8 @@ class Utterance:
         voice: Voice,
         language: Optional[str] = None,
         instruct: Optional[str] = None,
+        door: str = "http",
+        block: Optional[int] = None,
     ) -> None:
         self.state = state
         self.voice = voice
@@ -91,8 +107,14 @@ class Utterance:
         self.spoken = 0
         self.engine: Any = None  # leased from the model pool while pcm() runs
         self.voice_args: dict[str, Any] = {}
+        delivery = state.delivery
+        self.report = RequestReport(door, voice.name, speed=voice.speed or delivery.speed)
+        self.seed = delivery.request_seed()  # one seed for every sentence of the reply
+        self.report.seed = delivery.seed
+        self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
 
     def add(self, segment: str) -> None:
+        self.report.chars += len(segment)
         self.segments.put_nowait(segment)
 
     def close(self) -> None:
@@ -103,7 +125,35 @@ class Utterance:
             stream.cancel()
 
     async def pcm(self) -> AsyncGenerator[bytes, None]:
-        """PCM chunks of all segments until ``close()``; use under ``contextlib.aclosing``."""
+        """PCM chunks of all segments until ``close()``; use under ``contextlib.aclosing``. Logs the
+        request's line (report.py) when it ends, however it ends."""
+        try:
+            async for pcm in self._shaped():
+                self.report.audio(pcm)
+                yield pcm
+        except asyncio.CancelledError:
+            self.report.outcome = "cancelled"
+            raise
+        except GeneratorExit:
+            self.report.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            self.report.outcome = f"error: {getattr(exc, 'code', type(exc).__name__)}"
+            raise
+        finally:
+            self.report.log()
+
+    async def _shaped(self) -> AsyncGenerator[bytes, None]:
+        """The engine's PCM per sentence through the shaper: speed, pauses, constant blocks."""
+        shaper = self.shaper
+        async for first, pcm in self._engine_pcm():
+            for out in (shaper.sentence() if first else []) + shaper.feed(pcm):
+                yield out
+        for out in shaper.finish():
+            yield out
+
+    async def _engine_pcm(self) -> AsyncGenerator[tuple[bool, bytes], None]:
+        """(starts a sentence, PCM) from the engine streams, in order."""
         async with self.state.models.use(self.voice.role) as engine:
             self.engine = engine
             try:
@@ -115,21 +165,29 @@ class Utterance:
                             break
                         self._submit(cast(str, item))
                     self._take_ready()
+                    first = True
                     async for chunk in self.inflight[0]:
-                        yield chunk.pcm
+                        yield first, chunk.pcm
+                        first = False
                         self._take_ready()
-                    self.inflight.popleft()
+                    done = self.inflight.popleft()
                     self.spoken += 1
+                    self.report.sentences = self.spoken
+                    self.report.truncated += bool(done.outcome.truncated)
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()
 
     def _submit(self, text: str) -> None:
         if self.language is None:
-            self.language = decide_language(
+            self.language, self.report.decided_by = language_and_source(
                 self.voice, self.state.default_language, text, self.requested_language
             )
-        request = SpeechRequest(text, language=self.language, **self.voice_args)
+            self.report.language = self.language
+        if self.state.delivery.normalize and self.language != "auto":
+            text = normalize_text(text, self.language)
+        sampling = SamplingParams(seed=self.seed)
+        request = SpeechRequest(text, language=self.language, sampling=sampling, **self.voice_args)
         try:
             self.inflight.append(self.engine.submit(request))
         except ValueError as exc:

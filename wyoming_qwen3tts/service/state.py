@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..voices.prompts import PromptCache
 from .catalog import VoiceCatalog
+from .delivery import Delivery
 from .errors import ServiceError
 from .models import ModelPool
 from .voice import Voice
@@ -27,6 +28,7 @@ class ServerState:
     max_text_chars: int
     streaming: bool
     prompts: Optional[PromptCache] = None  # clone-voice prompts (memory + disk)
+    delivery: Delivery = field(default_factory=Delivery)  # speed, pauses, normalization, seed (delivery.py)
     active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
     warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
     handlers: set = field(default_factory=set)  # open front-door connections (closed at shutdown)

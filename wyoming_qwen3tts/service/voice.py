@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..core.languages import BCP47
@@ -21,7 +21,20 @@ SPEAKER_CARDS = {
 }
 
 
-ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design"}
+ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design", "style": "custom_voice"}
+# How a language-bound voice's display name says its language (Home Assistant shows the description).
+NATIVE_NAMES = {
+    "english": "English",
+    "chinese": "中文",
+    "german": "Deutsch",
+    "italian": "Italiano",
+    "portuguese": "Português",
+    "spanish": "Español",
+    "japanese": "日本語",
+    "korean": "한국어",
+    "french": "Français",
+    "russian": "Русский",
+}
 
 
 @dataclass(frozen=True)
@@ -32,13 +45,29 @@ class Voice:
     description: str  # what Home Assistant shows
     speaker: Optional[str] = None  # built-in CustomVoice speaker
     language: Optional[str] = None  # the voice's own language (engine name), if it has one
-    kind: str = "builtin"  # builtin | clone | design
-    profile: Any = None  # the library's VoiceProfile of clone/design voices
+    kind: str = "builtin"  # builtin | clone | design | style
+    profile: Any = None  # the library's VoiceProfile of clone/design/style voices
+    bound: bool = False  # the language is part of the name ("ryan@de"): never guessed
+    speed: Optional[float] = None  # the library's per-voice speaking rate (None: the server's --speed)
+    instruct: Optional[str] = None  # a style voice's instruction for its built-in speaker
 
     @property
     def role(self) -> str:
         """The model type that speaks this voice."""
         return ROLES[self.kind]
+
+
+def bind(voice: Voice, language: str) -> Voice:
+    """``voice`` fixed to ``language`` (engine name): named ``<name>@<code>``, described in that language."""
+    code = BCP47[language]
+    head, paren, rest = voice.description.partition(" (")  # "Ryan (character)" -> "Ryan · Deutsch (...)"
+    return replace(
+        voice,
+        name=f"{voice.name}@{code}",
+        description=f"{head} · {NATIVE_NAMES.get(language, code)}{paren}{rest}",
+        language=language,
+        bound=True,
+    )
 
 
 def language_codes(engine_languages: list[str]) -> list[str]:

@@ -74,6 +74,13 @@ class Settings:
     http_allow: Optional[list[str]] = None  # peer networks allowed; None = everyone
     http_trusted: Optional[list[str]] = None  # peer networks that need no API key (the ingress proxy)
     openai_voices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OPENAI_VOICES))
+    # Delivery (service/delivery.py): checks in settings/delivery.py.
+    speed: float = 1.0  # speaking rate of voices without their own (pitch-preserving)
+    sentence_silence: float = 0.0  # seconds of silence between the sentences of a reply
+    normalize: bool = True  # numbers, units, dates ... to words when the language is known
+    seed: Optional[int] = None  # sampling seed of every request (reproducible audio); None = random
+    strict_voices: bool = False  # an unknown voice is an error instead of the default voice
+    unload_after: Optional[float] = None  # seconds idle before the models are unloaded; None = never
 
     @property
     def voices_path(self) -> Path:
@@ -214,6 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--openai-voices",
         metavar="MAP",
         help="OpenAI voice names to our voices, merged over the defaults, e.g. alloy=clone:anna,echo=ryan",
+    )
+    p.add_argument("--speed", metavar="X", help="speaking rate, 0.5-2.0, pitch kept (default: 1.0)")
+    p.add_argument(
+        "--sentence-silence", metavar="SECONDS", help="pause between the sentences of a reply (default: 0)"
+    )
+    p.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="numbers, units, times, dates and prices spelled out in the request's language (default: on; "
+        "--no-normalize: passed to the model as written)",
+    )
+    p.add_argument(
+        "--seed", metavar="N", help="sampling seed: the same text gives the same audio (default: random)"
+    )
+    p.add_argument(
+        "--strict-voices",
+        action="store_true",
+        help="an unknown voice is a voice-not-found error (default: the default voice, with a warning)",
+    )
+    p.add_argument(
+        "--unload-after",
+        metavar="SECONDS",
+        help="unload the models after this long idle; the next request reloads them (default: never)",
     )
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--log-format", metavar="FORMAT", help="Python logging format string")

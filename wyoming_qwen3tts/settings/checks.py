@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..core.languages import parse_language
+from .delivery import DELIVERY_CHECKS
 from .constants import _DTYPES, _QUANTIZE, AUTO, DEFAULT_OPENAI_VOICES
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,9 +225,11 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "http_allow": _check_allow,
     "http_trusted": _check_allow,
     "openai_voices": _check_voice_map,
+    **DELIVERY_CHECKS,
 }
 
 # Flag spelling of each field (for error messages); --no-streaming is the one inverted flag.
 _FLAGS = {name: "--" + name.replace("_", "-") for name in _CHECKS}
 _FLAGS["streaming"] = "--no-streaming"
 _FLAGS["http"] = "--no-http"
+_FLAGS["normalize"] = "--no-normalize"

@@ -41,6 +41,7 @@ from ..core.languages import from_bcp47, parse_language
 from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
 from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, check_audio  # noqa: F401 (API)
+from .validation import read_speed
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ RESERVED_NAMES = frozenset(
     + [f"lpt{i}" for i in range(10)]
 )
 
-KINDS = ("clone", "design")
+KINDS = ("clone", "design", "style")  # style: a built-in speaker + instruct (voices/styles.py)
 MODES = ("icl", "xvector")
 
 
@@ -70,7 +71,9 @@ class VoiceProfile:
     language: Optional[str] = None  # engine language name ("german"), None = let the model decide
     transcript: Optional[str] = None
     mode: Optional[str] = None  # clones: "icl" | "xvector"
-    instruct: Optional[str] = None  # design voices
+    instruct: Optional[str] = None  # design and style voices
+    speaker: Optional[str] = None  # style voices: the built-in speaker
+    speed: Optional[float] = None  # speaking rate of this voice (None: the server's --speed)
     audio_path: Optional[Path] = None
     sha256: Optional[str] = None  # of the stored audio file
     created: Optional[str] = None  # ISO 8601, UTC
@@ -224,12 +227,16 @@ class VoiceLibrary:
             language=from_bcp47(language) if isinstance(language, str) else None,
             created=meta.get("created"),
             updated=meta.get("updated"),
+            speed=read_speed(meta.get("speed")),
         )
-        if kind == "design":
+        if kind in ("design", "style"):
             instruct = meta.get("instruct")
             if not isinstance(instruct, str) or not instruct.strip():
-                raise VoiceLibraryError("voice-corrupt", "design voice without instruct text")
-            return VoiceProfile(**common, instruct=instruct)
+                raise VoiceLibraryError("voice-corrupt", f"{kind} voice without instruct text")
+            speaker = meta.get("speaker") if kind == "style" else None
+            if kind == "style" and not (isinstance(speaker, str) and speaker.strip()):
+                raise VoiceLibraryError("voice-corrupt", "style voice without a speaker")
+            return VoiceProfile(**common, instruct=instruct, speaker=speaker)
         audio = directory / AUDIO_FILE
         if not audio.is_file():
             raise VoiceLibraryError("voice-corrupt", f"{AUDIO_FILE} is missing")

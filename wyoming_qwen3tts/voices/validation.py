@@ -66,3 +66,29 @@ def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: st
                 f"({wps:.1f}/s); it probably does not match the clip, which makes ICL cloning unstable"
             )
     return warnings
+
+
+MIN_SPEED, MAX_SPEED = 0.5, 2.0  # a voice's speaking rate (the stretcher handles 0.25-4; speech: 0.5-2)
+
+
+def check_speed(value: object) -> Optional[float]:
+    """A voice's speed as given (CLI, API): None or 1 = the server's default, else a number in range."""
+    if value is None:
+        return None
+    try:
+        speed = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise VoiceLibraryError("invalid-argument", f"speed must be a number, got {value!r}") from None
+    if not MIN_SPEED <= speed <= MAX_SPEED:  # also refuses nan
+        raise VoiceLibraryError("invalid-argument", f"speed must be in {MIN_SPEED}..{MAX_SPEED}, got {value}")
+    return None if speed == 1.0 else speed
+
+
+def read_speed(value: object) -> Optional[float]:
+    """The speed stored in a meta.json: a bad value is ignored (the voice still works at the default)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return check_speed(value)
+    except VoiceLibraryError:
+        return None

@@ -1,0 +1,73 @@
+"""Checks of the delivery settings (speed, pauses, normalization, seed, voice fallback, idle unload)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+MIN_SPEED, MAX_SPEED = 0.5, 2.0  # the server's --speed (speech stays natural in this range)
+MAX_SILENCE_S = 5.0
+
+
+def _number(value: Any, from_text: bool) -> float:
+    if from_text and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _check_speed(value: Any, from_text: bool) -> float:
+    speed = _number(value, from_text)
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"expected a speed in {MIN_SPEED}..{MAX_SPEED}, got {value!r}")
+    return speed
+
+
+def _check_silence(value: Any, from_text: bool) -> float:
+    seconds = _number(value, from_text)
+    if not 0.0 <= seconds <= MAX_SILENCE_S:
+        raise ValueError(f"expected seconds in 0..{MAX_SILENCE_S:g}, got {value!r}")
+    return seconds
+
+
+def _check_seed(value: Any, from_text: bool) -> Optional[int]:
+    if value is None:
+        return None
+    if from_text and isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer seed, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"expected an integer seed >= 0, got {value!r}")
+    return value
+
+
+def _check_unload_after(value: Any, from_text: bool) -> Optional[float]:
+    """Seconds idle before the models are unloaded; None or 0 = never."""
+    if value is None:
+        return None
+    seconds = _number(value, from_text)
+    if seconds < 0:
+        raise ValueError(f"expected seconds >= 0 (0 = never), got {value!r}")
+    return seconds or None
+
+
+def _check_flag(value: Any, from_text: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+DELIVERY_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
+    "speed": _check_speed,
+    "sentence_silence": _check_silence,
+    "normalize": _check_flag,
+    "seed": _check_seed,
+    "strict_voices": _check_flag,
+    "unload_after": _check_unload_after,
+}
