@@ -46,6 +46,7 @@ def server(engine, tiny_custom_voice, tmp_path_factory):
         max_concurrent=6,
         max_text_chars=2000,
         data_dir=tmp_path_factory.mktemp("data"),
+        strict_voices=True,  # unknown voices are errors here; the fallback: tests/test_reply_delivery.py
     )
     srv = ServerThread(settings, engine)
     yield srv
@@ -92,9 +93,11 @@ def test_describe_lists_voices_and_bcp47_languages(server):
     program = info.tts[0]
     assert program.installed and program.supports_synthesize_streaming
     names = [v.name for v in program.voices]
-    assert names == sorted(names) and "ryan" in names and len(names) == 9
+    # Each of the 9 speakers once per language, only under that language (language-bound voices).
+    assert names == sorted(names) and "ryan@en" in names and "ryan@de" in names and len(names) == 90
     for voice in program.voices:
-        assert voice.languages[0] == "en" and "zh" in voice.languages and len(voice.languages) == 10
+        code = voice.name.rpartition("@")[2]
+        assert voice.languages == [code] and code in ("en", "zh", "de", "it", "pt", "es", "ja", "ko", "fr", "ru")
         assert voice.description and voice.installed
 
 

@@ -103,6 +103,7 @@ def _settings(tiny_custom_voice, tiny_base, tiny_voice_design, data_dir: Path, *
         data_dir=data_dir,
         max_loaded_models=3,
         max_concurrent=4,
+        strict_voices=True,  # bad names are errors here (the default fallback: tests/test_reply_delivery.py)
     )
     values.update(kwargs)
     return Settings(**values)
@@ -121,7 +122,7 @@ def test_describe_advertises_library_voices_and_picks_up_changes(server, data_di
             return await _describe(client)
 
     voices = asyncio.run(describe())
-    assert {"clone:anna", "clone:xv", "design:narrator", "ryan"} <= set(voices)
+    assert {"clone:anna", "clone:xv", "design:narrator", "ryan@en", "ryan@de"} <= set(voices)
     assert voices["clone:anna"].description == "Anna" and voices["clone:anna"].languages == ["de"]
     assert voices["design:narrator"].description == "The Narrator"
     assert voices["design:narrator"].languages == ["en"]

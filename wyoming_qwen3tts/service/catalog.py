@@ -11,7 +11,8 @@ list. So `describe` advertises language-bound voices: each built-in speaker once
 ``ryan@de`` and described "Ryan · Deutsch (...)", only under that language; a library voice with a language
 under its own language (``clone:anna`` as before, its language is fixed anyway). A bound name always speaks
 its language; the plain names (``ryan``) are still accepted and keep the configured/guessed language.
-A voice that is not found falls back to the default voice with a WARNING (``strict``: voice-not-found).
+Over Wyoming a voice that is not found falls back to the default voice with a WARNING (``strict``:
+voice-not-found, as the HTTP API always answers).
 """
 
 from __future__ import annotations
@@ -83,20 +84,29 @@ class VoiceCatalog:
         return out
 
     def find(self, name: Optional[str]) -> Voice:
-        """The voice a request names (or the default voice). A name that is not found: the default voice
-        with a WARNING, or voice-not-found when strict. Raises model-not-loaded / voice-unusable."""
+        """The voice a request names (or the default voice); raises voice-not-found / model-not-loaded /
+        voice-unusable. The HTTP API's lookup: a caller there typed the name and wants to hear a mistake."""
         wanted = (name or "").strip()
         if not wanted:
             return self._default()
         voice = self.lookup(wanted)
         if voice is None:
             available = ", ".join(v.name for v in self.voices()) or "none"
-            if self.strict:
-                raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
-            voice = self._default()
-            _LOGGER.warning("Voice %r not found (deleted or renamed?); using the default voice %s", name, voice.name)
-            return voice
+            raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
         self.models.check_enabled(voice.role)
+        return voice
+
+    def find_or_default(self, name: Optional[str]) -> Voice:
+        """Wyoming's lookup: a voice still selected in a Home Assistant pipeline after it was deleted or
+        renamed speaks with the default voice (a WARNING names it) instead of failing every reply; with
+        ``strict`` it is voice-not-found."""
+        try:
+            return self.find(name)
+        except ServiceError as exc:
+            if exc.code != "voice-not-found" or self.strict or not (name or "").strip():
+                raise
+        voice = self._default()
+        _LOGGER.warning("Voice %r not found (deleted or renamed?); using the default voice %s", name, voice.name)
         return voice
 
     def lookup(self, wanted: str) -> Optional[Voice]:

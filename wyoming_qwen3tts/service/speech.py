@@ -173,7 +173,7 @@ class Utterance:
                     done = self.inflight.popleft()
                     self.spoken += 1
                     self.report.sentences = self.spoken
-                    self.report.truncated += bool(done.outcome.truncated)
+                    self.report.truncated += bool(getattr(getattr(done, "outcome", None), "truncated", False))
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()

@@ -37,7 +37,8 @@ class ServerState:
         return self.catalog.voices()
 
     def find_voice(self, name: Optional[str]) -> Voice:
-        return self.catalog.find(name)
+        """Wyoming's voice lookup (catalog.find_or_default: a missing voice falls back to the default)."""
+        return self.catalog.find_or_default(name)
 
 
 def check_length(state: ServerState, text: str) -> None:
