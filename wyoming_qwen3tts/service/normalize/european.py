@@ -305,4 +305,5 @@ def lexicon(lang: str) -> Lexicon:
         month_first_slash=lang == "en",
         decimal=_ru_decimal if lang == "ru" else None,
         dot_date_ordinal=(lambda d: _n2w("de", "ordinal")(d) + "n") if lang == "de" else None,
+        time_word="Uhr" if lang == "de" else "",  # "14:30 Uhr" is "vierzehn Uhr dreißig"
     )

@@ -42,6 +42,7 @@ class Lexicon:
     decimal: Optional[Callable[[int, str], str]] = None  # own reading of int part + fraction digits
     dot_date_ordinal: Optional[Callable[[int], str]] = None  # "3. Mai" (German): the day as ordinal
     percent_prefix: str = ""  # Chinese says the percent first: 百分之二十
+    time_word: str = ""  # a word after a time that the spoken time already contains ("14:30 Uhr")
 
 
 def _alternation(symbols: list[str]) -> str:
@@ -60,13 +61,14 @@ class Normalizer:
         prefix_currency = [c for c in lex.currencies if len(c) == 1 and not c.isalpha()]
         suffix_symbols += prefix_currency  # "5 €" as well as "€5"
         months = _alternation(lex.months) if lex.months else "(?!)"
+        time_word = re.escape(lex.time_word) if lex.time_word else "(?!)"
         ordinal = rf"(?P<ord>\d{{1,9}})(?:{lex.ordinal_suffix})(?![^\W\d_])" if lex.ordinal_suffix else "(?!)"
         self.pattern = re.compile(
             rf"(?P<iso>(?<!\d)\d{{4}}-\d{{2}}-\d{{2}}(?!\d))"
             rf"|(?P<dotdate>(?<![\d.])\d{{1,2}}\.\d{{1,2}}\.\d{{4}}(?!\d))"
             rf"|(?P<slash>(?<![\d/])\d{{1,2}}/\d{{1,2}}/\d{{4}}(?!\d))"
             rf"|(?P<dotday>(?<![\d.])\d{{1,2}}\.(?=\s(?:{months})))"
-            rf"|(?P<time>(?<![\d:])\d{{1,2}}:\d{{2}}(?![\d:]))"
+            rf"|(?P<time>(?<![\d:])\d{{1,2}}:\d{{2}}(?![\d:]))(?P<tw>\s+{time_word}(?![^\W\d_]))?"
             rf"|(?P<pre>{_alternation(prefix_currency) if prefix_currency else '(?!)'})\s?(?P<pn>{_NUM})"
             rf"|(?P<sign>(?<![\w.,-])-)?(?P<un>{_NUM})\s?(?P<unit>{_alternation(suffix_symbols)})(?![^\W\d_])"
             rf"|{ordinal}"
