@@ -31,16 +31,25 @@ GOLDENS = {
         ("Um 14:30.", "Um vierzehn Uhr dreißig."),
         ("Am 3. Dezember.", "Am dritten Dezember."),
         ("Am 03.12.2026.", "Am dritter Dezember zweitausendsechsundzwanzig."),
-        ("Das kostet 4,99 € oder 1.000 Euro.", "Das kostet vier Euro neunundneunzig Cent oder eintausend Euro."),
+        (
+            "Das kostet 4,99 € oder 1.000 Euro.",
+            "Das kostet vier Euro neunundneunzig Cent oder eintausend Euro.",
+        ),
     ],
     "french": [
         ("Il fait 21,5 °C.", "Il fait vingt et un virgule cinq degrés Celsius."),
         ("À 14:30, le 1er mai.", "À quatorze heures trente, le premier mai."),
-        ("Prix : 4,99 €, 50 %.", "Prix : quatre euros et quatre-vingt-dix-neuf centimes, cinquante pour cent."),
+        (
+            "Prix : 4,99 €, 50 %.",
+            "Prix : quatre euros et quatre-vingt-dix-neuf centimes, cinquante pour cent.",
+        ),
     ],
     "spanish": [
         ("Hace 21,5 °C.", "Hace veintiuno coma cinco grados Celsius."),
-        ("A las 14:30, el 2026-12-03.", "A las catorce horas y treinta, el tres de diciembre de dos mil veintiséis."),
+        (
+            "A las 14:30, el 2026-12-03.",
+            "A las catorce horas y treinta, el tres de diciembre de dos mil veintiséis.",
+        ),
         ("Cuesta 4,99 €.", "Cuesta cuatro euros con noventa y nueve céntimos."),
     ],
     "italian": [
@@ -108,7 +117,14 @@ def test_not_what_it_looks_like():
 
 def test_chinese_numbers():
     cases = {0: "零", 10: "十", 15: "十五", 20: "二十", 105: "一百零五", 1005: "一千零五", 10005: "一万零五"}
-    cases.update({100000: "十万", 1000000: "一百万", 20000001: "二千万零一", 123456789: "一亿二千三百四十五万六千七百八十九"})
+    cases.update(
+        {
+            100000: "十万",
+            1000000: "一百万",
+            20000001: "二千万零一",
+            123456789: "一亿二千三百四十五万六千七百八十九",
+        }
+    )
     for n, words in cases.items():
         assert zh_cardinal(n) == words, n
 
@@ -117,7 +133,9 @@ _WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyzäöüéèàñçø", min_siz
 _NUMBERISH = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda f: f"{f:.2f}"),
-    st.sampled_from(["21.5 °C", "50 %", "3 km/h", "14:30", "2026-12-03", "$4.99", "4,99 €", "1.000", "3rd", "3."]),
+    st.sampled_from(
+        ["21.5 °C", "50 %", "3 km/h", "14:30", "2026-12-03", "$4.99", "4,99 €", "1.000", "3rd", "3."]
+    ),
     st.sampled_from(["1,5", "12:00", "03.12.2026", "12/03/2026", "-5 °F", "7 kWh", "1990s", "2e", "1º"]),
 )
 _PUNCT = st.sampled_from([" ", ", ", ". ", "; ", " - ", "\n", "! ", "? "])

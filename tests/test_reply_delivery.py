@@ -93,7 +93,9 @@ def _request_lines(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "wyoming_qwen3tts.request"]
 
 
-def test_german_voice_list_speaks_german_and_logs_one_line_per_request(engine, tiny_custom_voice, tmp_path, caplog):
+def test_german_voice_list_speaks_german_and_logs_one_line_per_request(
+    engine, tiny_custom_voice, tmp_path, caplog
+):
     srv = _server(engine, tiny_custom_voice, tmp_path)
     try:
 
@@ -120,8 +122,12 @@ def test_german_voice_list_speaks_german_and_logs_one_line_per_request(engine, t
             del engine.submit
         assert pcm and plain
         assert submitted[0].language == "german"
-        assert submitted[0].text == "Hello, it is einundzwanzig Komma fünf Grad Celsius."  # normalized in German
-        assert submitted[1].language == "auto" and submitted[1].text == "Hello, it is 21.5 °C."  # no guess: as is
+        assert (
+            submitted[0].text == "Hello, it is einundzwanzig Komma fünf Grad Celsius."
+        )  # normalized in German
+        assert (
+            submitted[1].language == "auto" and submitted[1].text == "Hello, it is 21.5 °C."
+        )  # no guess: as is
         lines = [r.getMessage() for r in _request_lines(caplog)]
         assert len(lines) == 2
         assert lines[0].startswith("wyoming request, voice=") and "language=german (voice)" in lines[0]
@@ -132,7 +138,9 @@ def test_german_voice_list_speaks_german_and_logs_one_line_per_request(engine, t
         srv.close()
 
 
-def test_speed_and_sentence_silence_on_streamed_audio_with_constant_chunks(engine, tiny_custom_voice, tmp_path):
+def test_speed_and_sentence_silence_on_streamed_audio_with_constant_chunks(
+    engine, tiny_custom_voice, tmp_path
+):
     lengths = {}
     for speed, silence in ((1.0, 0.0), (1.25, 0.0), (1.0, 0.5)):
         srv = _server(engine, tiny_custom_voice, tmp_path, speed=speed, sentence_silence=silence)
@@ -208,7 +216,9 @@ def test_a_seed_reproduces_the_audio_exactly(tiny_custom_voice, tmp_path):
     assert runs[None][0] != runs[None][1]  # a fresh seed per request without --seed
 
 
-def test_a_deleted_voice_falls_back_to_the_default_with_a_warning(engine, tiny_custom_voice, tmp_path, caplog):
+def test_a_deleted_voice_falls_back_to_the_default_with_a_warning(
+    engine, tiny_custom_voice, tmp_path, caplog
+):
     library = VoiceLibrary(tmp_path / "voices")
     add_style(library, "gone", "aiden", "Cheerful.")
     library.remove("gone")

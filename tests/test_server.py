@@ -97,7 +97,18 @@ def test_describe_lists_voices_and_bcp47_languages(server):
     assert names == sorted(names) and "ryan@en" in names and "ryan@de" in names and len(names) == 90
     for voice in program.voices:
         code = voice.name.rpartition("@")[2]
-        assert voice.languages == [code] and code in ("en", "zh", "de", "it", "pt", "es", "ja", "ko", "fr", "ru")
+        assert voice.languages == [code] and code in (
+            "en",
+            "zh",
+            "de",
+            "it",
+            "pt",
+            "es",
+            "ja",
+            "ko",
+            "fr",
+            "ru",
+        )
         assert voice.description and voice.installed
 
 

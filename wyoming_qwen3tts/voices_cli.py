@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     style.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
     style.add_argument("--speaker", required=True, help="built-in speaker, e.g. ryan, vivian, ono_anna")
-    style.add_argument("--instruct", required=True, metavar="TEXT", help="e.g. 'calm, quiet night-time voice'")
+    style.add_argument(
+        "--instruct", required=True, metavar="TEXT", help="e.g. 'calm, quiet night-time voice'"
+    )
     style.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
     style.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
     style.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")

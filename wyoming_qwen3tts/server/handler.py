@@ -44,8 +44,10 @@ class AudioJob:
         self.state = handler.state
         self.voice = voice
         self.streaming = streaming
-        # Constant audio-chunk sizes whatever the speed (service/delivery.py); the request's log line says "wyoming".
-        self.utterance = Utterance(self.state, voice, door="wyoming", block=self.state.samples_per_chunk * WIDTH)
+        # Constant audio-chunk sizes whatever the speed (service/delivery.py); "wyoming" in the log line.
+        self.utterance = Utterance(
+            self.state, voice, door="wyoming", block=self.state.samples_per_chunk * WIDTH
+        )
         self.audio_started = False
         self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
 

@@ -106,7 +106,9 @@ class VoiceCatalog:
             if exc.code != "voice-not-found" or self.strict or not (name or "").strip():
                 raise
         voice = self._default()
-        _LOGGER.warning("Voice %r not found (deleted or renamed?); using the default voice %s", name, voice.name)
+        _LOGGER.warning(
+            "Voice %r not found (deleted or renamed?); using the default voice %s", name, voice.name
+        )
         return voice
 
     def lookup(self, wanted: str) -> Optional[Voice]:

@@ -18,8 +18,8 @@ from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
-from .errors import ServiceError
 from .delivery import PcmShaper
+from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
 from .report import RequestReport

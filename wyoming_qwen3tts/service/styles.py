@@ -22,6 +22,8 @@ def style_args(voice: Voice, engine: Any, instruct: Optional[str] = None) -> dic
             "instructions); set --model Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
         )
     if voice.speaker not in engine.speakers:
-        raise ServiceError("voice-unusable", f"style voice {voice.name!r}: no built-in speaker {voice.speaker!r}")
+        raise ServiceError(
+            "voice-unusable", f"style voice {voice.name!r}: no built-in speaker {voice.speaker!r}"
+        )
     text = voice.instruct or ""
     return {"speaker": voice.speaker, "instruct": f"{text} {instruct}".strip() if instruct else text}

@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..core.languages import parse_language
-from .delivery import DELIVERY_CHECKS
 from .constants import _DTYPES, _QUANTIZE, AUTO, DEFAULT_OPENAI_VOICES
+from .delivery import DELIVERY_CHECKS
 
 # ---------------------------------------------------------------------------------------------------------
 # Value checks. Each takes (value, from_text) and returns the normalised value or raises ValueError with a

@@ -40,8 +40,14 @@ from ..core.files import atomic_write_bytes  # noqa: F401 (used here and by prom
 from ..core.languages import from_bcp47, parse_language
 from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
-from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, check_audio  # noqa: F401 (API)
-from .validation import read_speed
+from .validation import (  # noqa: F401 (API)
+    MAX_BYTES,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    SAMPLE_RATE,
+    check_audio,
+    read_speed,
+)
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,8 +13,15 @@ from typing import Optional
 
 from ..core.files import atomic_write_bytes
 from .errors import VoiceLibraryError
-from .library import MAX_INSTRUCT_CHARS, META_FILE, VoiceLibrary, VoiceProfile, _now, normalize_language
-from .library import normalize_name
+from .library import (
+    MAX_INSTRUCT_CHARS,
+    META_FILE,
+    VoiceLibrary,
+    VoiceProfile,
+    _now,
+    normalize_language,
+    normalize_name,
+)
 from .validation import check_speed
 
 SPEAKER_RE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"

@@ -255,7 +255,11 @@ def _times(lang: str) -> Callable[[int, int], str]:
 
 
 def _dates(lang: str) -> Callable[[int, int, int], str]:
-    say, nth, year = _n2w(lang), _n2w(lang, "ordinal"), _n2w(lang, "year" if lang in ("en", "de") else "cardinal")
+    say, nth, year = (
+        _n2w(lang),
+        _n2w(lang, "ordinal"),
+        _n2w(lang, "year" if lang in ("en", "de") else "cardinal"),
+    )
     months = _MONTHS[lang].split()
 
     def form(y: int, m: int, d: int) -> str:
@@ -274,7 +278,15 @@ def _dates(lang: str) -> Callable[[int, int, int], str]:
 
 
 _POINT = {"en": "point", "de": "Komma", "fr": "virgule", "es": "coma", "it": "virgola", "pt": "vírgula"}
-_MINUS = {"en": "minus", "de": "minus", "fr": "moins", "es": "menos", "it": "meno", "pt": "menos", "ru": "минус"}
+_MINUS = {
+    "en": "minus",
+    "de": "minus",
+    "fr": "moins",
+    "es": "menos",
+    "it": "meno",
+    "pt": "menos",
+    "ru": "минус",
+}
 _ORDINALS = {"en": "st|nd|rd|th", "fr": "er|re|ème|e", "es": "º|ª", "it": "º|ª", "pt": "º|ª"}
 _AND = {"en": "and", "es": "con", "pt": "e", "it": "e", "fr": "et"}
 
