@@ -178,18 +178,28 @@ async def _announce(name: str, server: AsyncTcpServer):
     return announcer
 
 
+def _start(settings: Settings) -> tuple[ServerState, float]:
+    """Loads and warms the main model into a new state; the model pool then holds the only reference to it
+    (so that --unload-after can free it). Returns the state and the warm-up seconds."""
+    engine = load_engine(settings)
+    try:
+        state = make_state(engine, settings)
+        speaker = state.catalog.builtin[0].speaker if state.catalog.builtin else None
+        return state, warm_up(engine, speaker)
+    except BaseException:
+        engine.close()
+        raise
+
+
 def run(settings: Settings) -> int:
     started = time.monotonic()
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
-    engine = load_engine(settings)
     state = None
     try:
-        state = make_state(engine, settings)
-        speaker = state.catalog.builtin[0].speaker if state.catalog.builtin else None
-        warm = warm_up(engine, speaker)
+        state, warm = _start(settings)
         if settings.preload:
             for role, model in state.models.models.items():
                 if model and role not in state.models.engines:
@@ -213,5 +223,4 @@ def run(settings: Settings) -> int:
     finally:
         if state is not None:
             state.models.close()
-        engine.close()
     return 0

@@ -177,6 +177,7 @@ class Utterance:
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()
+                self.engine = None  # nor keep it alive (an idle unload must free its memory)
 
     def _submit(self, text: str) -> None:
         if self.language is None:
