@@ -71,7 +71,8 @@ def test_library_voices_keep_their_language_and_style_voices_are_listed(tmp_path
     voices = {v.name: v for v in catalog.advertised()}
     night = voices["style:night"]
     assert night.language == "german" and night.bound and night.speed == 0.8 and night.instruct == "Calm."
-    assert night.role == "custom_voice" and voices["style:any"].language is None
+    assert night.role == "custom_voice" and "style:any" not in voices  # no language: bound to each
+    assert voices["style:any@zh"].language == "chinese" and voices["style:any@zh"].instruct == "Loud."
     assert (
         catalog.find("night").name == "style:night" and catalog.find("style:night@en").language == "english"
     )

@@ -122,18 +122,20 @@ def test_describe_advertises_library_voices_and_picks_up_changes(server, data_di
             return await _describe(client)
 
     voices = asyncio.run(describe())
-    assert {"clone:anna", "clone:xv", "design:narrator", "ryan@en", "ryan@de"} <= set(voices)
+    assert {"clone:anna", "clone:xv@de", "design:narrator", "ryan@en", "ryan@de"} <= set(voices)
     assert voices["clone:anna"].description == "Anna" and voices["clone:anna"].languages == ["de"]
     assert voices["design:narrator"].description == "The Narrator"
     assert voices["design:narrator"].languages == ["en"]
-    assert len(voices["clone:xv"].languages) == 10  # no language of its own: every model language
+    # No language of its own: bound to each model language, like the built-in speakers.
+    assert "clone:xv" not in voices and voices["clone:xv@fr"].languages == ["fr"]
+    assert len([name for name in voices if name.startswith("clone:xv@")]) == 10
 
     # Added and removed by the CLI while the server runs: visible on the next describe, no restart.
     added = _voices_cli(data_dir, "add", "Bob", "--audio", str(_clip(tmp_path / "bob.ogg", 22050)))
     assert added.returncode == 0, added.stderr
-    assert "clone:bob" in asyncio.run(describe())
+    assert "clone:bob@en" in asyncio.run(describe())
     assert _voices_cli(data_dir, "remove", "bob").returncode == 0
-    assert "clone:bob" not in asyncio.run(describe())
+    assert not any(name.startswith("clone:bob") for name in asyncio.run(describe()))
 
 
 def test_clone_design_and_builtin_requests_interleave(server, data_dir):
@@ -204,7 +206,7 @@ def test_add_while_a_stream_is_being_synthesized(server, data_dir, tmp_path):
                 types.append((await asyncio.wait_for(client.read_event(), 60)).type)
             assert "error" not in types and types.count("audio-stop") == 1
             voices = await _describe(client)
-            assert "clone:carl" in voices
+            assert "clone:carl@de" in voices
             samples, errors = await _speak(client, "Hi.", "clone:carl")
             assert samples > 0 and not errors
 
@@ -313,7 +315,7 @@ def test_flat_folder_voices_are_served_read_only(main_engine, tiny_custom_voice,
 
     async def go():
         async with _connect(srv.port) as client:
-            assert "clone:erin" in await _describe(client)
+            assert "clone:erin@en" in await _describe(client)  # no language of its own: bound to each
             return await _speak(client, "Hello.", "clone:erin")
 
     try:

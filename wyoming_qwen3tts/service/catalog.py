@@ -7,9 +7,9 @@ A voice is advertised only when the model that speaks it is configured (loaded o
 a request for a library voice whose model is off gets `model-not-loaded`, not `voice-not-found`.
 
 Home Assistant never sends a language, only the voice a user picked in the pipeline's (per-language) voice
-list. So `describe` advertises language-bound voices: each built-in speaker once per model language, named
-``ryan@de`` and described "Ryan · Deutsch (...)", only under that language; a library voice with a language
-under its own language (``clone:anna`` as before, its language is fixed anyway). A bound name always speaks
+list. So `describe` advertises language-bound voices: each built-in speaker (and each library voice without
+a language) once per model language, named ``ryan@de`` and described "Ryan · Deutsch (...)", only under that
+language; a library voice with a language under its own language (``clone:anna`` as before). A bound name always speaks
 its language; the plain names (``ryan``) are still accepted and keep the configured/guessed language.
 Over Wyoming a voice that is not found falls back to the default voice with a WARNING (``strict``:
 voice-not-found, as the HTTP API always answers).
@@ -73,11 +73,12 @@ class VoiceCatalog:
         return voices
 
     def advertised(self) -> list[Voice]:
-        """What describe advertises: built-in speakers bound to each language, library voices as they are
-        (under their own language, or under all when they have none). No model is touched: fast."""
+        """What describe advertises: a voice with a language of its own (a library voice) as it is, under
+        that language; every other voice (the built-in speakers, library voices without a language) bound
+        to each model language. No model is touched: fast."""
         out: list[Voice] = []
         for voice in self.voices():
-            if voice.kind == "builtin" and self.languages:
+            if voice.language is None and self.languages:
                 out.extend(bind(voice, language) for language in self.languages)
             else:
                 out.append(voice)
