@@ -45,6 +45,7 @@ def server(tiny_custom_voice, tmp_path_factory):
     log_path = tmp / "server.log"
     with open(log_path, "w+") as log:
         args = ["--max-concurrent", "2", "--threads", "2", "--data-dir", str(tmp / "data")]
+        args.append("--strict-voices")  # an unknown voice is an error (the client's error path)
         try:
             proc, port = start_server(str(tiny_custom_voice), args, log)
         except RuntimeError as exc:
@@ -82,12 +83,12 @@ def test_describe_lists_voices_languages_and_streaming(server, speakers):
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode()
     assert "streaming    yes" in text
-    assert all(f"    {name}" in text for name in speakers)
+    assert all(f"    {name}@en " in text for name in speakers)  # language-bound voices (one per language)
     assert "languages    (" in text
 
     done = client("describe", "--uri", server, "--json")  # common flags also after the command
     info = json.loads(done.stdout)
-    assert {v["name"] for v in info["tts"][0]["voices"]} == set(speakers)
+    assert {v["name"].rpartition("@")[0] for v in info["tts"][0]["voices"]} == set(speakers)
     assert info["tts"][0]["supports_synthesize_streaming"] is True
 
 
