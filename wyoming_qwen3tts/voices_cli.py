@@ -275,7 +275,9 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
 
 
 def _with_speed(library: VoiceLibrary, profile: VoiceProfile, speed: Optional[float]) -> VoiceProfile:
-    return profile if speed is None else set_speed(library, profile.name, speed)
+    if speed is None:
+        return profile
+    return dataclasses.replace(set_speed(library, profile.name, speed), warnings=profile.warnings)
 
 
 def _cmd_style(library: VoiceLibrary, args: argparse.Namespace) -> int:
@@ -327,6 +329,7 @@ def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> i
             )
     finally:
         engine.close()
+    profile = _with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)} (frozen from the description)")
     for warning in profile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
