@@ -9,8 +9,9 @@ a request for a library voice whose model is off gets `model-not-loaded`, not `v
 Home Assistant never sends a language, only the voice a user picked in the pipeline's (per-language) voice
 list. So `describe` advertises language-bound voices: each built-in speaker (and each library voice without
 a language) once per model language, named ``ryan@de`` and described "Ryan · Deutsch (...)", only under that
-language; a library voice with a language under its own language (``clone:anna`` as before). A bound name always speaks
-its language; the plain names (``ryan``) are still accepted and keep the configured/guessed language.
+language; a library voice with a language under its own language (``clone:anna`` as before). A bound name
+always speaks its language; the plain names (``ryan``) are still accepted and keep the configured/guessed
+language.
 Over Wyoming a voice that is not found falls back to the default voice with a WARNING (``strict``:
 voice-not-found, as the HTTP API always answers).
 """
