@@ -1,4 +1,5 @@
-"""`python -m wyoming_qwen3tts voices ...`: manage the voice library (add, design, list, remove, rebuild).
+"""`python -m wyoming_qwen3tts voices ...`: manage the voice library (add, design, list, remove, rebuild,
+import).
 
 The library lives in ``<data_dir>/voices``. ``data_dir`` (and the model settings ``rebuild`` falls back on)
 come from the server's own settings: defaults < ``--config``/``$WYOMING_QWEN3TTS_CONFIG`` <
@@ -128,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list the voices")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    imp = sub.add_parser(
+        "import",
+        help="import another server's voices (voice_library/profiles/<id>/meta.json, or <name>.wav + .txt)",
+        description="Import the voice library of the OpenAI-compatible Qwen3-TTS server (DIR/profiles/<id>/"
+        "meta.json + the reference file) or a folder of <name>.wav + <name>.txt. Reports each voice as "
+        "imported, skipped or failed; re-running imports nothing new. Exit status 1 when a voice failed.",
+    )
+    imp.add_argument("directory", metavar="DIR", help="the other server's voice_library (or profiles) folder")
+    imp.add_argument("--overwrite", action="store_true", help="replace voices of the same name that differ")
+    imp.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
     rm = sub.add_parser("remove", help="delete a voice")
     rm.add_argument("name", metavar="NAME")
 
@@ -139,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="voices to rebuild (default: all)")
     _add_model_options(rebuild, "Base model, hub id or directory (default: the clone_model setting)")
-    for parser in (add, design, lst, rm, rebuild):
+    for parser in (add, design, lst, imp, rm, rebuild):
         _add_common(parser)
     return p
 
@@ -283,6 +295,23 @@ def _cmd_list(library: VoiceLibrary, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    from .voices.importer import import_voices
+
+    with _quiet("wyoming_qwen3tts.voices.library"):
+        outcomes = import_voices(library, Path(args.directory), overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps([o.as_dict() for o in outcomes], indent=2, ensure_ascii=False))
+    for o in outcomes if not args.json else []:
+        voice = f"clone:{o.name}" if o.name else "-"
+        print(f"{o.status:<8}  {voice:<24}  {o.source}" + (f": {o.reason}" if o.reason else ""))
+        for warning in o.warnings:
+            print(f"warning: {o.source}: {warning}", file=sys.stderr)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("imported", "skipped", "failed")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({library.root})", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
 def _cmd_remove(library: VoiceLibrary, args: argparse.Namespace) -> int:
     library.remove(args.name)
     print(f"Removed voice {args.name.strip().lower()!r}")
@@ -363,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_rebuild(library, args, settings)
         if args.command == "design":
             return _cmd_design(library, args, settings)
-        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove}
+        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove, "import": _cmd_import}
         return handler[args.command](library, args)
     except (CliError, VoiceLibraryError, AudioError) as exc:
         _error(exc.code, exc.message, debug)
