@@ -209,7 +209,6 @@ async def test_inline_cloning_matches_a_library_clone_and_uses_the_prompt_cache(
     )
     assert again.content == stored.content and len(computed) == 1
 
-    url = f"{server.base}/v1/audio/speech"
     flac = base64.b64encode(_clip(fmt="FLAC")).decode()  # x-vector only: no transcript needed
     status, headers, body = await _http(
         "POST",

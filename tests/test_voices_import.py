@@ -1,5 +1,6 @@
-"""`voices import DIR` as a user runs it (a real process, real files): the OpenAI-compatible Qwen3-TTS server's
-voice library layout and the flat <name>.wav + <name>.txt layout, broken profiles included; idempotent."""
+"""`voices import DIR` as a user runs it (a real process, real files): the OpenAI-compatible Qwen3-TTS
+server's voice library layout and the flat <name>.wav + <name>.txt layout, broken profiles included;
+idempotent."""
 
 from __future__ import annotations
 
