@@ -105,6 +105,10 @@ async def test_api_tts_refuses_unknown_fields(server):
         status, _, body = await _http(method, url, headers=AUTH, **kwargs)
         assert status == 400 and _error(body) == ("invalid-field", "style_wav"), (method, body)
         assert "style_wav" in json.loads(body)["error"]["message"]
+    form = aiohttp.FormData({"text": "Hi."})
+    form.add_field("speaker", b"ryan", filename="speaker.txt")  # a file where a value belongs
+    status, _, body = await _http("POST", url, data=form, headers=AUTH)
+    assert status == 400 and _error(body) == ("invalid-field", "speaker")
 
 
 async def test_api_tts_model_field_goes_through_the_model_pool(

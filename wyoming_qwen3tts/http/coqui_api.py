@@ -108,7 +108,7 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
         if request.content_type == "application/json":
             params.update(await read_json(request))
         else:
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+            params.update(await request.post())  # a file part is refused below, never dropped silently
     unknown = sorted(set(params) - KNOWN_FIELDS)
     if unknown:
         raise ApiError(
@@ -116,6 +116,11 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
             f"unknown field {unknown[0]!r}; /api/tts takes {', '.join(sorted(KNOWN_FIELDS))}",
             param=unknown[0],
         )
+    for key, value in params.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ApiError(
+                "invalid-field", f"{key} must be a plain value, not a file or an object", param=key
+            )
     if not isinstance(params.get("text"), str):
         raise ApiError("invalid-field", "text (the text to speak) is required", param="text")
     speed = params.get("speed")
