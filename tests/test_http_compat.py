@@ -4,9 +4,11 @@ OpenAI-compatible server's inline cloning fields on /v1/audio/speech, and the re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import time
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +17,7 @@ import openai
 import pytest
 import soundfile as sf
 
-from tests.fixtures.server_process import free_port
+from tests.fixtures.server_process import free_port, start_server
 from tests.fixtures.server_thread import ServerThread, load_test_engine
 from wyoming_qwen3tts.http import inline_clone
 from wyoming_qwen3tts.settings import Settings
@@ -264,3 +266,47 @@ def test_inline_clips_are_bounded_and_reused(tmp_path: Path):
     inline.profile(_clip(pitch=250.0), None, "xvector")
     kept = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(kept) == 2 and first.audio_path.parent.name not in kept  # least recently used went first
+
+
+# -- the real process --------------------------------------------------------------------------------------
+async def _process_checks(base: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:  # the Wyoming port (what start_server waits for) opens a moment before the HTTP port
+        try:
+            status, _, _ = await _http("GET", f"{base}/readyz")
+            if status == 200:
+                break
+        except aiohttp.ClientConnectionError:
+            pass
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert (await _http("GET", f"{base}/health"))[0] == 200
+    status, headers, body = await _http(
+        "GET", f"{base}/api/tts", params={"text": "Hi.", "audio_format": "ogg"}
+    )
+    assert status == 200 and headers["Content-Type"] == "audio/ogg" and sf.read(io.BytesIO(body))[1] == 24000
+    status, _, body = await _http("GET", f"{base}/speakers")
+    assert status == 200 and "ryan" in json.loads(body)["speakers"]
+    clip = f"data:audio/wav;base64,{base64.b64encode(_clip()).decode()}"
+    speech = {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "wav"}
+    status, headers, body = await _http(
+        "POST", f"{base}/v1/audio/speech", json={**speech, "ref_audio": clip, "ref_text": TRANSCRIPT}
+    )
+    assert status == 200 and headers["X-Voice"].startswith("inline:") and sf.read(io.BytesIO(body))[0].size
+    status, _, body = await _http("POST", f"{base}/v1/audio/speech", json={**speech, "seed": 1})
+    assert status == 400 and _error(body) == ("invalid-field", "seed")
+
+
+def test_the_real_process_answers_the_drop_in_contracts(tiny_custom_voice, tiny_base, tmp_path):
+    port = free_port()
+    args = ["--threads", "1", "--data-dir", str(tmp_path), "--clone-model", str(tiny_base)]
+    with open(tmp_path / "server.log", "w+") as log:
+        proc, _ = start_server(str(tiny_custom_voice), args, log, http_port=port)
+        try:
+            asyncio.run(_process_checks(f"http://127.0.0.1:{port}"))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        log.seek(0)
+        assert "Traceback" not in log.read()
+    assert len(list((tmp_path / "voices" / ".inline").iterdir())) == 1  # the inline clip, kept for its prompt

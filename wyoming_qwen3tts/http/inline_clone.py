@@ -115,10 +115,12 @@ def decode_audio(value: Any) -> bytes:
 
 
 def _bool(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key, False)
+    value = body.get(key)
+    if value is None:
+        return False
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    if value is None or not isinstance(value, bool):
+    if not isinstance(value, bool):
         raise ApiError("invalid-field", f"{key} must be true or false", param=key)
     return value
 
