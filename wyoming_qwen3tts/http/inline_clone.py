@@ -98,7 +98,9 @@ def decode_audio(value: Any) -> bytes:
         if not match.group(3):
             raise ApiError("invalid-field", "a ref_audio data: URL must be base64 (;base64,)", "ref_audio")
         text = text[match.end() :]
-    elif re.match(r"[a-z][a-z0-9+.-]*://", text, re.I) or text.startswith(("/", "./", "~")):
+    # Not base64 (":", "." and "~" are outside its alphabet), so no clip: a URL or a path. A plain "/..." may
+    # well be base64 (an MP3 frame starts with 0xFF), so only one with a dot counts as a path.
+    elif ":" in text or text.startswith(("./", "~")) or (text.startswith("/") and "." in text):
         raise ApiError(
             "invalid-field",
             "ref_audio must be the clip itself, base64-encoded; URLs and paths are not read",
