@@ -145,6 +145,30 @@ async def test_api_tts_model_field_goes_through_the_model_pool(
     assert status == 200 and headers["X-Voice"] == "clone:compat-anna" and sf.read(io.BytesIO(body))[0].size
     assert "base" in server.state.models.engines
 
+    # reference_audio: a file of that server's reference folder = the clone voice `voices import` made of it.
+    status, headers, _ = await _http(
+        "POST", url, json={"text": "Hi.", "reference_audio": "Compat-Anna.wav"}, headers=AUTH
+    )
+    assert status == 200 and headers["X-Voice"] == "clone:compat-anna"
+    status, _, body = await _http(
+        "POST", url, json={"text": "Hi.", "reference_audio": "nobody.wav"}, headers=AUTH
+    )
+    assert (
+        status == 404 and _error(body) == ("voice-not-found", "reference_audio") and b"voices import" in body
+    )
+    both = {"text": "Hi.", "reference_audio": "compat-anna.wav", "speaker": "ryan"}
+    status, _, body = await _http("POST", url, json=both, headers=AUTH)
+    assert status == 400 and _error(body) == ("invalid-field", "reference_audio")
+
+    status, _, body = await _http("GET", f"{server.base}/speakers", params={"model": "Base"}, headers=AUTH)
+    assert status == 200 and json.loads(body) == {"speakers": [], "model": str(tiny_base), "default": None}
+    status, _, body = await _http("GET", f"{server.base}/speakers", params={"model": "xtts"}, headers=AUTH)
+    assert status == 400 and _error(body) == ("invalid-field", "model")
+    status, _, body = await _http("GET", f"{server.base}/info", headers=AUTH)
+    info = json.loads(body)
+    assert info["default_model"] == str(tiny_custom_voice) and "ryan" in info["speakers"]
+    assert info["default_language"] == "Auto" and {"Auto", "English"} <= set(info["supported_languages"])
+
 
 # -- /v1/audio/speech: fields ------------------------------------------------------------------------------
 async def test_speech_accepts_every_openai_field_and_refuses_unknown_ones(server):

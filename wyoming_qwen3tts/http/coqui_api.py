@@ -1,4 +1,4 @@
-"""The Coqui-style ``/api/tts`` route of the community Qwen3-TTS servers, and their ``GET /speakers``.
+"""The Coqui-style ``/api/tts`` route of the community Qwen3-TTS servers, their ``/speakers`` and ``/info``.
 
 ``GET|POST /api/tts`` (query string, form or JSON): ``text`` (required), ``speaker`` (or ``speaker_id`` /
 ``voice``: any of our voice names), ``language`` (or ``language_id``), ``instruct``, ``audio_format``
@@ -6,11 +6,13 @@
 ``pcm``), ``speed``, ``stream`` (default false) and ``model``: a model this server can load (its id, path or
 folder name, or ``CustomVoice`` / ``Base`` / ``VoiceDesign``; ``qwen3-tts`` = whichever the voice needs). A
 model picks the voice kind: without ``speaker`` the first voice of that model speaks; a speaker of another
-model is refused. Any other field is refused with 400 ``invalid-field`` naming it: nothing is silently
-ignored.
+model is refused. ``reference_audio`` (a file name of that server's reference folder, cloned x-vector only)
+names the clone voice ``voices import`` made of that file: ``myvoice.wav`` is ``clone:myvoice``. Any other
+field is refused with 400 ``invalid-field`` naming it: nothing is silently ignored.
 
-``GET /speakers``: the built-in speakers of the CustomVoice model:
-``{"speakers": [...], "model": ..., "default": ...}``.
+``GET /speakers[?model=M]``: the built-in speakers of the CustomVoice model:
+``{"speakers": [...], "model": ..., "default": ...}`` (empty for the other models). ``GET /info[?model=M]``:
+defaults, languages and speakers, in that server's shape.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import soundfile as sf
 from aiohttp import web
 
 from ..service.models import ROLE_LABELS
+from ..core.languages import BCP47
 from ..service.voice import Voice
+from ..voices.errors import VoiceLibraryError
+from ..voices.importer import voice_name
 from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import context, optional_str, read_json
 from .encode import Format, get_format
@@ -30,7 +35,8 @@ from .openai_api import Job, flag, language_hint, resolve_voice, respond, speed_
 
 ANY_MODEL = ("", "qwen3-tts", "auto")
 KNOWN_FIELDS = frozenset(
-    "text speaker speaker_id voice language language_id instruct audio_format speed stream model".split()
+    "text speaker speaker_id voice language language_id instruct audio_format speed stream model "
+    "reference_audio".split()
 )
 # ``ogg`` is the Coqui-style servers' second format: Ogg Vorbis (libsndfile), audio/ogg like our opus.
 OGG = Format("ogg", "audio/ogg", "OGG", "VORBIS")
@@ -101,6 +107,25 @@ def pick_voice(request: web.Request, speaker: Any, role: Optional[str]) -> Optio
     return voices[0].name
 
 
+def reference_voice(request: web.Request, filename: Any, speaker: Any) -> str:
+    """The clone voice ``voices import`` made of a reference file (``anna.wav`` -> ``clone:anna``)."""
+    if speaker:
+        raise ApiError("invalid-field", "name a speaker or a reference_audio, not both", "reference_audio")
+    stem = str(filename).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    try:
+        name = f"clone:{voice_name(stem)}"
+    except VoiceLibraryError:
+        name = ""
+    if not name or context(request).state.catalog.lookup(name) is None:
+        raise ApiError(
+            "voice-not-found",
+            f"reference_audio {filename!r}: no clone voice {name or stem!r}; import the reference folder "
+            "once with `python -m wyoming_qwen3tts voices import DIR`",
+            param="reference_audio",
+        )
+    return name
+
+
 async def coqui_tts(request: web.Request) -> web.StreamResponse:
     """GET/POST /api/tts"""
     params: dict[str, Any] = dict(request.query)
@@ -130,6 +155,8 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
         raise ApiError("invalid-field", "speed must be a number", param="speed") from None
     role = model_role(request, optional_str(params, "model", 500))
     speaker = params.get("speaker") or params.get("speaker_id") or params.get("voice")
+    if params.get("reference_audio"):
+        speaker = reference_voice(request, params["reference_audio"], speaker)
     job = Job(
         request,
         params["text"],
@@ -142,18 +169,41 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
     return await respond(request, job, stream=flag(params, "stream", False))
 
 
-async def speakers(request: web.Request) -> web.Response:
-    """GET /speakers: the built-in speakers of the CustomVoice model (empty when it is off)."""
+def _speakers(request: web.Request) -> tuple[Optional[str], list[str], Optional[str]]:
+    """(model, speakers, default speaker) for the ``model`` query (default: the CustomVoice model)."""
     state = context(request).state
-    model = state.models.models.get("custom_voice")
-    names = [v.name for v in state.catalog.builtin] if model else []
+    role = model_role(request, request.query.get("model")) or "custom_voice"
+    model = state.models.models.get(role)
+    names = [v.name for v in state.catalog.builtin] if model and role == "custom_voice" else []
     default: Optional[str] = state.catalog.default_voice
     if default not in names:
         default = names[0] if names else None
+    return model, names, default
+
+
+async def speakers(request: web.Request) -> web.Response:
+    """GET /speakers: the built-in speakers of the CustomVoice model (empty when it is off)."""
+    model, names, default = _speakers(request)
     return web.json_response({"speakers": names, "model": model, "default": default})
+
+
+async def info(request: web.Request) -> web.Response:
+    """GET /info"""
+    model, names, default = _speakers(request)
+    language = context(request).state.default_language
+    return web.json_response(
+        {
+            "default_model": model,
+            "default_speaker": default,
+            "default_language": language.title(),
+            "supported_languages": ["Auto", *(name.title() for name in BCP47)],
+            "speakers": names,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_route("GET", "/api/tts", coqui_tts)
     app.router.add_route("POST", "/api/tts", coqui_tts)
     app.router.add_get("/speakers", speakers)
+    app.router.add_get("/info", info)
