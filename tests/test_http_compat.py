@@ -8,6 +8,9 @@ import asyncio
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import openai
 import pytest
 import soundfile as sf
 
-from tests.fixtures.server_process import free_port, start_server
+from tests.fixtures.server_process import ROOT, free_port, start_server
 from tests.fixtures.server_thread import ServerThread, load_test_engine
 from wyoming_qwen3tts.http import inline_clone
 from wyoming_qwen3tts.settings import Settings
@@ -326,9 +329,29 @@ async def _process_checks(base: str) -> None:
     assert status == 200 and headers["X-Voice"].startswith("inline:") and sf.read(io.BytesIO(body))[0].size
     status, _, body = await _http("POST", f"{base}/v1/audio/speech", json={**speech, "seed": 1})
     assert status == 400 and _error(body) == ("invalid-field", "seed")
+    # A voice of the other server's library, imported before the start, under its own clone: name.
+    status, headers, body = await _http(
+        "POST", f"{base}/v1/audio/speech", json={**speech, "voice": "clone:Mario"}
+    )
+    assert status == 200 and headers["X-Voice"] == "clone:mario" and sf.read(io.BytesIO(body))[0].size
 
 
 def test_the_real_process_answers_the_drop_in_contracts(tiny_custom_voice, tiny_base, tmp_path):
+    profile = tmp_path / "voice_library" / "profiles" / "0f3a"
+    profile.mkdir(parents=True)
+    (profile / "mario.wav").write_bytes(_clip(pitch=130.0))
+    meta = {"name": "Mario", "profile_id": "0f3a", "ref_audio_filename": "mario.wav", "ref_text": TRANSCRIPT}
+    (profile / "meta.json").write_text(json.dumps({**meta, "x_vector_only_mode": False, "task_type": "Base"}))
+    imported = subprocess.run(
+        [sys.executable, "-m", "wyoming_qwen3tts", "voices", "--data-dir", str(tmp_path), "import"]
+        + [str(tmp_path / "voice_library")],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WYOMING_QWEN3TTS_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0 and "imported  clone:mario" in imported.stdout, imported.stderr
     port = free_port()
     args = ["--threads", "1", "--data-dir", str(tmp_path), "--clone-model", str(tiny_base)]
     with open(tmp_path / "server.log", "w+") as log:
