@@ -22,8 +22,8 @@ from typing import Any, Optional
 import soundfile as sf
 from aiohttp import web
 
-from ..service.models import ROLE_LABELS
 from ..core.languages import BCP47
+from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.errors import VoiceLibraryError
 from ..voices.importer import voice_name
