@@ -75,7 +75,9 @@ class InlineVoices:
         with self._lock:
             try:
                 profile = library.get(key)
-                os.utime(profile.audio_path or self.root / key)  # recently used: evicted last
+                # Recently used: evicted last. The folder, not the clip: the prompt cache re-hashes a clip
+                # whose mtime changed.
+                os.utime(self.root / key)
             except VoiceLibraryError as err:
                 if err.code != "voice-not-found":
                     _LOGGER.warning(
