@@ -4,7 +4,7 @@ Routes (all under the same optional API key and allow-list, see auth.py):
 
 * ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``GET /v1/audio/models``, ``GET /v1/models``
   (openai_api.py); inline cloning, ``POST /v1/audio/voice-clone`` (inline_clone.py)
-* ``GET|POST /api/tts``, ``GET /speakers`` (coqui_api.py)
+* ``GET|POST /api/tts``, ``GET /speakers``, ``GET /info`` (coqui_api.py)
 * ``GET|POST /v1/voices``, ``GET|DELETE /v1/voices/{name}``, ``GET /v1/voices/{name}/audio`` (voices_api.py)
 * ``GET /`` the web page: no key needed for the page itself (it holds no data and asks for the key when
   the API wants one); behind Home Assistant ingress it gets ``<base href="$X-Ingress-Path/">`` so that
