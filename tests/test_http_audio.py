@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestClient, TestServer
 
-from wyoming_qwen3tts.http import auth
+from wyoming_qwen3tts.http import auth, inline_clone
 from wyoming_qwen3tts.http.app import build_app, render_page
 from wyoming_qwen3tts.http.auth import Access
 from wyoming_qwen3tts.http.context import HttpContext
@@ -143,7 +143,7 @@ class _NoState:
     catalog = None
 
 
-async def test_allow_list_and_key_on_the_real_app():
+async def test_allow_list_and_key_on_the_real_app(monkeypatch):
     ctx = HttpContext(state=_NoState(), access=Access(api_key="k", allow=["10.0.0.0/8"]))
     async with TestClient(TestServer(build_app(ctx))) as client:
         assert (await client.get("/healthz")).status == 200  # health: always open
@@ -168,10 +168,14 @@ async def test_allow_list_and_key_on_the_real_app():
         assert wrong.status == 405 and (await wrong.json())["error"]["code"] == "method-not-allowed"
         bad = await client.post("/v1/audio/speech", data=b"{nope", headers={"Authorization": "Bearer k"})
         assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid-json"
-        huge = await client.post(
-            "/v1/audio/speech", data=b"[" + b"0," * (2 << 20) + b"0]", headers={"Authorization": "Bearer k"}
-        )
-        assert huge.status == 413 and (await huge.json())["error"]["code"] == "request-too-large"
+        huge = b"[" + b"0," * (2 << 20) + b"0]"
+        json_headers = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+        response = await client.post("/api/tts", data=huge, headers=json_headers)
+        assert response.status == 413 and (await response.json())["error"]["code"] == "request-too-large"
+        # The speech route has room for a base64 reference clip (inline cloning), with its own cap.
+        monkeypatch.setattr(inline_clone, "MAX_SPEECH_BODY", 2 << 20)
+        response = await client.post("/v1/audio/speech", data=huge, headers=json_headers)
+        assert response.status == 413 and (await response.json())["error"]["code"] == "request-too-large"
 
 
 async def test_trusted_peers_need_no_key_others_do():

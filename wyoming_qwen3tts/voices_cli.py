@@ -1,4 +1,5 @@
-"""`python -m wyoming_qwen3tts voices ...`: manage the voice library (add, design, list, remove, rebuild).
+"""`python -m wyoming_qwen3tts voices ...`: manage the voice library (add, design, list, remove, rebuild,
+import).
 
 The library lives in ``<data_dir>/voices``. ``data_dir`` (and the model settings ``rebuild`` falls back on)
 come from the server's own settings: defaults < ``--config``/``$WYOMING_QWEN3TTS_CONFIG`` <
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from .service.roles import role_models
+from .voices.commands import SPEED_HELP, add_style_parsers, cmd_set, cmd_style
+from .voices.commands import describe as _describe
+from .voices.commands import with_speed
 from .voices.library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
-from .voices.styles import add_style, set_speed
 from .voices.validation import check_speed
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,9 +86,6 @@ def _load_engine(args: argparse.Namespace, settings: Any, model: str, role: str)
     return engine
 
 
-SPEED_HELP = "speaking rate of this voice, 0.5-2.0 (default: the server's --speed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -132,28 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     design.add_argument("--seed", type=int, default=0, help="sampling seed of the frozen clip (default: 0)")
     _add_model_options(design, "VoiceDesign model for --freeze (default: the design_model setting)")
 
-    style = sub.add_parser(
-        "style",
-        help="add a style voice: a built-in speaker with an instruction",
-        description="Add a style voice: a built-in speaker of the 1.7B CustomVoice model with a standing "
-        "instruction (and optionally a speed), pickable in Home Assistant like any voice.",
-    )
-    style.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
-    style.add_argument("--speaker", required=True, help="built-in speaker, e.g. ryan, vivian, ono_anna")
-    style.add_argument(
-        "--instruct", required=True, metavar="TEXT", help="e.g. 'calm, quiet night-time voice'"
-    )
-    style.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
-    style.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
-    style.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
-    style.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
-
-    setp = sub.add_parser("set", help="change a stored voice's speed")
-    setp.add_argument("name", metavar="NAME")
-    setp.add_argument("--speed", type=float, required=True, metavar="X", help=SPEED_HELP + "; 1 clears it")
-
     lst = sub.add_parser("list", help="list the voices")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    imp = sub.add_parser(
+        "import",
+        help="import another server's voices (voice_library/profiles/<id>/meta.json, or <name>.wav + .txt)",
+        description="Import the voice library of the OpenAI-compatible Qwen3-TTS server (DIR/profiles/<id>/"
+        "meta.json + the reference file) or a folder of <name>.wav + <name>.txt. Reports each voice as "
+        "imported, skipped or failed; re-running imports nothing new. Exit status 1 when a voice failed.",
+    )
+    imp.add_argument("directory", metavar="DIR", help="the other server's voice_library (or profiles) folder")
+    imp.add_argument("--overwrite", action="store_true", help="replace voices of the same name that differ")
+    imp.add_argument("--json", action="store_true", help="print JSON instead of lines")
 
     rm = sub.add_parser("remove", help="delete a voice")
     rm.add_argument("name", metavar="NAME")
@@ -166,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="voices to rebuild (default: all)")
     _add_model_options(rebuild, "Base model, hub id or directory (default: the clone_model setting)")
-    for parser in (add, design, style, setp, lst, rm, rebuild):
+    style, setp = add_style_parsers(sub)
+    for parser in (add, design, style, setp, lst, imp, rm, rebuild):
         _add_common(parser)
     return p
 
@@ -201,24 +193,6 @@ def _quiet(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _describe(profile: VoiceProfile) -> str:
-    lines = [f"{profile.kind} voice {profile.name!r} ({profile.display_name})"]
-    lines.append(f"  language: {profile.language or 'auto'}")
-    if profile.kind == "clone":
-        lines.append(f"  mode: {profile.mode}")
-        if profile.transcript:
-            lines.append(f"  transcript: {profile.transcript}")
-    if profile.speaker:
-        lines.append(f"  speaker: {profile.speaker}")
-    if profile.instruct:
-        lines.append(f"  instruct: {profile.instruct}")
-    if profile.speed:
-        lines.append(f"  speed: {profile.speed:g}")
-    if profile.directory is not None:
-        lines.append(f"  stored in: {profile.directory}")
-    return "\n".join(lines)
-
-
 def _as_dict(profile: VoiceProfile) -> dict[str, Any]:
     """Every profile field (JSON-ready), so `list --json` never lags behind the profile."""
     out = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile) if f.name != "warnings"}
@@ -251,7 +225,7 @@ def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
             display_name=args.display_name,
             overwrite=args.force,
         )
-    profile = _with_speed(library, profile, args.speed)
+    profile = with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)}")
     for warning in profile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -269,36 +243,8 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
         display_name=args.display_name,
         overwrite=args.force,
     )
-    profile = _with_speed(library, profile, args.speed)
+    profile = with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)}")
-    return 0
-
-
-def _with_speed(library: VoiceLibrary, profile: VoiceProfile, speed: Optional[float]) -> VoiceProfile:
-    if speed is None:
-        return profile
-    return dataclasses.replace(set_speed(library, profile.name, speed), warnings=profile.warnings)
-
-
-def _cmd_style(library: VoiceLibrary, args: argparse.Namespace) -> int:
-    check_speed(args.speed)  # before anything is written
-    profile = add_style(
-        library,
-        args.name,
-        args.speaker,
-        args.instruct,
-        language=args.language,
-        speed=args.speed,
-        display_name=args.display_name,
-        overwrite=args.force,
-    )
-    print(f"Added {_describe(profile)}")
-    return 0
-
-
-def _cmd_set(library: VoiceLibrary, args: argparse.Namespace) -> int:
-    profile = set_speed(library, args.name, args.speed)
-    print(f"Updated {_describe(profile)}")
     return 0
 
 
@@ -329,7 +275,7 @@ def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> i
             )
     finally:
         engine.close()
-    profile = _with_speed(library, profile, args.speed)
+    profile = with_speed(library, profile, args.speed)
     print(f"Added {_describe(profile)} (frozen from the description)")
     for warning in profile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -345,6 +291,23 @@ def _cmd_list(library: VoiceLibrary, args: argparse.Namespace) -> int:
     else:
         print(_table(profiles))
     return 0
+
+
+def _cmd_import(library: VoiceLibrary, args: argparse.Namespace) -> int:
+    from .voices.importer import import_voices
+
+    with _quiet("wyoming_qwen3tts.voices.library"):
+        outcomes = import_voices(library, Path(args.directory), overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps([o.as_dict() for o in outcomes], indent=2, ensure_ascii=False))
+    for o in outcomes if not args.json else []:
+        voice = f"clone:{o.name}" if o.name else "-"
+        print(f"{o.status:<8}  {voice:<24}  {o.source}" + (f": {o.reason}" if o.reason else ""))
+        for warning in o.warnings:
+            print(f"warning: {o.source}: {warning}", file=sys.stderr)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("imported", "skipped", "failed")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({library.root})", file=sys.stderr)
+    return 1 if counts["failed"] else 0
 
 
 def _cmd_remove(library: VoiceLibrary, args: argparse.Namespace) -> int:
@@ -427,8 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_rebuild(library, args, settings)
         if args.command == "design":
             return _cmd_design(library, args, settings)
-        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove, "style": _cmd_style}
-        handler["set"] = _cmd_set
+        handler = {"add": _cmd_add, "list": _cmd_list, "remove": _cmd_remove, "import": _cmd_import}
+        handler.update(style=cmd_style, set=cmd_set)
         return handler[args.command](library, args)
     except (CliError, VoiceLibraryError, AudioError) as exc:
         _error(exc.code, exc.message, debug)

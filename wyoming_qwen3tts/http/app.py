@@ -2,13 +2,15 @@
 
 Routes (all under the same optional API key and allow-list, see auth.py):
 
-* ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``GET /v1/audio/models``, ``GET /v1/models``,
-  ``GET|POST /api/tts`` (openai_api.py)
+* ``POST /v1/audio/speech``, ``GET /v1/audio/voices``, ``GET /v1/audio/models``, ``GET /v1/models``
+  (openai_api.py); inline cloning, ``POST /v1/audio/voice-clone`` (inline_clone.py)
+* ``GET|POST /api/tts``, ``GET /speakers``, ``GET /info`` (coqui_api.py)
 * ``GET|POST /v1/voices``, ``GET|DELETE /v1/voices/{name}``, ``GET /v1/voices/{name}/audio`` (voices_api.py)
 * ``GET /`` the web page: no key needed for the page itself (it holds no data and asks for the key when
   the API wants one); behind Home Assistant ingress it gets ``<base href="$X-Ingress-Path/">`` so that
   its relative URLs go through the ingress proxy.
-* ``GET /healthz`` (the process answers) and ``GET /readyz`` (the main model is loaded and warmed up):
+* ``GET /healthz`` (the process answers; also ``/health``, the other Qwen3-TTS servers' probe) and
+  ``GET /readyz`` (the main model is loaded and warmed up):
   never behind the key or the allow-list, so container health checks keep working.
 
 The server runs on the Wyoming server's event loop: every request is a coroutine, synthesis runs on the
@@ -30,14 +32,14 @@ from ..service.models import ROLE_LABELS
 from ..service.state import ServerState
 from ..settings import Settings
 from ..voices.library import VoiceLibraryError
-from . import openai_api, voices_api
+from . import coqui_api, inline_clone, openai_api, voices_api
 from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
 from .errors import STATUS, ApiError, error_response, from_http_exception
 
 _LOGGER = logging.getLogger(__name__)
 
-PUBLIC = frozenset({"/healthz", "/readyz"})  # no key, no allow-list: health checks
+PUBLIC = frozenset({"/healthz", "/health", "/readyz"})  # no key, no allow-list: health checks
 PAGE_PATHS = frozenset({"/", "/index.html"})  # allow-list, but no key (the page asks for it)
 _INGRESS_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 # The page loads nothing from elsewhere: no CDN (Home Assistant users' browsers may reach nothing else).
@@ -128,10 +130,13 @@ def build_app(ctx: HttpContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, access_middleware], client_max_size=max_body)
     app[CONTEXT] = ctx
     openai_api.add_routes(app)
+    inline_clone.add_routes(app)
+    coqui_api.add_routes(app)
     voices_api.add_routes(app)
     app.router.add_get("/", page)
     app.router.add_get("/index.html", page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/health", healthz)
     app.router.add_get("/readyz", readyz)
     return app
 

@@ -1,12 +1,13 @@
-"""The OpenAI speech API (``POST /v1/audio/speech``), its listings, and a Coqui-style ``/api/tts``.
+"""The OpenAI speech API (``POST /v1/audio/speech``) and its listings (``/api/tts``: coqui_api.py).
 
 Request fields of ``/v1/audio/speech``: ``input`` (required), ``voice`` (a voice name, an OpenAI name from
 the alias table, ``{"id": ...}``; missing = the default voice), ``model`` (any name; a ``-<lang>`` suffix
 such as ``tts-1-de`` is a language hint), ``response_format`` (encode.py), ``speed`` (0.25-4.0, tempo.py),
-``instructions`` (style for built-in speakers, appended to a design voice's description, ignored by clone
-voices), ``language`` (BCP-47 or a language name; wins over the suffix), ``stream`` (default true: audio is
-sent with chunked transfer as it is generated; false = one complete file with a Content-Length) and
-``stream_format`` (``audio``, or ``sse`` for OpenAI's ``speech.audio.delta`` events).
+``instructions`` (or ``instruct``: style for built-in speakers, appended to a design voice's description,
+ignored by clone voices), ``language`` (BCP-47 or a language name; wins over the suffix), ``stream`` (default
+true: audio is sent with chunked transfer as it is generated; false = one complete file with a
+Content-Length), ``stream_format`` (``audio``, or ``sse`` for OpenAI's ``speech.audio.delta`` events) and the
+Qwen3-TTS servers' inline cloning fields (inline_clone.py). Any other field is refused, naming it.
 
 Errors before the first audio (bad input, unknown voice, busy, model not loaded) are proper HTTP errors,
 because headers are only sent once the first chunk exists. A failure after that can only cut the stream
@@ -31,9 +32,10 @@ from ..service.speech import segments_of, speak
 from ..service.state import check_length
 from ..service.voice import Voice
 from ..voices.library import MAX_INSTRUCT_CHARS
-from .context import STARTED, context, optional_str, read_json
+from .context import STARTED, context, optional_str
 from .encode import Encoder, Format, available_formats, get_format
 from .errors import ApiError
+from .inline_clone import check_fields, check_task_type, inline_voice, read_speech_json
 from .tempo import MAX_SPEED, MIN_SPEED, TimeStretch
 
 _LOGGER = logging.getLogger(__name__)
@@ -120,13 +122,14 @@ class Job:
         speed: float = 1.0,
         language: Optional[str] = None,
         instruct: Optional[str] = None,
+        resolved: Optional[Voice] = None,
     ) -> None:
         state = context(request).state
         if not isinstance(text, str):
             raise ApiError("invalid-field", "input must be a string", param="input")
         check_length(state, text)
         self.segments = segments_of(text)
-        self.voice = resolve_voice(request, voice)
+        self.voice = resolved or resolve_voice(request, voice)  # resolved: an inline clone voice
         self.format = fmt
         self.speed = speed
         self.language = language
@@ -233,8 +236,9 @@ def _sse_delta(data: bytes) -> bytes:
 
 # -- routes -------------------------------------------------------------------------------------------------
 async def speech(request: web.Request) -> web.StreamResponse:
-    """POST /v1/audio/speech"""
-    body = await read_json(request)
+    """POST /v1/audio/speech (and /v1/audio/voice-clone, the same request with ``ref_audio``)"""
+    body = await read_speech_json(request)
+    check_fields(body)
     if "input" not in body:
         raise ApiError("invalid-field", "input (the text to speak) is required", param="input")
     model = optional_str(body, "model", 200)
@@ -248,34 +252,13 @@ async def speech(request: web.Request) -> web.StreamResponse:
         get_format(body.get("response_format") or "mp3"),
         speed=speed_of(body.get("speed")),
         language=language_hint(model, optional_str(body, "language", 50)),
-        instruct=optional_str(body, "instructions", MAX_INSTRUCT_CHARS + 1),
+        instruct=optional_str(
+            body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS + 1
+        ),
+        resolved=await inline_voice(request, body),
     )
+    check_task_type(body, job.voice)
     return await respond(request, job, stream=flag(body, "stream", True), sse=stream_format == "sse")
-
-
-async def coqui_tts(request: web.Request) -> web.StreamResponse:
-    """GET/POST /api/tts (Coqui TTS server style): text, speaker, language, instruct, audio_format."""
-    params: dict[str, Any] = dict(request.query)
-    if request.method == "POST" and request.can_read_body:
-        if request.content_type == "application/json":
-            params.update(await read_json(request))
-        else:
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-    speed = params.get("speed")
-    try:
-        speed = float(speed) if isinstance(speed, str) else speed
-    except ValueError:
-        raise ApiError("invalid-field", "speed must be a number", param="speed") from None
-    job = Job(
-        request,
-        params.get("text", ""),
-        params.get("speaker") or params.get("speaker_id") or params.get("voice"),
-        get_format(params.get("audio_format") or "wav"),
-        speed=speed_of(speed),
-        language=language_hint(None, optional_str(params, "language") or optional_str(params, "language_id")),
-        instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS + 1),
-    )
-    return await respond(request, job, stream=flag(params, "stream", False))
 
 
 async def audio_voices(request: web.Request) -> web.Response:
@@ -313,8 +296,7 @@ async def audio_models(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/audio/voice-clone", speech)
     app.router.add_get("/v1/audio/voices", audio_voices)
     app.router.add_get("/v1/audio/models", audio_models)
     app.router.add_get("/v1/models", models)
-    app.router.add_route("GET", "/api/tts", coqui_tts)
-    app.router.add_route("POST", "/api/tts", coqui_tts)

@@ -1,0 +1,208 @@
+"""The request fields of the OpenAI-compatible Qwen3-TTS servers on ``/v1/audio/speech``: inline cloning
+(``ref_audio``, ``ref_text``, ``x_vector_only_mode``), ``task_type``, and the check that refuses unknown
+fields.
+
+``ref_audio`` is the reference clip, base64-encoded (plain or as a ``data:audio/...;base64,`` URL) in any
+format the voice library reads (wav, flac, ogg, mp3); URLs and server paths are refused (the server fetches
+nothing). ``ref_text`` is the clip's transcript (in-context cloning, required unless ``x_vector_only_mode`` is
+true: speaker embedding only). The clip gets the uploads' checks and limits and the voice prompt cache
+(voices/inline.py), so sending the same clip again costs nothing. With ``ref_audio`` the clip is the voice:
+``voice`` (which the OpenAI SDK always sends) is not used. The Base model speaks it.
+
+``POST /v1/audio/voice-clone`` (that server's dedicated route) is the same request; ``GET
+/v1/audio/voice-clone/capabilities`` says whether cloning works here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+from typing import Any, Optional
+
+from aiohttp import web
+
+from ..service.models import ROLE_LABELS
+from ..service.voice import Voice
+from ..voices.inline import InlineVoices
+from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
+from .context import context
+from .errors import ApiError
+
+OPENAI_FIELDS = frozenset("model input voice instructions response_format speed stream_format".split())
+OUR_FIELDS = frozenset({"language", "stream"})
+# From the OpenAI-compatible Qwen3-TTS servers. normalization_options: their text normalisation switches; our
+# text cleanup (service/textclean.py) always runs, so the object is accepted and its switches have no effect.
+COMPAT_FIELDS = frozenset(
+    "ref_audio ref_text x_vector_only_mode task_type instruct normalization_options".split()
+)
+SPEECH_FIELDS = OPENAI_FIELDS | OUR_FIELDS | COMPAT_FIELDS
+# A JSON body carrying a clip of up to MAX_BYTES as base64 (4/3 larger), plus the text fields.
+MAX_SPEECH_BODY = MAX_BYTES * 4 // 3 + (1 << 20)
+_DATA_URL = re.compile(r"data:([\w.+/-]*)((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.ASCII)
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+class InlineHolder:
+    """The app's InlineVoices, made on first use (the library exists only once the state does)."""
+
+    def __init__(self) -> None:
+        self.voices: Optional[InlineVoices] = None
+
+
+INLINE = web.AppKey("inline_voices", InlineHolder)
+
+
+async def read_speech_json(request: web.Request) -> dict[str, Any]:
+    """The JSON object body of a speech request, with room for a base64 clip (the app-wide body cap is
+    sized for text); invalid-json / request-too-large otherwise."""
+    if request.content_length is not None and request.content_length > MAX_SPEECH_BODY:
+        raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > MAX_SPEECH_BODY:
+            raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
+    try:
+        body = json.loads(bytes(data).decode(request.charset or "utf-8"))
+    except (ValueError, LookupError) as exc:
+        raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError("invalid-json", "the body must be a JSON object")
+    return body
+
+
+def check_fields(body: dict[str, Any]) -> None:
+    """Refuses a field we do not implement, naming it (a silently ignored field hides a client's mistake)."""
+    unknown = sorted(set(body) - SPEECH_FIELDS)
+    if unknown:
+        raise ApiError(
+            "invalid-field",
+            f"unknown field {unknown[0]!r}; /v1/audio/speech takes {', '.join(sorted(SPEECH_FIELDS))}",
+            param=unknown[0],
+        )
+    options = body.get("normalization_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError("invalid-field", "normalization_options must be an object", "normalization_options")
+
+
+def decode_audio(value: Any) -> bytes:
+    """The bytes of a base64 ``ref_audio`` (plain, or a ``data:`` URL with ``;base64``)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError("invalid-field", "ref_audio must be a base64-encoded audio file", param="ref_audio")
+    text = value.strip()
+    match = _DATA_URL.match(text)
+    if match:
+        if not match.group(3):
+            raise ApiError("invalid-field", "a ref_audio data: URL must be base64 (;base64,)", "ref_audio")
+        text = text[match.end() :]
+    # Not base64 (":", "." and "~" are outside its alphabet), so no clip: a URL or a path. A plain "/..." may
+    # well be base64 (an MP3 frame starts with 0xFF), so only one with a dot counts as a path.
+    elif ":" in text or text.startswith(("./", "~")) or (text.startswith("/") and "." in text):
+        raise ApiError(
+            "invalid-field",
+            "ref_audio must be the clip itself, base64-encoded; URLs and paths are not read",
+            "ref_audio",
+        )
+    text = re.sub(r"\s+", "", text)
+    if len(text) * 3 // 4 > MAX_BYTES:
+        raise ApiError("audio-too-large", f"ref_audio exceeds {MAX_BYTES} bytes", param="ref_audio")
+    try:
+        altchars = b"-_" if ("-" in text or "_" in text) else None  # URL-safe base64 too
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError("invalid-field", "ref_audio is not valid base64", param="ref_audio") from None
+
+
+def _bool(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if not isinstance(value, bool):
+        raise ApiError("invalid-field", f"{key} must be true or false", param=key)
+    return value
+
+
+def clone_request(body: dict[str, Any]) -> Optional[tuple[bytes, Optional[str], str]]:
+    """(clip, transcript, mode) of a request with ``ref_audio``; None without one. ``ref_text`` or
+    ``x_vector_only_mode`` without ``ref_audio`` is refused rather than ignored."""
+    if body.get("ref_audio") is None:
+        for key in ("ref_text", "x_vector_only_mode"):
+            if body.get(key) not in (None, False, ""):
+                raise ApiError("invalid-field", f"{key} needs ref_audio (the reference clip)", param=key)
+        return None
+    xvector = _bool(body, "x_vector_only_mode")
+    transcript = body.get("ref_text")
+    if transcript is not None and not isinstance(transcript, str):
+        raise ApiError("invalid-field", "ref_text must be a string", param="ref_text")
+    transcript = " ".join(transcript.split()) if transcript else None
+    if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
+        raise ApiError("invalid-field", f"ref_text is longer than {MAX_TRANSCRIPT_CHARS} chars", "ref_text")
+    if not xvector and not transcript:
+        raise ApiError(
+            "invalid-field",
+            "ref_text (the clip's transcript) is required unless x_vector_only_mode is true",
+            param="ref_text",
+        )
+    return decode_audio(body["ref_audio"]), None if xvector else transcript, "xvector" if xvector else "icl"
+
+
+async def inline_voice(request: web.Request, body: dict[str, Any]) -> Optional[Voice]:
+    """The request's inline clone voice (stored and validated like an upload), or None without ref_audio."""
+    clone = clone_request(body)
+    if clone is None:
+        return None
+    state = context(request).state
+    state.models.check_enabled("base")  # model-not-loaded before any decoding work
+    holder = request.app[INLINE]
+    if holder.voices is None:
+        holder.voices = InlineVoices.beside(state.catalog.library, state.prompts)
+    profile = await asyncio.to_thread(holder.voices.profile, *clone)
+    return Voice(
+        name=profile.name[: len("inline:") + 12],
+        description="inline reference",
+        kind="clone",
+        profile=profile,
+    )
+
+
+def check_task_type(body: dict[str, Any], voice: Voice) -> None:
+    """``task_type`` (CustomVoice / Base / VoiceDesign) must name the model that speaks the voice."""
+    task = body.get("task_type")
+    if task is None:
+        return
+    labels = {label.lower(): role for role, label in ROLE_LABELS.items()}
+    if not isinstance(task, str) or task.strip().lower() not in labels:
+        raise ApiError(
+            "invalid-field", f"task_type must be one of {', '.join(ROLE_LABELS.values())}", "task_type"
+        )
+    if labels[task.strip().lower()] != voice.role:
+        raise ApiError(
+            "invalid-field",
+            f"task_type {task} does not fit voice {voice.name!r} "
+            f"(spoken by the {ROLE_LABELS[voice.role]} model)",
+            param="task_type",
+        )
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    """GET /v1/audio/voice-clone/capabilities"""
+    models = context(request).state.models
+    supported = models.enabled("base")
+    return web.json_response(
+        {
+            "supported": supported,
+            "model_type": "base" if supported else None,
+            "icl_mode_available": supported,
+            "x_vector_mode_available": supported,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app[INLINE] = InlineHolder()
+    app.router.add_get("/v1/audio/voice-clone/capabilities", capabilities)
