@@ -8,6 +8,7 @@ documented ones of engine/quant.py; timings live in bench/, never here.
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import pytest
 import torch
