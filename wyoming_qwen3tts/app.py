@@ -18,6 +18,7 @@ from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
 from .server.handler import Qwen3TtsEventHandler
 from .server.info import build_info
+from .server.reader import Limits
 from .service.catalog import VoiceCatalog
 from .service.models import ROLE_LABELS, ModelPool, warm_up
 from .service.roles import role_models
@@ -105,7 +106,12 @@ async def serve(
     server = AsyncServer.from_uri(settings.uri)
     announcer = None
     http = None
-    factory = partial(Qwen3TtsEventHandler, state)
+    limits = Limits(
+        idle_timeout=settings.idle_timeout,
+        write_timeout=settings.write_timeout,
+        max_per_peer=settings.max_connections_per_peer,
+    )
+    factory = partial(Qwen3TtsEventHandler, state, limits=limits)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -91,9 +91,23 @@ class Utterance:
         self.spoken = 0
         self.engine: Any = None  # leased from the model pool while pcm() runs
         self.voice_args: dict[str, Any] = {}
+        self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
 
     def add(self, segment: str) -> None:
         self.segments.put_nowait(segment)
+
+    async def wait_first(self) -> bool:
+        """Waits for the first segment; False when closed without any. A stream takes its admission slot
+        here, at its first text, so an open but silent stream holds nothing."""
+        if self._first is None:
+            self._first = await self.segments.get()
+        return self._first is not _END
+
+    async def _next(self) -> object:
+        if self._first is not None:
+            item, self._first = self._first, None
+            return item
+        return await self.segments.get()
 
     def close(self) -> None:
         self.segments.put_nowait(_END)
@@ -110,7 +124,7 @@ class Utterance:
                 self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
                 while True:
                     if not self.inflight:
-                        item = await self.segments.get()
+                        item = await self._next()
                         if item is _END:
                             break
                         self._submit(cast(str, item))
@@ -137,8 +151,9 @@ class Utterance:
 
     def _take_ready(self) -> None:
         """Submits queued segments up to the lookahead, without waiting for more."""
-        while len(self.inflight) < LOOKAHEAD and not self.segments.empty():
-            item = self.segments.get_nowait()
+        while len(self.inflight) < LOOKAHEAD and (self._first is not None or not self.segments.empty()):
+            item = self._first if self._first is not None else self.segments.get_nowait()
+            self._first = None
             if item is _END:
                 self.segments.put_nowait(_END)  # keep it for the main loop
                 return
