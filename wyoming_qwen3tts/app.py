@@ -76,7 +76,9 @@ def make_state(
     pool.adopt(engine, settings.model)
     languages = language_codes(engine.languages)
     builtin = builtin_voices(engine.speakers) if engine.model_type == "custom_voice" else []
-    library = VoiceLibrary(settings.voices_path)
+    library = VoiceLibrary(
+        settings.voices_path, max_voices=settings.max_voices, max_bytes=settings.max_library_mb << 20
+    )
     catalog = VoiceCatalog(builtin, library, pool, default_voice=settings.voice)
     if settings.voice and catalog.lookup(settings.voice) is None:
         raise SystemExit(

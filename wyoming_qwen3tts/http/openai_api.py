@@ -248,7 +248,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
         get_format(body.get("response_format") or "mp3"),
         speed=speed_of(body.get("speed")),
         language=language_hint(model, optional_str(body, "language", 50)),
-        instruct=optional_str(body, "instructions", MAX_INSTRUCT_CHARS + 1),
+        instruct=optional_str(body, "instructions", MAX_INSTRUCT_CHARS),
     )
     return await respond(request, job, stream=flag(body, "stream", True), sse=stream_format == "sse")
 
@@ -273,7 +273,7 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
         get_format(params.get("audio_format") or "wav"),
         speed=speed_of(speed),
         language=language_hint(None, optional_str(params, "language") or optional_str(params, "language_id")),
-        instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS + 1),
+        instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS),
     )
     return await respond(request, job, stream=flag(params, "stream", False))
 
