@@ -39,7 +39,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_SAMPLE_RATE = 192_000
 MAX_DECODED_SAMPLES = 24 * 1024 * 1024  # frames x channels: ~2 min of 48 kHz stereo, 96 MB of float32 at most
 BLOCK_FRAMES = 1 << 16
-_ADDRESS_RE = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f..>" in libsndfile errors
+_ADDRESS_RE = re.compile(
+    r"<[^<>]* at 0x[0-9a-fA-F]+>"
+)  # "<_io.BytesIO object at 0x7f..>" in libsndfile errors
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Tuple[Any, int]]
 

@@ -37,7 +37,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     send text/plain without asking (a CORS "simple request"), so such a body is never read as JSON."""
     await request.read()  # the size cap first (413), then the type
     if request.content_type != "application/json":
-        raise ApiError("invalid-json", f"send the body as application/json, not {request.content_type[:80]!r}")
+        raise ApiError(
+            "invalid-json", f"send the body as application/json, not {request.content_type[:80]!r}"
+        )
     try:
         body = await request.json()
     except ValueError as exc:

@@ -91,7 +91,9 @@ class RequestGuard:
             return  # the ingress proxy
         host = request.headers.get("Host")
         if host is not None and not host_allowed(host, self.names):
-            _LOGGER.warning("HTTP %s %s from %s: unknown Host %.80r", request.method, request.path, peer, host)
+            _LOGGER.warning(
+                "HTTP %s %s from %s: unknown Host %.80r", request.method, request.path, peer, host
+            )
             raise ApiError(
                 "forbidden",
                 f"unknown host name {split_host(host)[:80]!r}: use the server's address, or add the name "
@@ -100,7 +102,9 @@ class RequestGuard:
         fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
         navigation = request.method == "GET" and request.headers.get("Sec-Fetch-Mode", "") == "navigate"
         if fetch_site == "cross-site" and not navigation:
-            _LOGGER.warning("HTTP %s %s from %s: cross-site request refused", request.method, request.path, peer)
+            _LOGGER.warning(
+                "HTTP %s %s from %s: cross-site request refused", request.method, request.path, peer
+            )
             raise ApiError("forbidden", "cross-site requests are not allowed")
         if request.method in SAFE_METHODS or "X-Ingress-Path" in request.headers:
             # X-Ingress-Path: a custom header, which a page of another site can only send after a CORS

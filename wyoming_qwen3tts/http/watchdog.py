@@ -115,7 +115,8 @@ class ConnectionWatchdog:
         count = 0
         for proto in self.server.connections:
             info = proto.transport.get_extra_info("peername") if proto.transport is not None else None
-            count += bool(info) and info[0] == peer
+            if info and info[0] == peer:
+                count += 1
         return count
 
     @web.middleware

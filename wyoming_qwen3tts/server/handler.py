@@ -26,15 +26,14 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from . import requests
-from .reader import FramingError, Limits, read_event, write_event
-
 from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from ..service.errors import ServiceError
 from ..service.segmenter import StreamSegmenter
 from ..service.speech import Utterance, segments_of
 from ..service.state import ServerState, admitted, check_length, check_unicode
 from ..service.voice import Voice
+from . import requests
+from .reader import FramingError, Limits, read_event, write_event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -144,7 +143,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         stream is open, and a yield between pipelined events (one client cannot starve the others)."""
         peer = _peer_of(self.writer)
         if not self.limits.admit_peer(peer):
-            _LOGGER.warning("Wyoming: refusing a connection from %s (%d open)", peer, self.limits.max_per_peer)
+            _LOGGER.warning(
+                "Wyoming: refusing a connection from %s (%d open)", peer, self.limits.max_per_peer
+            )
             await self.send_error("server-busy", f"too many connections from {peer}")
             self.state.handlers.discard(self)
             self.closed = True

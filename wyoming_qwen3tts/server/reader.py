@@ -61,7 +61,9 @@ def _length(header: dict[str, Any], key: str, limit: int) -> int:
     return value
 
 
-async def read_event(reader: asyncio.StreamReader, limits: Limits, deadline: Optional[float]) -> Optional[Event]:
+async def read_event(
+    reader: asyncio.StreamReader, limits: Limits, deadline: Optional[float]
+) -> Optional[Event]:
     """The next event, None at EOF. ``deadline`` (seconds) bounds waiting for the whole event; None waits
     for the first byte without limit (then the rest must arrive within ``limits.idle_timeout``)."""
     if deadline is None:

@@ -245,9 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="host names the HTTP API answers besides IP addresses, localhost and this machine's name, "
         "e.g. tts.lan (repeatable or comma-separated; guards against DNS rebinding)",
     )
-    p.add_argument(
-        "--max-voices", metavar="N", help=f"voices the library may hold (default: {d.max_voices})"
-    )
+    p.add_argument("--max-voices", metavar="N", help=f"voices the library may hold (default: {d.max_voices})")
     p.add_argument(
         "--max-library-mb",
         metavar="MB",

@@ -6,8 +6,8 @@ pass, so it is computed once and kept in memory and on disk next to the profile,
 format, model id, sha256 of the reference audio, mode, transcript). A restart loads the file instead of
 running the encoders. The file is rebuilt automatically when the audio (its sha256), the transcript or the
 mode changed, or when it is unreadable or its tensors are damaged (a sha256 of the tensor bytes is stored
-in the metadata and checked on load; files without it must hold finite values and valid codes). Read-only voices of the flat ``<name>.wav`` layout keep their
-cache under ``<root>/.prompts/<name>/``.
+in the metadata and checked on load; files without it must hold finite values and valid codes).
+Read-only voices of the flat ``<name>.wav`` layout keep their cache under ``<root>/.prompts/<name>/``.
 
 ICL: 0.5 s of silence is appended to the reference clip before encoding, a fix from the field: without
 it the first generated phoneme tends to continue the last phoneme of the reference.

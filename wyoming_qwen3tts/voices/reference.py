@@ -31,12 +31,16 @@ def decode_reference_audio(
     24 kHz mono float32 waveform and the soft warnings (validation.check_audio). Raises VoiceLibraryError:
     audio-unreadable, audio-too-large, audio-too-long, audio-too-short, audio-silent, server-busy."""
     if not _slots.acquire(blocking=False):
-        raise VoiceLibraryError("server-busy", f"{UPLOAD_SLOTS} reference clips are being processed; try again")
+        raise VoiceLibraryError(
+            "server-busy", f"{UPLOAD_SLOTS} reference clips are being processed; try again"
+        )
     try:
         try:
             wave, sr = load_audio(source, max_seconds=MAX_SECONDS, max_bytes=MAX_BYTES)
         except AudioError as err:
-            raise VoiceLibraryError(_CODES.get(err.code, "audio-unreadable"), f"{label}: {err.message}") from None
+            raise VoiceLibraryError(
+                _CODES.get(err.code, "audio-unreadable"), f"{label}: {err.message}"
+            ) from None
         warnings = check_audio(wave, sr, transcript, label)
         wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
         return wave, warnings

@@ -71,7 +71,9 @@ def recover(root: Path) -> None:
         try:
             if not final.exists():
                 os.rename(entry, final)  # the newest parked copy wins
-                _LOGGER.warning("Voice %r: restored the previous version after an interrupted overwrite", name)
+                _LOGGER.warning(
+                    "Voice %r: restored the previous version after an interrupted overwrite", name
+                )
             else:
                 shutil.rmtree(entry, ignore_errors=True)
             changed = True
@@ -85,7 +87,10 @@ def clean_stale(root: Path, max_age: float = STALE_SECONDS) -> None:
     """Deletes temp/trash directories left behind by writers that died (never listed as voices)."""
     for entry in root.glob(".t*-*"):
         try:
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)) and time.time() - entry.stat().st_mtime > max_age:
+            if (
+                entry.name.startswith((TMP_PREFIX, TRASH_PREFIX))
+                and time.time() - entry.stat().st_mtime > max_age
+            ):
                 shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             pass
@@ -140,7 +145,9 @@ def check_quota(root: Path, key: str, max_voices: int, max_bytes: int) -> None:
         return
     names = {e.name.lower() if e.is_dir() else e.stem.lower() for e in entries}
     if key not in names and len(names) >= max_voices:
-        raise VoiceLibraryError("voice-quota", f"the library holds {len(names)} voices, the limit is {max_voices}")
+        raise VoiceLibraryError(
+            "voice-quota", f"the library holds {len(names)} voices, the limit is {max_voices}"
+        )
     used = 0
     for path in _files(root):
         try:
