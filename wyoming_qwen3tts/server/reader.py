@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from wyoming.event import Event, async_write_event
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,5 +125,7 @@ async def write_event(event: Event, writer: asyncio.StreamWriter, timeout: float
     try:
         await asyncio.wait_for(async_write_event(event, writer), timeout)
     except asyncio.TimeoutError:
+        peer = writer.get_extra_info("peername")
+        _LOGGER.warning("Wyoming: %s did not read for %g s; closing", peer[0] if peer else "client", timeout)
         writer.transport.abort()
         raise ConnectionResetError(f"the client did not read for {timeout:g} s") from None
