@@ -253,6 +253,39 @@ def test_http_slow_headers_stalled_bodies_and_unread_answers_are_cut(after_each)
     assert closed_within(unread, WRITE * 15)
 
 
+def test_http_streams_nobody_reads_are_cut_and_free_their_slots(after_each):
+    server = after_each
+    body = json.dumps(
+        {"input": "A long sentence that keeps the engine busy for a while. " * 30, "response_format": "pcm"}
+    ).encode()
+    request = (
+        b"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+    async def go():
+        socks = []
+        for _ in range(SLOTS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.http_port))
+            sock.sendall(request)
+            socks.append(sock)
+        held, deadline = 0, time.monotonic() + 120
+        while held < SLOTS and time.monotonic() < deadline:
+            held = max(held, (await http(server, "GET", "/readyz"))[1]["active_requests"])
+            await asyncio.sleep(0.1)
+        after = await _wait_idle_slots(server, timeout=300)
+        for sock in socks:
+            sock.close()
+        return held, after
+
+    held, after = run(go())
+    assert held == SLOTS and after["active_requests"] == 0
+    assert "has not read its answer" in server.log.read_text()
+
+
 def test_per_peer_connection_limit(after_each):
     server = after_each
 
@@ -261,10 +294,15 @@ def test_per_peer_connection_limit(after_each):
         refused = await raw_wyoming(server.port, b"", timeout=10)
         for _, writer in held:
             writer.close()
-        return refused
+        held = [await asyncio.open_connection("127.0.0.1", server.http_port) for _ in range(PER_PEER)]
+        status, body = await http(server, "GET", "/v1/voices")
+        for _, writer in held:
+            writer.close()
+        return refused, status, body
 
-    refused = run(go())
+    refused, status, body = run(go())
     assert refused and refused[0]["type"] == "error" and refused[0]["data"]["code"] == "server-busy"
+    assert (status, code_of(body)) == (503, "server-busy")
 
 
 # -- 2. one client must not freeze the others -------------------------------------------------------------
