@@ -142,3 +142,29 @@ def test_a_prompt_file_without_checksum_must_hold_finite_values(tmp_path: Path) 
     assert _damage(torch.tensor([1.0, float("nan")]), None, None) == "speaker embedding is not finite"
     assert _damage(torch.ones(3), torch.tensor([[1, -4]]), None) == "reference codes are invalid"
     assert _damage(torch.ones(3), torch.tensor([[1, 4]]), None) is None
+
+
+def test_an_upload_raced_by_a_delete_still_reports_its_success(tmp_path: Path, monkeypatch) -> None:
+    """The saved profile is read back before the library lock is released: a DELETE that comes right after
+    waits for it, instead of turning the upload's answer into voice-corrupt (HTTP 422)."""
+    library = VoiceLibrary(tmp_path / "voices")
+    placed, go_on = threading.Event(), threading.Event()
+    real_put = store.put_in_place
+
+    def slow_put(*args, **kwargs):
+        real_put(*args, **kwargs)
+        placed.set()
+        go_on.wait(30)
+
+    monkeypatch.setattr(store, "put_in_place", slow_put)
+    result: dict = {}
+    adder = threading.Thread(target=lambda: result.update(p=library.add_design("race", "A calm voice.")))
+    adder.start()
+    assert placed.wait(30)
+    remover = threading.Thread(target=library.remove, args=("race",))
+    remover.start()
+    go_on.set()
+    adder.join(30)
+    remover.join(30)
+    assert result["p"].name == "race" and result["p"].instruct == "A calm voice."
+    assert library.list() == []

@@ -288,7 +288,7 @@ async def audio_voices(request: web.Request) -> web.Response:
             "kind": v.kind,
             "language": BCP47.get(v.language) if v.language else None,
         }
-        for v in sorted(ctx.state.voices(), key=lambda v: v.name)
+        for v in sorted(await asyncio.to_thread(ctx.state.voices), key=lambda v: v.name)  # lists the library
     ]
     return web.json_response({"voices": voices, "aliases": ctx.voice_aliases})
 
