@@ -462,6 +462,19 @@ def test_lone_surrogate_and_deep_json_over_http_are_client_errors(after_each):
     assert "Traceback" not in server.log.read_text()
 
 
+def test_garbage_on_the_http_port_is_a_400(after_each):
+    server = after_each
+    for junk in (
+        b"GARBAGE\r\n\r\n",
+        bytes(range(256)) * 20,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock:
+            sock.sendall(junk)
+            answer = sock.recv(65536)
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:100]
+
+
 # -- 6. overwrite atomic across crashes, quotas -------------------------------------------------------------
 def test_an_overwrite_cut_short_by_a_crash_is_recovered(after_each):
     server = after_each
@@ -554,3 +567,10 @@ def test_soak_1000_mixed_requests_rss_flat_and_no_fd_leak(after_each):
     )
     assert server.rss() <= warm_rss * 1.10, (warm_rss >> 20, server.rss() >> 20)
     assert server.fds() <= warm_fds, (warm_fds, server.fds())
+
+
+def test_bad_input_left_one_warning_line_each_and_no_traceback(server):
+    """Runs last: everything above was client input, which is logged as WARNING lines, never a traceback."""
+    log = server.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert " WARNING " in log
