@@ -35,7 +35,7 @@ from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
 from .errors import STATUS, ApiError, error_response, from_http_exception
 from .guard import RequestGuard, local_names
-from .watchdog import ConnectionWatchdog
+from .watchdog import ConnectionWatchdog, quiet_protocol_errors
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class HttpServer:
     def __init__(self, settings: Settings, state: ServerState, **runner_args: Any) -> None:
         self.host = settings.http_host
         self.port = settings.http_port
+        quiet_protocol_errors()
         self.watchdog = ConnectionWatchdog(
             settings.idle_timeout, settings.write_timeout, settings.max_connections_per_peer
         )

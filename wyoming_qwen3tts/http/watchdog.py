@@ -23,12 +23,33 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import error_response
 
 _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _OneLineProtocolErrors(logging.Filter):
+    """aiohttp logs every malformed request (a client's garbage) at ERROR with a traceback: log flooding.
+    Such records become one WARNING line; genuine server errors are left alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message or exc).split())[:200]
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_protocol_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _OneLineProtocolErrors) for f in logger.filters):
+        logger.addFilter(_OneLineProtocolErrors())
 
 
 @dataclass
