@@ -192,17 +192,23 @@ def test_describe_answers_fast_while_synthesizing(server):
         (Synthesize(text="word " * 1000), "text-too-long"),
     ],
 )
-def test_bad_requests_get_error_codes_and_the_connection_survives(server, event, code):
+def test_bad_requests_get_error_codes_then_the_connection_closes(server, event, code):
+    """A failed non-streaming synthesize: error, then close (wyoming-piper's behaviour, which Home Assistant
+    before 2026.9 needs: it waits for audio-stop otherwise). The server keeps serving new connections."""
+
     async def go():
         async with AsyncTcpClient("127.0.0.1", server.port) as client:
             await client.write_event(event.event())
             error = await asyncio.wait_for(client.read_event(), 30)
+            closed = await asyncio.wait_for(client.read_event(), 10)
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
             await client.write_event(Ping(text="still there?").event())
             pong = await asyncio.wait_for(client.read_event(), 5)
-            return error, pong
+        return error, closed, pong
 
-    error, pong = run(go())
+    error, closed, pong = run(go())
     assert Error.is_type(error.type) and Error.from_event(error).code == code
+    assert closed is None
     assert Pong.is_type(pong.type) and Pong.from_event(pong).text == "still there?"
 
 

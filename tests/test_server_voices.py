@@ -170,13 +170,16 @@ def test_bad_voice_names_and_corrupt_profiles(server, data_dir):
         async with _connect(server.port) as client:
             voices = await _describe(client)
             assert "clone:broken" not in voices and "clone:anna" in voices  # skipped, others intact
-            codes = {}
-            for name in ("clone:broken", "clone:../anna", "design:..", "../../etc/passwd", "clone:nobody"):
+        codes = {}
+        for name in ("clone:broken", "clone:../anna", "design:..", "../../etc/passwd", "clone:nobody"):
+            async with _connect(server.port) as client:  # a failed synthesize closes its connection
                 _, errors = await _speak(client, "Hi.", name)
                 codes[name] = errors[0].code
-            await client.write_event(Ping(text="still").event())  # the connection survived all of it
+                assert await asyncio.wait_for(client.read_event(), 10) is None
+        async with _connect(server.port) as client:
+            await client.write_event(Ping(text="still").event())  # the server survived all of it
             assert Pong.is_type((await asyncio.wait_for(client.read_event(), 5)).type)
-            return codes
+        return codes
 
     try:
         codes = asyncio.run(go())
@@ -255,6 +258,7 @@ def test_models_turned_off_and_a_library_default_voice(main_engine, tiny_custom_
             assert "design:narrator" not in voices and "clone:anna" in voices
             _, errors = await _speak(client, "Hi.", "design:narrator")
             assert [e.code for e in errors] == ["model-not-loaded"] and "--design-model" in errors[0].text
+        async with _connect(srv.port) as client:  # the error closed the first connection
             samples, errors = await _speak(client, "Hallo.", None)  # the default voice: clone:anna
             assert samples > 0 and not errors
             assert "base" in srv.state.models.loaded_roles()

@@ -18,6 +18,7 @@ from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
 from .server.handler import Qwen3TtsEventHandler
 from .server.info import build_info
+from .server.reader import Limits
 from .service.catalog import VoiceCatalog
 from .service.delivery import Delivery
 from .service.idle import idle_reaper
@@ -78,7 +79,9 @@ def make_state(
     pool.adopt(engine, settings.model)
     languages = language_codes(engine.languages)
     builtin = builtin_voices(engine.speakers) if engine.model_type == "custom_voice" else []
-    library = VoiceLibrary(settings.voices_path)
+    library = VoiceLibrary(
+        settings.voices_path, max_voices=settings.max_voices, max_bytes=settings.max_library_mb << 20
+    )
     catalog = VoiceCatalog(
         builtin, library, pool, settings.voice, languages=engine.languages, strict=settings.strict_voices
     )
@@ -111,7 +114,12 @@ async def serve(
     server = AsyncServer.from_uri(settings.uri)
     announcer = None
     http = None
-    factory = partial(Qwen3TtsEventHandler, state)
+    limits = Limits(
+        idle_timeout=settings.idle_timeout,
+        write_timeout=settings.write_timeout,
+        max_per_peer=settings.max_connections_per_peer,
+    )
+    factory = partial(Qwen3TtsEventHandler, state, limits=limits)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,6 +34,14 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Decoded-size bounds: a small compressed file can announce a huge rate or many channels (a 330 KB FLAC at
+# 655,350 Hz x 8 channels decodes to ~1.2 GB of float32). Files are decoded in blocks, downmixed as they go.
+MAX_SAMPLE_RATE = 192_000
+MAX_DECODED_SAMPLES = 24 * 1024 * 1024  # frames x channels: ~2 min of 48 kHz stereo, 96 MB of float32 at most
+BLOCK_FRAMES = 1 << 16
+_ADDRESS_RE = re.compile(
+    r"<[^<>]* at 0x[0-9a-fA-F]+>"
+)  # "<_io.BytesIO object at 0x7f..>" in libsndfile errors
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Tuple[Any, int]]
 
@@ -207,18 +215,48 @@ def _decode_bytes(data: bytes, max_bytes: Optional[int], max_seconds: Optional[f
 def _sf_read(target: Any, max_seconds: Optional[float]) -> Tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(target) as snd:
-            rate = int(snd.samplerate)
+            rate, channels = int(snd.samplerate), int(snd.channels)
             # Check the header before decoding so oversized uploads cost nothing.
-            if max_seconds is not None and rate > 0 and snd.frames > max_seconds * rate:
+            if not 0 < rate <= MAX_SAMPLE_RATE:
+                raise AudioError(
+                    "audio_bad_source", f"sample rate {rate} Hz is not supported (at most {MAX_SAMPLE_RATE})"
+                )
+            if max_seconds is not None and snd.frames > max_seconds * rate:
                 raise AudioError(
                     "audio_too_long", f"audio is {snd.frames / rate:.1f} s long, limit {max_seconds:g} s"
                 )
-            wave = snd.read(dtype="float32", always_2d=False)
+            if snd.frames * channels > MAX_DECODED_SAMPLES:
+                raise AudioError("audio_too_large", _too_large(channels))
+            wave = _read_blocks(snd, rate, channels, max_seconds)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
-        raise AudioError("audio_unreadable", f"cannot decode audio: {err}") from None
+        message = _ADDRESS_RE.sub("the audio data", str(err))
+        raise AudioError("audio_unreadable", f"cannot decode audio: {message}") from None
     return wave, rate
+
+
+def _too_large(channels: int) -> str:
+    return f"audio decodes to more than {MAX_DECODED_SAMPLES} samples ({channels} channels)"
+
+
+def _read_blocks(snd: Any, rate: int, channels: int, max_seconds: Optional[float]) -> np.ndarray:
+    """Decodes block by block, downmixing each (the header's frame count can lie: the limits are enforced
+    on what is actually decoded). Per row this is the same mean as the reference's whole-array downmix."""
+    max_frames = MAX_DECODED_SAMPLES // max(channels, 1)
+    if max_seconds is not None:
+        max_frames = min(max_frames, int(max_seconds * rate) + 1)
+    parts, frames = [], 0
+    for block in snd.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+        frames += block.shape[0]
+        if frames > max_frames:
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise AudioError("audio_too_long", f"audio is longer than {max_seconds:g} s")
+            raise AudioError("audio_too_large", _too_large(channels))
+        parts.append(block[:, 0].copy() if channels == 1 else np.mean(block, axis=-1).astype(np.float32))
+    if channels == 0:
+        raise AudioError("audio_empty", "audio has no channels")
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def _finish(wave: np.ndarray, sr: int, max_seconds: Optional[float]) -> Tuple[np.ndarray, int]:

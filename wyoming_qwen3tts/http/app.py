@@ -36,6 +36,8 @@ from . import coqui_api, inline_clone, openai_api, voices_api
 from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
 from .errors import STATUS, ApiError, error_response, from_http_exception
+from .guard import RequestGuard, local_names
+from .watchdog import ConnectionWatchdog, quiet_protocol_errors
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -123,11 +125,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 # -- wiring ---------------------------------------------------------------------------------------------
-def build_app(ctx: HttpContext) -> web.Application:
+def build_app(
+    ctx: HttpContext, watchdog: Optional[ConnectionWatchdog] = None, host_names: Optional[list[str]] = None
+) -> web.Application:
     # JSON and form bodies hold text (at most max_text_chars) and are read whole: a small cap. Clips come as
     # multipart, which voices_api.py streams with its own cap (the library's MAX_BYTES).
     max_body = max(2 << 20, 8 * getattr(ctx.state, "max_text_chars", 0))
-    app = web.Application(middlewares=[errors_middleware, access_middleware], client_max_size=max_body)
+    guard = RequestGuard(local_names(host_names), PUBLIC)  # Host / Origin checks (guard.py)
+    middlewares = [errors_middleware, access_middleware, guard.middleware]
+    if watchdog is not None:  # timeouts and the per-peer limit (watchdog.py)
+        middlewares.insert(0, watchdog.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[CONTEXT] = ctx
     openai_api.add_routes(app)
     inline_clone.add_routes(app)
@@ -156,7 +164,11 @@ class HttpServer:
     def __init__(self, settings: Settings, state: ServerState, **runner_args: Any) -> None:
         self.host = settings.http_host
         self.port = settings.http_port
-        self.app = build_app(context_from(settings, state))
+        quiet_protocol_errors()
+        self.watchdog = ConnectionWatchdog(
+            settings.idle_timeout, settings.write_timeout, settings.max_connections_per_peer
+        )
+        self.app = build_app(context_from(settings, state), self.watchdog, settings.http_host_names)
         # handler_cancellation: a client that hangs up cancels its request at once, which cancels the
         # engine streams (frees KV slots) instead of generating audio nobody will hear.
         self.runner = web.AppRunner(
@@ -164,6 +176,7 @@ class HttpServer:
             handler_cancellation=True,
             shutdown_timeout=2.0,
             access_log=logging.getLogger("aiohttp.access") if settings.debug else None,
+            keepalive_timeout=settings.idle_timeout,
             **runner_args,
         )
 
@@ -175,6 +188,9 @@ class HttpServer:
         except OSError:
             await self.runner.cleanup()
             raise
+        assert self.runner.server is not None
+        self.watchdog.start(self.runner.server)
 
     async def stop(self) -> None:
+        await self.watchdog.stop()
         await self.runner.cleanup()

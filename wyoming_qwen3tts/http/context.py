@@ -33,11 +33,19 @@ def context(request: web.Request) -> HttpContext:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The JSON object body; invalid-json otherwise."""
+    """The JSON object body; invalid-json otherwise. The body must say application/json: a web page can
+    send text/plain without asking (a CORS "simple request"), so such a body is never read as JSON."""
+    await request.read()  # the size cap first (413), then the type
+    if request.content_type != "application/json":
+        raise ApiError(
+            "invalid-json", f"send the body as application/json, not {request.content_type[:80]!r}"
+        )
     try:
         body = await request.json()
     except ValueError as exc:
         raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # deeply nested JSON
+        raise ApiError("invalid-json", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError("invalid-json", "the body must be a JSON object")
     return body

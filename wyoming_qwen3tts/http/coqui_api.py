@@ -164,7 +164,7 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
         audio_format(params.get("audio_format")),
         speed=speed_of(speed),
         language=language_hint(None, optional_str(params, "language") or optional_str(params, "language_id")),
-        instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS + 1),
+        instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS),
     )
     return await respond(request, job, stream=flag(params, "stream", False))
 

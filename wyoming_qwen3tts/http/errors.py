@@ -6,7 +6,7 @@ codes (the Wyoming error codes plus the voice library's and a few HTTP ones) and
 * 401: invalid-api-key; 403: forbidden (the peer address is not in the allow-list)
 * 404: voice-not-found, not-found; 405: method-not-allowed
 * 409: voice-exists, voice-read-only
-* 413: text-too-long, audio-too-large, request-too-large
+* 413: text-too-long, audio-too-large, request-too-large; 507: voice-quota (the library is full)
 * 422: voice-unusable, voice-corrupt (the voice exists, but its files cannot be used)
 * 500: synthesis-failed, freeze-failed, internal-error
 * 503: server-busy, model-not-loaded, server-stopping, not-ready (with ``Retry-After: 1``)
@@ -44,6 +44,7 @@ STATUS = {
     "text-too-long": 413,
     "audio-too-large": 413,
     "request-too-large": 413,
+    "voice-quota": 507,
     "voice-unusable": 422,
     "voice-corrupt": 422,
     "synthesis-failed": 500,

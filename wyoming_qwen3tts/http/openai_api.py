@@ -253,7 +253,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
         speed=speed_of(body.get("speed")),
         language=language_hint(model, optional_str(body, "language", 50)),
         instruct=optional_str(
-            body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS + 1
+            body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS
         ),
         resolved=await inline_voice(request, body),
     )
@@ -271,7 +271,7 @@ async def audio_voices(request: web.Request) -> web.Response:
             "kind": v.kind,
             "language": BCP47.get(v.language) if v.language else None,
         }
-        for v in sorted(ctx.state.voices(), key=lambda v: v.name)
+        for v in sorted(await asyncio.to_thread(ctx.state.voices), key=lambda v: v.name)  # lists the library
     ]
     return web.json_response({"voices": voices, "aliases": ctx.voice_aliases})
 

@@ -3,9 +3,12 @@ an asyncio task that submits text segments to the engine (whose worker thread ow
 PCM events as the engine's chunks arrive, so `describe`, `ping` and new text keep being read meanwhile.
 
 Error codes (stable, see service/errors.py): voice-not-found, empty-text, text-too-long, server-busy,
-synthesis-failed, bad-request, server-stopping, model-not-loaded, voice-unusable. After any error the
-connection stays usable, and a stream still ends with synthesize-stopped. The engine of a cycle is leased
-from the model pool (service/models.py) for the whole cycle, so it cannot be unloaded under it.
+synthesis-failed, bad-request, server-stopping, model-not-loaded, voice-unusable, timeout. A stream still
+ends with synthesize-stopped after an error; a non-streaming synthesize that fails gets its error and then
+the connection is closed (as wyoming-piper does: Home Assistant before 2026.9 waits for audio-stop
+otherwise). The engine of a cycle is leased from the model pool (service/models.py) for the whole cycle,
+so it cannot be unloaded under it. Events are read with our bounded reader (reader.py); admission is taken
+at the first text actually synthesized, not at synthesize-start.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from ..service.errors import ServiceError
 from ..service.segmenter import StreamSegmenter
 from ..service.speech import Utterance, segments_of
-from ..service.state import ServerState, admitted, check_length
+from ..service.state import ServerState, admitted, check_length, check_unicode
 from ..service.voice import Voice
+from . import requests
+from .reader import FramingError, Limits, read_event, write_event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,6 +82,10 @@ class AudioJob:
 
     async def _run(self) -> None:
         try:
+            if not await self.utterance.wait_first():  # a stream closed without text: nothing to admit
+                if not self.streaming:
+                    raise ServiceError("empty-text", "nothing to speak after text cleanup")
+                return
             with admitted(self.state):
                 async with contextlib.aclosing(self.utterance.pcm()) as chunks:
                     async for pcm in chunks:
@@ -97,7 +106,9 @@ class AudioJob:
 
     async def _fail(self, code: str, text: str) -> None:
         await self.handler.send_error(code, text)
-        if self.audio_started:  # close the cycle a client may be waiting on
+        if not self.streaming:  # error, then close: what every Home Assistant version handles
+            await self.handler.stop()
+        elif self.audio_started:  # close the cycle a client may be waiting on
             try:
                 await self.handler.write_event(AudioStop().event())
             except (ConnectionError, RuntimeError):
@@ -105,9 +116,10 @@ class AudioJob:
 
 
 class Qwen3TtsEventHandler(AsyncEventHandler):
-    def __init__(self, state: ServerState, *args, **kwargs) -> None:
+    def __init__(self, state: ServerState, *args, limits: Optional[Limits] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.state = state
+        self.limits = limits or Limits()
         self.job: Optional[AudioJob] = None  # the non-streaming cycle or the stream's cycle
         self.stream_segmenter: Optional[StreamSegmenter] = None  # set between synthesize-start and -stop
         self.stream_chars = 0
@@ -119,7 +131,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
     async def write_event(self, event: Event) -> None:
         if self.closed:
             raise ConnectionResetError("connection closed")
-        await super().write_event(event)
+        await write_event(event, self.writer, self.limits.write_timeout)
 
     async def send_error(self, code: str, text: str) -> None:
         _LOGGER.info("error %s: %s", code, text)
@@ -129,44 +141,108 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
             pass
 
     # -- input -----------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """wyoming's loop with our bounded reader, a per-peer connection limit, an idle timeout while a
+        stream is open, and a yield between pipelined events (one client cannot starve the others)."""
+        peer = _peer_of(self.writer)
+        if not self.limits.admit_peer(peer):
+            _LOGGER.warning(
+                "Wyoming: refusing a connection from %s (%d open)", peer, self.limits.max_per_peer
+            )
+            await self.send_error("server-busy", f"too many connections from {peer}")
+            self.state.handlers.discard(self)
+            self.closed = True
+            self.writer.close()
+            return
+        self._is_running = True
+        try:
+            while self._is_running:
+                open_stream = self.stream_segmenter is not None
+                try:
+                    event = await read_event(
+                        self.reader, self.limits, self.limits.idle_timeout if open_stream else None
+                    )
+                except FramingError as exc:
+                    _LOGGER.warning("Wyoming: bad event from %s: %s", peer, exc)
+                    await self.send_error("bad-request", str(exc))
+                    break
+                except asyncio.TimeoutError:
+                    _LOGGER.warning("Wyoming: %s idle for %g s; closing", peer, self.limits.idle_timeout)
+                    await self._timed_out()
+                    break
+                except (ConnectionError, OSError):
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+                await asyncio.sleep(0)
+        finally:
+            self.limits.release_peer(peer)
+            await self.disconnect()
+            self.writer.close()
+
+    async def _timed_out(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+        await self.send_error("timeout", f"no event for {self.limits.idle_timeout:g} s")
+        if self.stream_segmenter is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.write_event(SynthesizeStopped().event())
+
     async def handle_event(self, event: Event) -> bool:
         try:
             await self._dispatch(event)
         except ServiceError as exc:
+            if exc.code == "bad-request":
+                _LOGGER.warning("Wyoming: bad %s: %s", event.type, exc.text)
             await self.send_error(exc.code, exc.text)
+            # A failed non-streaming synthesize closes the connection (see the module doc).
+            return not (Synthesize.is_type(event.type) and self.stream_segmenter is None)
         except (ConnectionError, RuntimeError):
             return False
         return True
 
     async def _dispatch(self, event: Event) -> None:
         if Describe.is_type(event.type):
-            await self.write_event(self.state.info().event())
+            assert self.state.described is not None
+            await self.write_event((await self.state.described.get()).event())
         elif Ping.is_type(event.type):
-            await self.write_event(Pong(text=Ping.from_event(event).text).event())
+            await self.write_event(Pong(text=requests.ping_text(event)).event())
         elif Synthesize.is_type(event.type):
             if self.stream_segmenter is not None:
                 return  # Home Assistant's compat copy of the streamed text: never speak it twice
-            await self._synthesize(Synthesize.from_event(event))
+            await self._synthesize(requests.text_of(event), requests.voice_name(event))
         elif not self.state.streaming:
             return
         elif SynthesizeStart.is_type(event.type):
-            await self._stream_start(SynthesizeStart.from_event(event))
+            await self._stream_start(event)
         elif SynthesizeChunk.is_type(event.type):
-            await self._stream_chunk(SynthesizeChunk.from_event(event).text)
+            if self.stream_segmenter is None or self.stream_failed:
+                return
+            try:
+                text = requests.text_of(event)
+                check_unicode(text)
+            except ServiceError:
+                self._fail_stream()
+                raise
+            await self._stream_chunk(text)
         elif SynthesizeStop.is_type(event.type):
             await self._stream_stop()
         # select-program and anything unknown: ignored, the connection stays
+
+    def _fail_stream(self) -> None:
+        self.stream_failed = True
+        if self.job is not None:
+            self.job.cancel()
 
     async def _wait_previous(self) -> None:
         if self.job is not None:
             await asyncio.shield(self.job.task)
             self.job = None
 
-    async def _synthesize(self, request: Synthesize) -> None:
+    async def _synthesize(self, text: str, voice_name: Optional[str]) -> None:
         await self._wait_previous()
-        text = request.text or ""
         check_length(self.state, text)
-        voice = self.state.find_voice(request.voice.name if request.voice else None)
+        voice = self.state.find_voice(voice_name)
         segments = segments_of(text)
         job = AudioJob(self, voice, streaming=False)
         for segment in segments:
@@ -174,7 +250,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         job.close()
         self.job = job
 
-    async def _stream_start(self, start: SynthesizeStart) -> None:
+    async def _stream_start(self, start: Event) -> None:
         if self.stream_segmenter is not None:
             raise ServiceError("bad-request", "synthesize-start while a stream is open")
         await self._wait_previous()
@@ -182,20 +258,17 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         self.stream_chars = 0
         self.stream_failed = False
         try:
-            voice = self.state.find_voice(start.voice.name if start.voice else None)
+            voice = self.state.find_voice(requests.voice_name(start))
         except ServiceError:
             self.stream_failed = True
             raise
         self.job = AudioJob(self, voice, streaming=True)
 
     async def _stream_chunk(self, text: str) -> None:
-        if self.stream_segmenter is None or self.stream_failed:
-            return
+        assert self.stream_segmenter is not None
         self.stream_chars += len(text or "")
         if self.stream_chars > self.state.max_text_chars:
-            self.stream_failed = True
-            if self.job is not None:
-                self.job.cancel()
+            self._fail_stream()
             raise ServiceError(
                 "text-too-long", f"streamed text exceeds {self.state.max_text_chars} characters"
             )
@@ -244,3 +317,11 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
                 except (ConnectionError, RuntimeError):
                     pass
         await self.stop()
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> str:
+    """The client's address (no port): what the per-peer limit counts. Unix sockets and stdio: "local"."""
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, (tuple, list)) and peer:
+        return str(peer[0])
+    return "local"

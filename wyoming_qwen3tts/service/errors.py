@@ -1,7 +1,7 @@
 """Errors the server answers with a Wyoming `error` event; `code` values are stable (documented in README).
 
 Codes: voice-not-found, empty-text, text-too-long, server-busy, synthesis-failed, bad-request,
-server-stopping, model-not-loaded, voice-unusable.
+server-stopping, model-not-loaded, voice-unusable, timeout (Wyoming: an open stream idle too long).
 """
 
 from __future__ import annotations

@@ -112,10 +112,24 @@ class Utterance:
         self.seed = delivery.request_seed()  # one seed for every sentence of the reply
         self.report.seed = delivery.seed
         self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
+        self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
 
     def add(self, segment: str) -> None:
         self.report.chars += len(segment)
         self.segments.put_nowait(segment)
+
+    async def wait_first(self) -> bool:
+        """Waits for the first segment; False when closed without any. A stream takes its admission slot
+        here, at its first text, so an open but silent stream holds nothing."""
+        if self._first is None:
+            self._first = await self.segments.get()
+        return self._first is not _END
+
+    async def _next(self) -> object:
+        if self._first is not None:
+            item, self._first = self._first, None
+            return item
+        return await self.segments.get()
 
     def close(self) -> None:
         self.segments.put_nowait(_END)
@@ -160,7 +174,7 @@ class Utterance:
                 self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
                 while True:
                     if not self.inflight:
-                        item = await self.segments.get()
+                        item = await self._next()
                         if item is _END:
                             break
                         self._submit(cast(str, item))
@@ -196,8 +210,9 @@ class Utterance:
 
     def _take_ready(self) -> None:
         """Submits queued segments up to the lookahead, without waiting for more."""
-        while len(self.inflight) < LOOKAHEAD and not self.segments.empty():
-            item = self.segments.get_nowait()
+        while len(self.inflight) < LOOKAHEAD and (self._first is not None or not self.segments.empty()):
+            item = self._first if self._first is not None else self.segments.get_nowait()
+            self._first = None
             if item is _END:
                 self.segments.put_nowait(_END)  # keep it for the main loop
                 return

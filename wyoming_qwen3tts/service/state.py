@@ -11,6 +11,7 @@ from ..voices.prompts import PromptCache
 from .catalog import VoiceCatalog
 from .delivery import Delivery
 from .errors import ServiceError
+from .infocache import CachedInfo
 from .models import ModelPool
 from .voice import Voice
 
@@ -32,6 +33,12 @@ class ServerState:
     active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
     warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
     handlers: set = field(default_factory=set)  # open front-door connections (closed at shutdown)
+    described: Optional[CachedInfo] = None  # the cached describe answer (infocache.py)
+
+    def __post_init__(self) -> None:
+        if self.described is None:
+            library = getattr(self.catalog, "library", None)
+            self.described = CachedInfo(self.info, getattr(library, "root", None))
 
     def voices(self) -> list[Voice]:
         return self.catalog.voices()
@@ -42,10 +49,22 @@ class ServerState:
 
 
 def check_length(state: ServerState, text: str) -> None:
+    """The text limit, and text that is valid Unicode (a lone surrogate from a JSON escape is a client
+    error, not a synthesis failure)."""
     if len(text) > state.max_text_chars:
         raise ServiceError(
             "text-too-long", f"text has {len(text)} characters; the limit is {state.max_text_chars}"
         )
+    check_unicode(text)
+
+
+def check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ServiceError(
+            "bad-request", f"the text holds an invalid character (a lone surrogate) at position {exc.start}"
+        ) from None
 
 
 @contextlib.contextmanager

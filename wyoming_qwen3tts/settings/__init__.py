@@ -81,6 +81,13 @@ class Settings:
     seed: Optional[int] = None  # sampling seed of every request (reproducible audio); None = random
     strict_voices: bool = False  # an unknown voice is an error instead of the default voice
     unload_after: Optional[float] = None  # seconds idle before the models are unloaded; None = never
+    # Limits against broken or hostile clients (README "Limits and security").
+    idle_timeout: int = 60  # seconds a connection may sit idle (open stream, headers, body) before it is cut
+    write_timeout: int = 60  # seconds a client may stop reading its audio before it is cut
+    max_connections_per_peer: int = 16  # open connections per client address, each port
+    http_host_names: Optional[list[str]] = None  # extra Host names the HTTP API answers (DNS rebinding)
+    max_voices: int = 500  # voice library: profiles at most
+    max_library_mb: int = 2048  # voice library: disk use at most
 
     @property
     def voices_path(self) -> Path:
@@ -244,6 +251,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--unload-after",
         metavar="SECONDS",
         help="unload the models after this long idle; the next request reloads them (default: never)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="S",
+        help="seconds a connection may sit idle with a stream open or a request half sent before it is cut "
+        f"(default: {d.idle_timeout})",
+    )
+    p.add_argument(
+        "--write-timeout",
+        metavar="S",
+        help=f"seconds a client may stop reading its audio before it is cut (default: {d.write_timeout})",
+    )
+    p.add_argument(
+        "--max-connections-per-peer",
+        metavar="N",
+        help=f"open connections per client address on each port (default: {d.max_connections_per_peer})",
+    )
+    p.add_argument(
+        "--http-host-names",
+        action="append",
+        metavar="NAME",
+        help="host names the HTTP API answers besides IP addresses, localhost and this machine's name, "
+        "e.g. tts.lan (repeatable or comma-separated; guards against DNS rebinding)",
+    )
+    p.add_argument("--max-voices", metavar="N", help=f"voices the library may hold (default: {d.max_voices})")
+    p.add_argument(
+        "--max-library-mb",
+        metavar="MB",
+        help=f"disk space the voice library may use (default: {d.max_library_mb})",
     )
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--log-format", metavar="FORMAT", help="Python logging format string")

@@ -186,6 +186,24 @@ def _check_voice_map(value: Any, from_text: bool) -> dict[str, str]:
     return merged
 
 
+def _check_host_names(value: Any, from_text: bool) -> Optional[list[str]]:
+    """Host names (a list, or comma-separated text) the HTTP API accepts in the Host header."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"expected a list of host names, got {value!r}")
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a host name, got {item!r}")
+        for part in filter(None, (p.strip().lower().rstrip(".") for p in item.split(","))):
+            if not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]{0,252})", part):
+                raise ValueError(f"{part!r} is not a host name")
+            names.append(part)
+    return names or None
+
+
 def _optional(check: Callable[[Any, bool], Any]) -> Callable[[Any, bool], Any]:
     def wrapped(value: Any, from_text: bool) -> Any:
         return None if value is None else check(value, from_text)
@@ -226,6 +244,12 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "http_trusted": _check_allow,
     "openai_voices": _check_voice_map,
     **DELIVERY_CHECKS,
+    "idle_timeout": _check_positive_int,
+    "write_timeout": _check_positive_int,
+    "max_connections_per_peer": _check_positive_int,
+    "http_host_names": _check_host_names,
+    "max_voices": _check_positive_int,
+    "max_library_mb": _check_positive_int,
 }
 
 # Flag spelling of each field (for error messages); --no-streaming is the one inverted flag.

@@ -12,7 +12,9 @@ imported read-only; a profile directory of the same name wins.
 
 Every write is atomic: files are written to a temp file in the same directory and ``os.replace``-d, and a
 new profile is built in a hidden temp directory that is renamed into place, so readers (a running server)
-never see a half-written profile. Broken profiles are skipped with a warning and never hide the others.
+never see a half-written profile; an overwrite interrupted by a crash is recovered (store.py). Broken
+profiles are skipped with a warning and never hide the others. Quotas: ``max_voices`` profiles and
+``max_bytes`` of disk (store.check_quota).
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,16 +38,11 @@ import soundfile as sf
 
 from ..core.files import atomic_write_bytes  # noqa: F401 (used here and by prompts.py)
 from ..core.languages import from_bcp47, parse_language
-from ..engine.audio import AudioError, AudioSource, load_audio, resample, to_pcm16
+from ..engine.audio import AudioSource, to_pcm16
+from . import store
 from .errors import VoiceLibraryError
-from .validation import (  # noqa: F401 (API)
-    MAX_BYTES,
-    MAX_SECONDS,
-    MIN_SECONDS,
-    SAMPLE_RATE,
-    check_audio,
-    read_speed,
-)
+from .reference import decode_reference_audio
+from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, read_speed  # noqa: F401 (API)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -146,11 +141,16 @@ def _source_sha256(source: Any) -> Optional[str]:
 class VoiceLibrary:
     """The voice profiles under ``root``; the only writer of the library. Safe to share between threads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, max_voices: int = store.DEFAULT_MAX_VOICES, max_bytes: int = store.DEFAULT_MAX_BYTES
+    ) -> None:
         self.root = Path(root)
+        self.max_voices, self.max_bytes = max_voices, max_bytes
         self._lock = threading.Lock()  # serialises writers of this process; readers never need it
         self._warned: set[tuple[str, str]] = set()
         self._sha_memo: dict[str, tuple[tuple[int, int], str]] = {}  # describe re-lists: hash once
+        if self.root.is_dir():
+            store.recover(self.root)  # an overwrite cut short by a crash gets its previous version back
 
     # -- reading -------------------------------------------------------------------------------------------
     def list(self) -> list[VoiceProfile]:
@@ -316,19 +316,11 @@ class VoiceLibrary:
             )
         label = str(audio_source) if isinstance(audio_source, (str, os.PathLike)) else "reference audio"
         label = label if len(label) < 200 else "reference audio"
-        try:
-            wave, sr = load_audio(audio_source, max_seconds=MAX_SECONDS, max_bytes=MAX_BYTES)
-        except AudioError as err:
-            code = {"audio_too_long": "audio-too-long", "audio_too_large": "audio-too-large"}.get(
-                err.code, "audio-unreadable"
-            )
-            raise VoiceLibraryError(code, f"{label}: {err.message}") from None
+        wave, warnings = decode_reference_audio(audio_source, transcript, label)
         source_sha = _source_sha256(audio_source)
-        warnings = check_audio(wave, sr, transcript, label)
         if mode == "icl" and not transcript:
             warnings.append(f"{label}: no transcript given; using x-vector mode (less similar than ICL)")
             mode = "xvector"
-        wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
         pcm = np.frombuffer(to_pcm16(wave), dtype="<i2")
         for warning in warnings:
             _LOGGER.warning("Voice %r: %s", key, warning)
@@ -385,22 +377,8 @@ class VoiceLibrary:
                 raise VoiceLibraryError(
                     "voice-read-only", f"{profile.audio_path} is an imported file; delete it by hand"
                 )
-            trash = self.root / f".trash-{key}-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            store.remove(self.root, key)
         _LOGGER.info("Removed voice %r", key)
-
-    def _clean_stale(self, max_age: float = 3600.0) -> None:
-        """Delete temp/trash directories left behind by writers that died (never listed as voices)."""
-        for entry in self.root.glob(".t*-*"):
-            try:
-                if (
-                    entry.name.startswith((".tmp-", ".trash-"))
-                    and time.time() - entry.stat().st_mtime > max_age
-                ):
-                    shutil.rmtree(entry, ignore_errors=True)
-            except OSError:
-                pass
 
     def _create(self, key: str, display: str, language: Optional[str], fill, overwrite: bool) -> VoiceProfile:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -414,8 +392,10 @@ class VoiceLibrary:
                     created = self._load_dir(final).created or created
                 except Exception:  # noqa: BLE001 - replacing a broken profile is fine
                     pass
-            self._clean_stale()
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
+            store.recover(self.root)
+            store.clean_stale(self.root)
+            store.check_quota(self.root, key, self.max_voices, self.max_bytes)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{store.TMP_PREFIX}{key}-", dir=self.root))
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the server may run as another user
             try:
                 meta = dict(
@@ -424,20 +404,11 @@ class VoiceLibrary:
                 meta.update(fill(tmp))
                 meta = {"version": 1, **meta}  # type: ignore[dict-item]
                 atomic_write_bytes(tmp / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False).encode())
-                trash = self.root / f".trash-{key}-{uuid.uuid4().hex[:8]}"
-                if overwrite:
-                    # Swap: the old profile is gone only for the instant between the two renames.
-                    try:
-                        os.replace(final, trash)
-                    except FileNotFoundError:
-                        pass
-                try:
-                    os.replace(tmp, final)
-                except OSError:  # another writer created it meanwhile (rename onto a non-empty dir fails)
-                    raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists") from None
-                shutil.rmtree(trash, ignore_errors=True)
+                store.put_in_place(self.root, tmp, key, overwrite)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            # Read back under the lock: a DELETE right after must not turn this success into an error.
+            profile = self._load_dir(final)
         _LOGGER.info("Saved %s voice %r in %s", meta["kind"], key, final)
-        return self._load_dir(final)
+        return profile

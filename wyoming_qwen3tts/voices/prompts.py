@@ -5,8 +5,9 @@ pass, so it is computed once and kept in memory and on disk next to the profile,
 ``prompt.<safe model id>.safetensors`` (tensors ``speaker_embedding`` and, for ICL, ``ref_codes``; metadata:
 format, model id, sha256 of the reference audio, mode, transcript). A restart loads the file instead of
 running the encoders. The file is rebuilt automatically when the audio (its sha256), the transcript or the
-mode changed, or when it is unreadable. Read-only voices of the flat ``<name>.wav`` layout keep their
-cache under ``<root>/.prompts/<name>/``.
+mode changed, or when it is unreadable or its tensors are damaged (a sha256 of the tensor bytes is stored
+in the metadata and checked on load; files without it must hold finite values and valid codes).
+Read-only voices of the flat ``<name>.wav`` layout keep their cache under ``<root>/.prompts/<name>/``.
 
 ICL: 0.5 s of silence is appended to the reference clip before encoding, a fix from the field: without
 it the first generated phoneme tends to continue the last phoneme of the reference.
@@ -29,6 +30,7 @@ from safetensors.torch import save as save_safetensors
 from ..engine import VoicePrompt
 from ..engine.audio import load_audio, resample
 from .library import (
+    MAX_SECONDS,
     SAMPLE_RATE,
     VoiceLibrary,
     VoiceLibraryError,
@@ -55,7 +57,8 @@ def safe_model_id(model_id: str) -> str:
 
 def reference_wave(profile: VoiceProfile) -> np.ndarray:
     """The 24 kHz mono clip the prompt is computed from (ICL: with the trailing silence)."""
-    wave, sr = load_audio(str(profile.audio_path), max_seconds=None)
+    # Bounded like an upload (a plain voices/<name>.wav dropped in over Samba can be hours long).
+    wave, sr = load_audio(str(profile.audio_path), max_seconds=MAX_SECONDS)
     wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
     if profile.mode == "icl":
         wave = np.concatenate([wave, np.zeros(int(ICL_SILENCE_SECONDS * SAMPLE_RATE), dtype=wave.dtype)])
@@ -180,6 +183,10 @@ class PromptCache:
         if mode == "icl" and codes is None:
             _LOGGER.warning("Voice prompt %s lacks reference codes; rebuilding", path)
             return None
+        damage = _damage(spk, codes, meta.get("tensors_sha256"))
+        if damage:
+            _LOGGER.warning("Voice prompt %s is damaged (%s); rebuilding", path, damage)
+            return None
         _LOGGER.debug("Loaded voice prompt %s", path)
         return VoicePrompt(speaker_embedding=spk, ref_codes=codes, ref_text=transcript or None)
 
@@ -196,6 +203,7 @@ class PromptCache:
             "ref_text": transcript,
         }
         meta["icl_silence_s"] = str(ICL_SILENCE_SECONDS)
+        meta["tensors_sha256"] = _tensors_sha256(tensors["speaker_embedding"], tensors.get("ref_codes"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, save_safetensors(tensors, metadata=meta))
@@ -211,3 +219,27 @@ def _to_device(prompt: VoicePrompt, device: Any) -> VoicePrompt:
         ref_codes=None if prompt.ref_codes is None else prompt.ref_codes.to(device),
         ref_text=prompt.ref_text,
     )
+
+
+def _raw(tensor: torch.Tensor) -> bytes:
+    """The tensor's bytes (any dtype, bf16 included, which numpy cannot hold)."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _tensors_sha256(spk: torch.Tensor, codes: Optional[torch.Tensor]) -> str:
+    digest = hashlib.sha256(_raw(spk))
+    if codes is not None:
+        digest.update(_raw(codes.to(torch.long)))
+    return digest.hexdigest()
+
+
+def _damage(spk: torch.Tensor, codes: Optional[torch.Tensor], sha: Optional[str]) -> Optional[str]:
+    """Why loaded prompt tensors cannot be trusted (garbage bytes under an intact header made every
+    request fail with "probability tensor contains inf/nan"), or None."""
+    if sha is not None and _tensors_sha256(spk, codes) != sha:
+        return "checksum mismatch"
+    if not spk.is_floating_point() or not bool(torch.isfinite(spk).all()):
+        return "speaker embedding is not finite"
+    if codes is not None and (codes.is_floating_point() or codes.numel() and int(codes.min()) < 0):
+        return "reference codes are invalid"
+    return None

@@ -1,0 +1,42 @@
+"""Strict reading of the client events a TTS server acts on. wyoming's ``from_event`` trusts field types (a
+number as ``text``, a string as ``voice``) and raises KeyError/AttributeError deep inside the handler, which
+dropped the connection without a word; here every wrong type is a ``bad-request`` ServiceError."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from wyoming.event import Event
+
+from ..service.errors import ServiceError
+
+
+def _str_field(data: dict[str, Any], key: str, what: str, required: bool = False) -> Optional[str]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ServiceError("bad-request", f"{what} needs a {key!r} string")
+        return None
+    if not isinstance(value, str):
+        raise ServiceError("bad-request", f"{what}: {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def voice_name(event: Event) -> Optional[str]:
+    """The ``voice.name`` of a synthesize or synthesize-start, checked."""
+    voice = event.data.get("voice")
+    if voice is None:
+        return None
+    if not isinstance(voice, dict):
+        raise ServiceError("bad-request", f"{event.type}: 'voice' must be an object")
+    return _str_field(voice, "name", f"{event.type} voice")
+
+
+def text_of(event: Event) -> str:
+    """The ``text`` of a synthesize or synthesize-chunk, checked."""
+    return _str_field(event.data, "text", event.type, required=True) or ""
+
+
+def ping_text(event: Event) -> Optional[str]:
+    value = event.data.get("text")
+    return value if isinstance(value, str) else None
