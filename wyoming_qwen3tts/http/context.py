@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -33,16 +34,21 @@ def context(request: web.Request) -> HttpContext:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The JSON object body; invalid-json otherwise. The body must say application/json: a web page can
-    send text/plain without asking (a CORS "simple request"), so such a body is never read as JSON."""
-    await request.read()  # the size cap first (413), then the type
+    """The JSON object body; invalid-json otherwise (see json_object)."""
+    return json_object(request, await request.read())  # the size cap first (413), then the type
+
+
+def json_object(request: web.Request, data: bytes) -> dict[str, Any]:
+    """``data`` (the request's body) as a JSON object; invalid-json otherwise. The body must say
+    application/json: a web page can send text/plain without asking (a CORS "simple request"), so such a
+    body is never read as JSON."""
     if request.content_type != "application/json":
         raise ApiError(
             "invalid-json", f"send the body as application/json, not {request.content_type[:80]!r}"
         )
     try:
-        body = await request.json()
-    except ValueError as exc:
+        body = json.loads(data.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError) as exc:
         raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # deeply nested JSON
         raise ApiError("invalid-json", "the body is nested too deeply") from None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 from typing import Any, Optional
 
@@ -28,7 +27,7 @@ from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.inline import InlineVoices
 from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
-from .context import context
+from .context import context, json_object
 from .errors import ApiError
 
 OPENAI_FIELDS = frozenset("model input voice instructions response_format speed stream_format".split())
@@ -65,13 +64,7 @@ async def read_speech_json(request: web.Request) -> dict[str, Any]:
         data += chunk
         if len(data) > MAX_SPEECH_BODY:
             raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
-    try:
-        body = json.loads(bytes(data).decode(request.charset or "utf-8"))
-    except (ValueError, LookupError) as exc:
-        raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError("invalid-json", "the body must be a JSON object")
-    return body
+    return json_object(request, bytes(data))
 
 
 def check_fields(body: dict[str, Any]) -> None:
