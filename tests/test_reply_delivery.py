@@ -138,6 +138,42 @@ def test_german_voice_list_speaks_german_and_logs_one_line_per_request(
         srv.close()
 
 
+def test_a_voice_language_without_a_name_is_the_requested_language(
+    engine, tiny_custom_voice, tmp_path, caplog
+):
+    """The protocol's `voice.language` (sent only without a name: "a voice for this language") decides the
+    language, in a synthesize and in a stream; a name overrides it, and a language the model lacks is
+    ignored."""
+    srv = _server(engine, tiny_custom_voice, tmp_path)
+    submitted = []
+    original = engine.submit
+    engine.submit = lambda request, *a, **k: submitted.append(request) or original(request, *a, **k)
+    try:
+        caplog.set_level(logging.INFO, logger="wyoming_qwen3tts.request")
+        german = SynthesizeVoice(language="de-DE")
+        _pcm(asyncio.run(_events(srv.port, Synthesize(text="Hello, it is 21.5 °C.", voice=german))))
+        _pcm(
+            asyncio.run(
+                _events(
+                    srv.port,
+                    SynthesizeStart(voice=SynthesizeVoice(language="fr")),
+                    SynthesizeChunk(text="Hello there."),
+                    SynthesizeStop(),
+                    until="synthesize-stopped",
+                )
+            )
+        )
+        klingon = SynthesizeVoice(language="tlh")
+        _pcm(asyncio.run(_events(srv.port, Synthesize(text="Hello there.", voice=klingon))))
+    finally:
+        del engine.submit
+        srv.close()
+    assert [r.language for r in submitted] == ["german", "french", "auto"]
+    assert submitted[0].text == "Hello, it is einundzwanzig Komma fünf Grad Celsius."
+    lines = [r.getMessage() for r in _request_lines(caplog)]
+    assert "language=german (requested)" in lines[0] and "language=french (requested)" in lines[1]
+
+
 def test_speed_and_sentence_silence_on_streamed_audio_with_constant_chunks(
     engine, tiny_custom_voice, tmp_path
 ):

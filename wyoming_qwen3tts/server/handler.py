@@ -44,14 +44,16 @@ class AudioJob:
     """One audio cycle (audio-start ... audio-stop) fed with text segments, speaking them in order
     (the synthesis itself is speech.Utterance, shared with the HTTP API)."""
 
-    def __init__(self, handler: "Qwen3TtsEventHandler", voice: Voice, streaming: bool) -> None:
+    def __init__(
+        self, handler: "Qwen3TtsEventHandler", voice: Voice, streaming: bool, language: Optional[str] = None
+    ) -> None:
         self.handler = handler
         self.state = handler.state
         self.voice = voice
         self.streaming = streaming
         # Constant audio-chunk sizes whatever the speed (service/delivery.py); "wyoming" in the log line.
         self.utterance = Utterance(
-            self.state, voice, door="wyoming", block=self.state.samples_per_chunk * WIDTH
+            self.state, voice, language=language, door="wyoming", block=self.state.samples_per_chunk * WIDTH
         )
         self.audio_started = False
         self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
@@ -210,7 +212,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         elif Synthesize.is_type(event.type):
             if self.stream_segmenter is not None:
                 return  # Home Assistant's compat copy of the streamed text: never speak it twice
-            await self._synthesize(requests.text_of(event), requests.voice_name(event))
+            await self._synthesize(
+                requests.text_of(event), requests.voice_name(event), requests.voice_language(event)
+            )
         elif not self.state.streaming:
             return
         elif SynthesizeStart.is_type(event.type):
@@ -239,12 +243,12 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
             await asyncio.shield(self.job.task)
             self.job = None
 
-    async def _synthesize(self, text: str, voice_name: Optional[str]) -> None:
+    async def _synthesize(self, text: str, voice_name: Optional[str], language: Optional[str] = None) -> None:
         await self._wait_previous()
         check_length(self.state, text)
         voice = self.state.find_voice(voice_name)
         segments = segments_of(text)
-        job = AudioJob(self, voice, streaming=False)
+        job = AudioJob(self, voice, streaming=False, language=language)
         for segment in segments:
             job.add(segment)
         job.close()
@@ -259,10 +263,11 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         self.stream_failed = False
         try:
             voice = self.state.find_voice(requests.voice_name(start))
+            language = requests.voice_language(start)
         except ServiceError:
             self.stream_failed = True
             raise
-        self.job = AudioJob(self, voice, streaming=True)
+        self.job = AudioJob(self, voice, streaming=True, language=language)
 
     async def _stream_chunk(self, text: str) -> None:
         assert self.stream_segmenter is not None

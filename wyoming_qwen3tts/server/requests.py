@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from wyoming.event import Event
 
+from ..core.languages import from_bcp47
 from ..service.errors import ServiceError
 
 
@@ -30,6 +31,16 @@ def voice_name(event: Event) -> Optional[str]:
     if not isinstance(voice, dict):
         raise ServiceError("bad-request", f"{event.type}: 'voice' must be an object")
     return _str_field(voice, "name", f"{event.type} voice")
+
+
+def voice_language(event: Event) -> Optional[str]:
+    """The engine language a synthesize or synthesize-start asks for by ``voice.language``, or None. The
+    protocol sends it only without a ``voice.name`` ("a voice for this language"; a name overrides it); a
+    language the model does not speak is ignored (the voice's own language, or detection, decides)."""
+    voice = event.data.get("voice")
+    if not isinstance(voice, dict) or voice.get("name") is not None:
+        return None
+    return from_bcp47(_str_field(voice, "language", f"{event.type} voice"))
 
 
 def text_of(event: Event) -> str:
