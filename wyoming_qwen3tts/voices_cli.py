@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from .service.roles import role_models
-from .voices.commands import SPEED_HELP, add_style_parsers, cmd_set, cmd_style
+from .voices.commands import add_profile_options, add_style_parsers, cmd_set, cmd_style
 from .voices.commands import describe as _describe
 from .voices.commands import with_speed
 from .voices.library import MODES, VoiceLibrary, VoiceLibraryError, VoiceProfile, normalize_name
@@ -101,16 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
     add.add_argument("--audio", required=True, metavar="FILE", help="reference clip (wav, flac, ogg, mp3)")
     add.add_argument("--text", metavar="TRANSCRIPT", help="exact transcript of the clip (enables ICL mode)")
-    add.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
     add.add_argument(
         "--mode",
         choices=MODES,
         default="icl",
         help="icl (needs --text; most similar) or xvector (speaker embedding only); default: icl",
     )
-    add.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
-    add.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
-    add.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
+    add_profile_options(add)
 
     design = sub.add_parser(
         "design",
@@ -121,10 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     design.add_argument("name", metavar="NAME", help="voice name: 1-64 of a-z 0-9 _ -")
     design.add_argument("--instruct", required=True, metavar="TEXT", help="voice description")
-    design.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
-    design.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
-    design.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
-    design.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
+    add_profile_options(design)
     design.add_argument(
         "--freeze", action="store_true", help="synthesize a reference clip now and store a clone voice"
     )

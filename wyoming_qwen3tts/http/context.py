@@ -57,6 +57,18 @@ def json_object(request: web.Request, data: bytes) -> dict[str, Any]:
     return body
 
 
+def refuse_unknown_fields(params: Any, known: frozenset[str], route: str) -> None:
+    """Refuses a field ``route`` does not implement, naming it (a silently ignored field hides a client's
+    mistake)."""
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ApiError(
+            "invalid-field",
+            f"unknown field {unknown[0]!r}; {route} takes {', '.join(sorted(known))}",
+            param=unknown[0],
+        )
+
+
 def optional_str(body: dict[str, Any], key: str, limit: int = 100_000) -> Optional[str]:
     value = body.get(key)
     if value is None:

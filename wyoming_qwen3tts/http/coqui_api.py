@@ -28,7 +28,7 @@ from ..service.voice import Voice
 from ..voices.errors import VoiceLibraryError
 from ..voices.importer import voice_name
 from ..voices.library import MAX_INSTRUCT_CHARS
-from .context import context, optional_str, read_json
+from .context import context, optional_str, read_json, refuse_unknown_fields
 from .encode import Format, get_format
 from .errors import ApiError
 from .openai_api import Job, flag, language_hint, resolve_voice, respond, speed_of
@@ -134,13 +134,7 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
             params.update(await read_json(request))
         else:
             params.update(await request.post())  # a file part is refused below, never dropped silently
-    unknown = sorted(set(params) - KNOWN_FIELDS)
-    if unknown:
-        raise ApiError(
-            "invalid-field",
-            f"unknown field {unknown[0]!r}; /api/tts takes {', '.join(sorted(KNOWN_FIELDS))}",
-            param=unknown[0],
-        )
+    refuse_unknown_fields(params, KNOWN_FIELDS, "/api/tts")
     for key, value in params.items():
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise ApiError(

@@ -27,7 +27,7 @@ from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.inline import InlineVoices
 from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
-from .context import context, json_object
+from .context import context, json_object, refuse_unknown_fields
 from .errors import ApiError
 
 OPENAI_FIELDS = frozenset("model input voice instructions response_format speed stream_format".split())
@@ -69,13 +69,7 @@ async def read_speech_json(request: web.Request) -> dict[str, Any]:
 
 def check_fields(body: dict[str, Any]) -> None:
     """Refuses a field we do not implement, naming it (a silently ignored field hides a client's mistake)."""
-    unknown = sorted(set(body) - SPEECH_FIELDS)
-    if unknown:
-        raise ApiError(
-            "invalid-field",
-            f"unknown field {unknown[0]!r}; /v1/audio/speech takes {', '.join(sorted(SPEECH_FIELDS))}",
-            param=unknown[0],
-        )
+    refuse_unknown_fields(body, SPEECH_FIELDS, "/v1/audio/speech")
     options = body.get("normalization_options")
     if options is not None and not isinstance(options, dict):
         raise ApiError("invalid-field", "normalization_options must be an object", "normalization_options")

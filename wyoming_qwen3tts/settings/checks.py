@@ -244,6 +244,8 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "http_trusted": _check_allow,
     "openai_voices": _check_voice_map,
     **DELIVERY_CHECKS,
+    "normalize": _check_bool,
+    "strict_voices": _check_bool,
     "idle_timeout": _check_positive_int,
     "write_timeout": _check_positive_int,
     "max_connections_per_peer": _check_positive_int,

@@ -57,17 +57,10 @@ def _check_unload_after(value: Any, from_text: bool) -> Optional[float]:
     return seconds or None
 
 
-def _check_flag(value: Any, from_text: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
+# normalize and strict_voices are plain flags: checks._check_bool.
 DELIVERY_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "speed": _check_speed,
     "sentence_silence": _check_silence,
-    "normalize": _check_flag,
     "seed": _check_seed,
-    "strict_voices": _check_flag,
     "unload_after": _check_unload_after,
 }

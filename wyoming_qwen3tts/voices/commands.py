@@ -14,6 +14,14 @@ from .validation import check_speed
 SPEED_HELP = "speaking rate of this voice, 0.5-2.0 (default: the server's --speed)"
 
 
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that adds a voice takes (add, design, style)."""
+    parser.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
+    parser.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
+    parser.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+    parser.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
+
+
 def add_style_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The `style` and `set` subcommands on the `voices` parser's subparsers."""
     style = sub.add_parser(
@@ -27,10 +35,7 @@ def add_style_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argum
     style.add_argument(
         "--instruct", required=True, metavar="TEXT", help="e.g. 'calm, quiet night-time voice'"
     )
-    style.add_argument("--language", metavar="L", help="language name or BCP-47 code (default: auto)")
-    style.add_argument("--speed", type=float, metavar="X", help=SPEED_HELP)
-    style.add_argument("--display-name", metavar="S", help="name shown to clients (default: NAME)")
-    style.add_argument("--force", action="store_true", help="replace an existing voice of the same name")
+    add_profile_options(style)
 
     setp = sub.add_parser("set", help="change a stored voice's speed")
     setp.add_argument("name", metavar="NAME")

@@ -110,6 +110,16 @@ def normalize_language(language: Optional[str]) -> Optional[str]:
         raise VoiceLibraryError("invalid-language", f"unsupported language {language!r}") from None
 
 
+def clean_instruct(instruct: Optional[str], missing: str) -> str:
+    """A voice's instruction on one line, checked: ``missing`` when empty, too long over the limit."""
+    text = " ".join((instruct or "").split())
+    if not text:
+        raise VoiceLibraryError("invalid-argument", missing)
+    if len(text) > MAX_INSTRUCT_CHARS:
+        raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
+    return text
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -354,11 +364,7 @@ class VoiceLibrary:
         """Store a design voice: an instruct text for the VoiceDesign model."""
         key = normalize_name(name)
         lang = normalize_language(language)
-        text = " ".join((instruct or "").split())
-        if not text:
-            raise VoiceLibraryError("invalid-argument", "a design voice needs an instruct text")
-        if len(text) > MAX_INSTRUCT_CHARS:
-            raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
+        text = clean_instruct(instruct, "a design voice needs an instruct text")
         return self._create(
             key,
             display_name or name.strip(),

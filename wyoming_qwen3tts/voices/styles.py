@@ -14,11 +14,11 @@ from typing import Optional
 from ..core.files import atomic_write_bytes
 from .errors import VoiceLibraryError
 from .library import (
-    MAX_INSTRUCT_CHARS,
     META_FILE,
     VoiceLibrary,
     VoiceProfile,
     _now,
+    clean_instruct,
     normalize_language,
     normalize_name,
 )
@@ -44,11 +44,7 @@ def add_style(
     who = (speaker or "").strip().lower()
     if not who or any(ch not in SPEAKER_RE_CHARS for ch in who):
         raise VoiceLibraryError("invalid-argument", f"invalid speaker {speaker!r} (e.g. ryan, ono_anna)")
-    text = " ".join((instruct or "").split())
-    if not text:
-        raise VoiceLibraryError("invalid-argument", "a style voice needs an instruction")
-    if len(text) > MAX_INSTRUCT_CHARS:
-        raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
+    text = clean_instruct(instruct, "a style voice needs an instruction")
     rate = check_speed(speed)
 
     def fill(tmp) -> dict:
