@@ -1,9 +1,9 @@
 """Which dtypes and weight format the engine runs, chosen once at load from the device and the CPU class.
 
 `auto` (the default for both `dtype` and `quantize`) picks the fastest mode that passes the quality gates
-(quant.GATES) on the detected hardware; `quantize auto` applies only with `dtype auto` (an explicit dtype runs
-unquantized unless `quantize` names int8/int4); explicit values are honoured where the hardware runs them well and
-otherwise fall back with one warning, never silently several times slower:
+(quant.GATES) on the detected hardware; `quantize auto` applies only with `dtype auto` (an explicit dtype
+runs unquantized unless `quantize` names int8/int4); explicit values are honoured where the hardware runs
+them well and otherwise fall back with one warning, never silently several times slower:
 
 | hardware                          | auto dtype | auto quantize | int8 kernel | codec decoder    |
 |-----------------------------------|------------|---------------|-------------|------------------|
