@@ -26,7 +26,8 @@ def build_info(
         tts=[
             TtsProgram(
                 name=PROGRAM_NAME,
-                description=f"Qwen3-TTS ({model_name}){mark}",
+                # No protocol field says "SSML" (TtsProgram/TtsVoice, wyoming 1.10): the description does.
+                description=f"Qwen3-TTS ({model_name}), SSML{mark}",
                 attribution=ATTRIBUTION,
                 installed=True,
                 version=__version__,
