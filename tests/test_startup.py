@@ -31,6 +31,7 @@ from tests.fixtures.server_process import ROOT, free_port
 from tests.fixtures.server_thread import load_test_engine
 from wyoming_qwen3tts.app import load_models, serve, state_for
 from wyoming_qwen3tts.engine import peek_config
+from wyoming_qwen3tts.health_check import check_info
 from wyoming_qwen3tts.server.info import LOADING
 from wyoming_qwen3tts.settings import Settings
 
@@ -125,6 +126,7 @@ def test_ports_answer_while_the_model_loads(tiny_custom_voice, tmp_path):
             names = {v.name for v in program.voices}
             assert {"ryan@en", "vivian@zh"} <= names  # the checkpoint config's own speakers and languages
             assert all(v.installed and LOADING in v.description for v in program.voices)
+            assert "voice(s)" in check_info(info)  # healthy: the add-on's discovery announces it now
             status, body = await _readyz(http_port)
             assert status == 503 and body["error"]["code"] == "not-ready"
             server.state.models.load_wait = 0.2  # bounded: the gate stays shut, so this wait always ends

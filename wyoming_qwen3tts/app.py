@@ -151,6 +151,7 @@ async def serve(
         if isinstance(server, AsyncStdioServer):  # one client on stdin/stdout, until it closes
             if startup is not None:
                 loading = asyncio.create_task(startup(), name="qwen3tts start-up load")
+                loading.add_done_callback(_log_failed_load)  # nothing awaits it while stdio serves
             _LOGGER.info("Serving %s", settings.uri)
             await server.run(factory)
             return
@@ -188,6 +189,11 @@ async def serve(
         await server.stop()
         if announcer is not None:
             await announcer.stop()
+
+
+def _log_failed_load(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _LOGGER.error("%s", task.exception())
 
 
 async def _start_http(settings: Settings, state: ServerState):
@@ -240,8 +246,15 @@ async def load_models(settings: Settings, state: ServerState, started: float) ->
         await pool.load_at_start(roles, prepare)
     except CheckpointError as exc:
         raise StartupError(checkpoint_hint(exc)) from exc
-    except (ValueError, OSError) as exc:  # e.g. --dtype the device cannot run, a model of the wrong type
-        raise StartupError(f"cannot load the model: {exc}; fix the setting it names (see --help)") from exc
+    except (ValueError, OSError) as exc:  # e.g. --device without that GPU, a model of the wrong type
+        raise StartupError(f"cannot load the model: {exc}; change that setting (see --help)") from exc
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
+            raise  # a bug, not a setting: the traceback helps
+        raise StartupError(
+            f"not enough memory to load the model ({exc}); choose the smaller model (--model, add-on option "
+            "`model_size`), --quantize int8 on a CPU, or fewer --slots"
+        ) from exc
     state.loading = False
     state.warm = True  # HTTP /readyz
     if state.described is not None:
