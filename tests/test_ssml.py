@@ -233,13 +233,23 @@ def test_http_speech_honours_ssml(server):
             async with session.post(url, json=body) as response:
                 return response.status, await response.read()
 
+    async def coqui(**params):
+        base = f"http://127.0.0.1:{server.settings.http_port}/api/tts"
+        async with aiohttp.ClientSession() as session:
+            params = {"speaker": "ryan@en", "audio_format": "wav", **params}
+            async with session.get(base, params=params) as response:
+                return response.status, await response.read()
+
     async def go():
         return (
             await post(input=PLAIN),
             await post(input=SSML, text_format="ssml"),
             await post(input=SSML, text_format="xml"),
+            await coqui(text=PLAIN),
+            await coqui(text=SSML, text_format="ssml"),
         )
 
-    (s1, plain), (s2, ssml), (s3, bad) = asyncio.run(go())
+    (s1, plain), (s2, ssml), (s3, bad), (s4, wav_plain), (s5, wav_ssml) = asyncio.run(go())
     assert s1 == s2 == 200 and len(ssml) == len(plain) + 2 * BREAK
     assert s3 == 400 and json.loads(bad)["error"]["param"] == "text_format"
+    assert s4 == s5 == 200 and len(wav_ssml) == len(wav_plain) + 2 * BREAK  # /api/tts too
