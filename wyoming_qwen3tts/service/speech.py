@@ -162,9 +162,8 @@ class Utterance:
         """The engine's PCM per sentence through the shaper: speed, pauses, constant blocks."""
         shaper = self.shaper
         async for first, pcm in self._engine_pcm():
-            mark = (
-                self.marks[shaper.sentences] if first and shaper.sentences < len(self.marks) else (None, 1.0)
-            )
+            # self.spoken: the index of the segment this PCM belongs to (counted when its stream ends)
+            mark = self.marks[self.spoken] if first and self.spoken < len(self.marks) else (None, 1.0)
             for out in (shaper.sentence(*mark) if first else []) + shaper.feed(pcm):
                 yield out
         for out in shaper.finish():
