@@ -109,6 +109,19 @@ def test_auto_is_int8_with_fp32_activations_on_every_cpu_class(cpu_class, dtype,
     assert backend in p.describe() and "int8" in p.describe()
 
 
+@pytest.mark.parametrize("cpu_class", [AVX2, AVX512_BF16, ARM64])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_quantize_auto_applies_with_dtype_auto_only(cpu_class, dtype):
+    """A user who names a dtype gets it unquantized; --quantize int8 still quantizes; the log says why."""
+    p = compute_plan(CPU, dtype, "auto", _cpu(cpu_class))
+    assert (p.quantize, p.int8_kernel, p.dtype) == ("none", None, getattr(torch, dtype))
+    assert "explicit dtype" in p.describe() and "no quantization" in p.describe()
+    if _cpu(cpu_class).int8_backend is not None:
+        assert compute_plan(CPU, dtype, "int8", _cpu(cpu_class)).quantize == "int8"
+        auto = compute_plan(CPU, "auto", "auto", _cpu(cpu_class))
+        assert auto.quantize == "int8" and "quantize=auto with dtype=auto" in auto.describe()
+
+
 @pytest.mark.parametrize("cpu_class", [AVX2, AVX512, ARM64])
 def test_codec_never_runs_emulated_bf16(cpu_class):
     p = compute_plan(CPU, "bfloat16", "none", _cpu(cpu_class))

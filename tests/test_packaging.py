@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import tarfile
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -177,8 +178,14 @@ def test_installed_wheel_serves_a_local_checkpoint(venv, tiny_custom_voice, tmp_
             assert check.stdout.startswith("healthy:")
             # The HTTP side of the installed wheel: ready, and the voice page (package data) is served.
             base = f"http://127.0.0.1:{http_port}"
-            with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
-                assert response.status == 200
+            while True:  # describe answers while the model loads; /readyz once it serves
+                try:
+                    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
+                        assert response.status == 200
+                        break
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 503 and time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.5)
             with urllib.request.urlopen(f"{base}/", timeout=10) as response:
                 assert response.status == 200 and b"<!doctype html>" in response.read().lower()
             proc.send_signal(signal.SIGTERM)

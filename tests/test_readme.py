@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fixtures.server_process import ROOT, free_port, healthy
+from tests.fixtures.server_process import ROOT, free_port, loaded
 from wyoming_qwen3tts.settings import Settings
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -61,7 +61,7 @@ def test_the_two_setup_commands_give_a_running_server(tiny_custom_voice):
             )
             try:
                 deadline = time.monotonic() + 120
-                while not healthy(f"tcp://127.0.0.1:{port}"):
+                while not loaded(f"tcp://127.0.0.1:{port}"):
                     assert proc.poll() is None, log_path.read_text()
                     assert time.monotonic() < deadline, log_path.read_text()
                     time.sleep(0.5)

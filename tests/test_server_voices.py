@@ -23,6 +23,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from tests.fixtures.server_process import ROOT, free_port, start_server
 from tests.fixtures.server_thread import ServerThread, load_test_engine
+from wyoming_qwen3tts.app import StartupError
 from wyoming_qwen3tts.settings import Settings
 from wyoming_qwen3tts.voices.library import VoiceLibrary
 
@@ -267,7 +268,7 @@ def test_models_turned_off_and_a_library_default_voice(main_engine, tiny_custom_
         asyncio.run(go())
     finally:
         srv.close()
-    with pytest.raises(SystemExit, match="nobody"):
+    with pytest.raises(StartupError, match="nobody.*set --voice"):
         ServerThread(
             _settings(tiny_custom_voice, tiny_base, None, data_dir, voice="clone:nobody"), main_engine
         )

@@ -261,8 +261,8 @@ def test_version_flag(capsys):
     assert info.value.code == 0
 
 
-def test_main_invalid_settings_exit_2_one_line(capsys):
-    assert main(["--device", "tpu"]) == 2
+def test_main_invalid_settings_exit_1_one_line(capsys):
+    assert main(["--device", "tpu"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown device 'tpu'" in err
 
@@ -295,7 +295,8 @@ def test_main_applies_platform_env_before_server(monkeypatch):
     assert platform_env.os.environ["MIOPEN_FIND_MODE"] == "NORMAL"
 
 
-def test_cli_bad_uri_subprocess_exits_2_quickly():
+def test_cli_bad_uri_subprocess_exits_1_quickly():
+    """A bad option value through the real entry point: one line naming the setting, exit 1 (issue 28)."""
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "wyoming_qwen3tts", "--uri", "bogus"],
@@ -305,7 +306,7 @@ def test_cli_bad_uri_subprocess_exits_2_quickly():
         timeout=60,
     )
     elapsed = time.monotonic() - started
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "--uri" in proc.stderr and "bogus" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert elapsed < 10, elapsed
@@ -317,7 +318,7 @@ def test_invalid_settings_import_nothing_heavy():
         "print(rc, 'torch' in sys.modules, 'wyoming_qwen3tts.engine' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+    assert proc.stdout.split() == ["1", "False", "False"], proc.stderr
 
 
 def test_quantize_setting_from_flag_config_and_checks(tmp_path):

@@ -2,7 +2,9 @@
 the way Home Assistant ingress reaches it: through a proxy that mounts the server under
 /api/hassio_ingress/<token> and adds X-Ingress-Path. The page asks for the API key, lists the voices, takes
 an uploaded clip with a transcript, shows the new voice, previews it and deletes it; it records a clip from
-Chromium's fake microphone; and it refuses a path-traversal name.
+Chromium's fake microphone; and it refuses a path-traversal name. Issue 28: each voice's languages and Home
+Assistant names, a speed changed from the keyboard, a style voice previewed, saved and edited, a stored clip
+played, and screenshots in the light and the dark colour scheme.
 
 Skipped (with the reason) only when no Chromium/chromedriver or no selenium is installed:
 `script/install-browser` installs them. The screenshot goes to $ARTIFACTS_DIR (else the test's tmp dir),
@@ -246,3 +248,86 @@ def test_bad_names_are_refused_in_the_page(browser, server, proxy, tmp_path):
         fetch("v1/voices", {method: "POST", body: form, headers})
           .then(async (r) => done([r.status, (await r.json()).error.code]));""")
     assert status == [400, "invalid-name"]
+
+
+def _scheme(browser, scheme: str) -> None:
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+    )
+
+
+def test_names_speed_style_clip_and_both_colour_schemes(browser, server, proxy, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    library = server.state.catalog.library
+    library.add_clone(
+        "clipvoice", str(_clip(tmp_path / "c.wav")), TRANSCRIPT, "en", display_name="Clip Voice"
+    )
+    wait = WebDriverWait(browser, 60)
+    row = '#voices tr[data-voice="{}"]'
+    message = (By.ID, "message")
+    browser.get(f"http://127.0.0.1:{proxy.port}{PREFIX}/")
+    ryan = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, row.format("ryan"))))
+    text = ryan.get_attribute("textContent")
+    assert "ryan@de" in text and "Ryan · Deutsch" in text and "en, de" in text  # what Home Assistant lists
+    clone = browser.find_element(By.CSS_SELECTOR, row.format("clone:clipvoice"))
+    assert "clone:clipvoice@" not in clone.get_attribute("textContent")  # its own language only
+    assert "clone:clipvoice" in clone.find_element(By.CSS_SELECTOR, "ul.names").get_attribute("textContent")
+
+    # The stored reference clip, played with the keyboard (Enter on the focused button).
+    clone.find_element(By.XPATH, ".//button[text()='Play clip']").send_keys(Keys.ENTER)
+    wait.until(EC.text_to_be_present_in_element(message, "Reference clip of clone:clipvoice"))
+    assert browser.execute_script("return document.getElementById('player').src").startswith("blob:")
+
+    # A speed typed and committed with Enter is stored; the preview then speaks with it.
+    speed = clone.find_element(By.CSS_SELECTOR, "input.speed")
+    speed.send_keys(Keys.CONTROL, "a")
+    speed.send_keys("1.5", Keys.ENTER)
+    wait.until(EC.text_to_be_present_in_element(message, "Speed of clone:clipvoice is now 1.5"))
+    assert library.get("clipvoice").speed == 1.5
+
+    # A style voice: previewed before it is saved, saved, shown with its speaker, edited in place.
+    browser.find_element(By.CSS_SELECTOR, 'input[name=kind][value="style"]').send_keys(Keys.SPACE)
+    wait.until(EC.visibility_of_element_located((By.ID, "style-fields")))
+    browser.find_element(By.ID, "name").send_keys("calm")
+    browser.find_element(By.CSS_SELECTOR, '#speaker option[value="ryan"]').click()
+    browser.find_element(By.ID, "style-instruct").send_keys("Calm and quiet.")
+    speed_field = browser.find_element(By.ID, "speed")
+    speed_field.clear()
+    speed_field.send_keys("0.8")
+    browser.find_element(By.ID, "style-preview").click()
+    wait.until(EC.text_to_be_present_in_element(message, "Preview of the new style ready"))
+    browser.find_element(By.ID, "save").click()
+    style = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, row.format("style:calm"))))
+    assert "ryan: Calm and quiet." in style.text and "style:calm@en" in style.get_attribute("textContent")
+    profile = library.get("calm")
+    assert (profile.kind, profile.speaker, profile.instruct, profile.speed) == (
+        "style",
+        "ryan",
+        "Calm and quiet.",
+        0.8,
+    )
+    style.find_element(By.XPATH, ".//button[text()='Edit']").click()
+    assert browser.find_element(By.ID, "overwrite").is_selected()
+    instruct = browser.find_element(By.ID, "style-instruct")
+    assert instruct == browser.switch_to.active_element  # focus moved to what one edits
+    instruct.send_keys(" Whispering.")
+    browser.find_element(By.ID, "save").click()
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, row.format("style:calm")), "Whispering."))
+    assert library.get("calm").instruct == "Calm and quiet. Whispering."
+
+    # Both colour schemes, each in one picture of the whole page.
+    shots = _artifacts(tmp_path)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1100, height + 120)
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        _scheme(browser, scheme)
+        backgrounds[scheme] = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        browser.save_screenshot(str(shots / f"web_ui_{scheme}.png"))
+        print(f"screenshot: {shots / f'web_ui_{scheme}.png'}")
+    _scheme(browser, "light")
+    assert backgrounds == {"light": "rgb(250, 250, 250)", "dark": "rgb(17, 17, 17)"}  # Home Assistant's dark

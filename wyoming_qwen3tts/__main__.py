@@ -3,8 +3,10 @@
 the voice library; `python -m wyoming_qwen3tts client ...` talks to any running Wyoming TTS server (describe,
 say, timings) and imports nothing heavy.
 
-Server start-up order matters: settings are validated first (exit 2, one line, nothing heavy imported),
-then the GPU environment is tuned, and only then is torch imported (by the server/engine)."""
+Server start-up order matters: settings are validated first (one line, nothing heavy imported), then the GPU
+environment is tuned, and only then is torch imported (by the server/engine). Every start-up failure a user
+can cause (a setting, the model, a port, the voice) ends with one line that names the fix and exit code 1; the
+traceback shows with --debug only."""
 
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ def _run_server(argv: list[str]) -> int:
     try:
         settings = load_settings(argv, os.environ)
         check_preload(settings)
-    except SettingsError as exc:  # one line, exit 2, like argparse but without the usage block
+    except SettingsError as exc:  # one line, exit 1, like every start-up failure (app.StartupError)
         print(f"wyoming-qwen3tts: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     # Before anything imports torch: ROCm reads these variables once, at HIP initialisation.
     applied = platform_env.apply_platform_env(os.environ)
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)

@@ -1,5 +1,7 @@
-"""The wiring of the whole server: load and warm the model, build the shared service state, then serve both
-front doors - Wyoming (announced over zeroconf) and the HTTP API - on one event loop and the same engines."""
+"""The wiring of the whole server: read the model's config, build the shared service state, open both front
+doors - Wyoming (announced over zeroconf) and the HTTP API - on one event loop, then load and warm the model
+in a worker thread while they already answer (describe from the config; requests wait, bounded, see
+service/models.py). Every start-up failure a user can cause ends as one :class:`StartupError` line, exit 1."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ import logging
 import signal
 import time
 from functools import partial
-from typing import Callable, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
-from .engine import Engine, resolve_device
+from .engine import CheckpointError, Engine, ModelConfig, peek_config, resolve_device
 from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
 from .server.handler import Qwen3TtsEventHandler
@@ -69,6 +71,15 @@ def make_state(
     engine: Engine, settings: Settings, loader: Optional[Callable[[str], Engine]] = None
 ) -> ServerState:
     """Server state around the loaded main model; other models load through ``loader`` when needed."""
+    state = state_for(engine.config, settings, loader)
+    state.models.adopt(engine, settings.model)
+    return state
+
+
+def state_for(
+    config: ModelConfig, settings: Settings, loader: Optional[Callable[[str], Engine]] = None
+) -> ServerState:
+    """Server state from the main model's config alone (its voices and languages; no weights needed)."""
     pool = ModelPool(
         role_models(settings),
         loader or engine_loader(settings),
@@ -76,24 +87,30 @@ def make_state(
         on_demand=not settings.preload,
         unload_after=settings.unload_after,
     )
-    pool.adopt(engine, settings.model)
-    languages = language_codes(engine.languages)
-    builtin = builtin_voices(engine.speakers) if engine.model_type == "custom_voice" else []
+    pool.assign(settings.model, config.tts_model_type)
+    engine_languages = config.supported_languages
+    languages = language_codes(engine_languages)
+    builtin = builtin_voices(config.supported_speakers) if config.tts_model_type == "custom_voice" else []
     library = VoiceLibrary(
         settings.voices_path, max_voices=settings.max_voices, max_bytes=settings.max_library_mb << 20
     )
     catalog = VoiceCatalog(
-        builtin, library, pool, settings.voice, languages=engine.languages, strict=settings.strict_voices
+        builtin, library, pool, settings.voice, languages=engine_languages, strict=settings.strict_voices
     )
     if settings.voice and catalog.lookup(settings.voice) is None:
-        raise SystemExit(
-            f"--voice {settings.voice!r} is not one of: {', '.join(v.name for v in catalog.voices())}"
+        raise StartupError(
+            f"--voice {settings.voice!r} is not one of: {', '.join(v.name for v in catalog.voices())}; "
+            "set --voice (add-on option `voice`) to one of them, or leave it empty for the first voice"
         )
     model_name = str(settings.model).rstrip("/").split("/")[-1]
-    return ServerState(
+
+    def info() -> Any:  # `state` is bound below; describe marks the voices while the model loads
+        return build_info(catalog.advertised(), languages, model_name, settings.streaming, state.loading)
+
+    state = ServerState(
         models=pool,
         catalog=catalog,
-        info=lambda: build_info(catalog.advertised(), languages, model_name, settings.streaming),
+        info=info,
         default_language=settings.language,
         samples_per_chunk=settings.samples_per_chunk,
         max_concurrent=settings.max_concurrent,
@@ -102,6 +119,7 @@ def make_state(
         prompts=PromptCache(library),
         delivery=Delivery.of(settings),
     )
+    return state
 
 
 async def serve(
@@ -109,8 +127,10 @@ async def serve(
     state: ServerState,
     ready: Optional[asyncio.Event] = None,
     stop: Optional[asyncio.Event] = None,
+    startup: Optional[Callable[[], Coroutine[Any, Any, None]]] = None,
 ) -> None:
-    """Serves until SIGTERM/SIGINT (or `stop` is set); `ready` is set once the port is open."""
+    """Serves until SIGTERM/SIGINT (or `stop` is set); `ready` is set once the port is open. ``startup`` (the
+    model load) runs once the ports are open; what it raises stops the server and is raised here."""
     server = AsyncServer.from_uri(settings.uri)
     announcer = None
     http = None
@@ -126,23 +146,42 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     reaper = asyncio.create_task(idle_reaper(state.models), name="qwen3tts idle unload")
+    loading: Optional[asyncio.Task] = None
     try:
         if isinstance(server, AsyncStdioServer):  # one client on stdin/stdout, until it closes
-            _LOGGER.info("Ready: serving %s", settings.uri)
+            if startup is not None:
+                loading = asyncio.create_task(startup(), name="qwen3tts start-up load")
+                loading.add_done_callback(_log_failed_load)  # nothing awaits it while stdio serves
+            _LOGGER.info("Serving %s", settings.uri)
             await server.run(factory)
             return
-        await server.start(factory)
+        try:
+            await server.start(factory)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve Wyoming on {settings.uri}: {exc.strerror or exc}; another program (or a "
+                "second copy of this server) uses that port: stop it, or choose another --uri port"
+            ) from None
         if settings.http:
             http = await _start_http(settings, state)
         if settings.zeroconf_name is not None and isinstance(server, AsyncTcpServer):
             announcer = await _announce(settings.zeroconf_name, server)
-        _LOGGER.info("Ready: serving %s", settings.uri)
+        _LOGGER.info("Serving %s%s", settings.uri, " (the model is loading)" if startup is not None else "")
         if ready is not None:
             ready.set()
+        if startup is not None:
+            loading = asyncio.create_task(startup(), name="qwen3tts start-up load")
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if loading.done():
+                loading.result()  # a failed load ends the server (StartupError)
         await stop.wait()
     finally:
         _LOGGER.info("Stopping")
         reaper.cancel()
+        if loading is not None and not loading.done():
+            loading.cancel()  # the worker thread finishes its load; nothing waits for it
         if http is not None:
             await http.stop()
         for handler in list(state.handlers):
@@ -150,6 +189,11 @@ async def serve(
         await server.stop()
         if announcer is not None:
             await announcer.stop()
+
+
+def _log_failed_load(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _LOGGER.error("%s", task.exception())
 
 
 async def _start_http(settings: Settings, state: ServerState):
@@ -186,17 +230,62 @@ async def _announce(name: str, server: AsyncTcpServer):
     return announcer
 
 
-def _start(settings: Settings) -> tuple[ServerState, float]:
-    """Loads and warms the main model into a new state; the model pool then holds the only reference to it
-    (so that --unload-after can free it). Returns the state and the warm-up seconds."""
-    engine = load_engine(settings)
+async def load_models(settings: Settings, state: ServerState, started: float) -> None:
+    """The start-up load, while the front doors serve: the main model (and with --preload the others), each
+    warmed up before requests reach it; then /readyz turns ready and describe drops its loading marks."""
+    pool = state.models
+    roles = [r for r, m in pool.models.items() if m and (m == settings.model or settings.preload)]
+    roles.sort(key=lambda r: pool.models[r] != settings.model)  # the main model first
+    speaker = state.catalog.builtin[0].speaker if state.catalog.builtin else None
+    warm: list[float] = []
+
+    def prepare(engine: Engine) -> None:
+        warm.append(warm_up(engine, speaker if engine.model_type == "custom_voice" else None))
+
     try:
-        state = make_state(engine, settings)
-        speaker = state.catalog.builtin[0].speaker if state.catalog.builtin else None
-        return state, warm_up(engine, speaker)
-    except BaseException:
-        engine.close()
-        raise
+        await pool.load_at_start(roles, prepare)
+    except CheckpointError as exc:
+        raise StartupError(checkpoint_hint(exc)) from exc
+    except (ValueError, OSError) as exc:  # e.g. --device without that GPU, a model of the wrong type
+        raise StartupError(f"cannot load the model: {exc}; change that setting (see --help)") from exc
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
+            raise  # a bug, not a setting: the traceback helps
+        raise StartupError(
+            f"not enough memory to load the model ({exc}); choose the smaller model (--model, add-on option "
+            "`model_size`), --quantize int8 on a CPU, or fewer --slots"
+        ) from exc
+    state.loading = False
+    state.warm = True  # HTTP /readyz
+    if state.described is not None:
+        state.described.invalidate()  # describe without the loading marks
+    _LOGGER.info(
+        "Ready in %.1f s (warm-up %.1f s); models: %s; voices: %s",
+        time.monotonic() - started,
+        sum(warm),
+        ", ".join(
+            f"{ROLE_LABELS[r]}={m}{'' if r in pool.engines else ' (on demand)'}"
+            for r, m in pool.models.items()
+            if m
+        ),
+        ", ".join(v.name for v in state.voices()) or "none",
+    )
+
+
+def checkpoint_hint(exc: CheckpointError) -> str:
+    """A checkpoint problem as one line that names the fix."""
+    text = str(exc)
+    if "Download it once" in text or "token" in text:
+        return f"cannot load the model: {text}"  # the message names the fix already
+    if "corrupt" in text or "incomplete" in text or "does not fit" in text:
+        return (
+            f"cannot load the model: {text}; delete the model directory (or its Hugging Face cache entry) "
+            "and download it again"
+        )
+    return (
+        f"cannot load the model: {text}; set --model (add-on option `model`) to a complete Qwen3-TTS model "
+        "directory or a Hugging Face id such as Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
+    )
 
 
 def run(settings: Settings) -> int:
@@ -207,25 +296,18 @@ def run(settings: Settings) -> int:
         torch.set_num_threads(settings.threads)
     state = None
     try:
-        state, warm = _start(settings)
-        if settings.preload:
-            for role, model in state.models.models.items():
-                if model and role not in state.models.engines:
-                    warm_up(state.models.load_now(role))
-        state.warm = True  # HTTP /readyz
-        _LOGGER.info(
-            "Ready in %.1f s (warm-up %.1f s); models: %s; voices: %s",
-            time.monotonic() - started,
-            warm,
-            ", ".join(
-                f"{ROLE_LABELS[r]}={m}{'' if r in state.models.engines else ' (on demand)'}"
-                for r, m in state.models.models.items()
-                if m
-            ),
-            ", ".join(v.name for v in state.voices()) or "none",
-        )
-        asyncio.run(serve(settings, state))
+        try:  # the configs only: the weights load once the ports are open
+            config = peek_config(
+                settings.model, cache_dir=settings.cache_dir, local_files_only=settings.local_files_only
+            )
+        except CheckpointError as exc:
+            raise StartupError(checkpoint_hint(exc)) from exc
+        state = state_for(config, settings)
+        state.loading = True
+        asyncio.run(serve(settings, state, startup=partial(load_models, settings, state, started)))
     except StartupError as exc:
+        if settings.debug:
+            _LOGGER.exception("start-up failed")
         _LOGGER.error("%s", exc)
         return 1
     finally:

@@ -13,6 +13,7 @@ This module is the engine's whole public face (re-exports only); the server neve
 from ..core.audio import SAMPLE_RATE
 from .audio import AudioError
 from .checkpoint import CheckpointError
+from .config import ModelConfig, peek_config
 from .engine import Engine
 from .options import LoadOptions, parse_dtype, resolve_device
 from .policy import QUANT_CHOICES as QUANT_MODES
@@ -34,6 +35,7 @@ __all__ = [
     "Engine",
     "EngineClosed",
     "LoadOptions",
+    "ModelConfig",
     "RunawayGuard",
     "SAMPLE_RATE",
     "SamplingParams",
@@ -43,6 +45,7 @@ __all__ = [
     "VoicePrompt",
     "QUANT_MODES",
     "compute_plan",
+    "peek_config",
     "parse_dtype",
     "resolve_device",
 ]

@@ -37,6 +37,8 @@ REQUIRED_FILES = (
 )
 # Only what the engine reads: skips README images, ONNX exports and the like if a repo ever ships them.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", f"{SPEECH_TOKENIZER_DIR}/*"]
+# The configs alone (a few kB): what the server reads before the weights, to answer describe while loading.
+CONFIG_PATTERNS = ["*.json", f"{SPEECH_TOKENIZER_DIR}/*.json"]
 
 _PREVIEW = 5
 
@@ -96,8 +98,10 @@ def resolve_model_dir(
     local_files_only: bool = False,
     revision: str | None = None,
     token: str | bool | None = None,
+    configs_only: bool = False,
 ) -> Path:
     """Return the directory of ``model``: a local directory as is, or a hub id fetched into the HF cache.
+    ``configs_only``: a hub id's JSON configs only (no weights, not checked for them).
 
     Hub ids are downloaded with ``huggingface_hub.snapshot_download`` (its progress bars show), restricted to
     :data:`ALLOW_PATTERNS`. ``local_files_only=True`` or ``HF_HUB_OFFLINE=1`` use the cache only.
@@ -147,7 +151,7 @@ def resolve_model_dir(
             revision=revision,
             cache_dir=cache,
             local_files_only=offline,
-            allow_patterns=ALLOW_PATTERNS,
+            allow_patterns=CONFIG_PATTERNS if configs_only else ALLOW_PATTERNS,
             token=token,
         )
     except GatedRepoError as exc:
@@ -178,6 +182,8 @@ def resolve_model_dir(
         raise CheckpointError(f"Could not fetch {text} from the Hugging Face hub: {exc}") from exc
 
     directory = Path(folder)
+    if configs_only:
+        return directory
     check_model_dir(directory, what=f"{text} (revision {revision or 'main'})")
     _LOGGER.info("Model %s is at %s", text, directory)
     return directory

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .checkpoint import CheckpointError, read_json, validate_model_config
+from .checkpoint import CheckpointError, read_json, resolve_model_dir, validate_model_config
 
 MODEL_TYPES = ("custom_voice", "base", "voice_design")
 
@@ -215,3 +215,14 @@ class ModelConfig:
             generation=generation,
             codec=codec,
         )
+
+
+def peek_config(
+    model: str | Path, cache_dir: Optional[str] = None, local_files_only: bool = False
+) -> ModelConfig:
+    """A model's configs without its weights (type, speakers, languages), fast: a local directory is checked
+    complete; a hub id fetches only its JSON files (the weights follow when the engine loads)."""
+    directory = resolve_model_dir(
+        model, cache_dir=cache_dir, local_files_only=local_files_only, configs_only=True
+    )
+    return ModelConfig.load(directory)

@@ -1,8 +1,9 @@
 """Which dtypes and weight format the engine runs, chosen once at load from the device and the CPU class.
 
 `auto` (the default for both `dtype` and `quantize`) picks the fastest mode that passes the quality gates
-(quant.GATES) on the detected hardware; explicit values are honoured where the hardware runs them well and
-otherwise fall back with one warning, never silently several times slower:
+(quant.GATES) on the detected hardware; `quantize auto` applies only with `dtype auto` (an explicit dtype
+runs unquantized unless `quantize` names int8/int4); explicit values are honoured where the hardware runs
+them well and otherwise fall back with one warning, never silently several times slower:
 
 | hardware                          | auto dtype | auto quantize | int8 kernel | codec decoder    |
 |-----------------------------------|------------|---------------|-------------|------------------|
@@ -63,6 +64,7 @@ class ComputePlan:
     codec_dtype: torch.dtype  # codec decoder and speaker encoder (convolutions); the speech encoder is fp32
     cpu: Optional[CpuInfo]
     warnings: tuple[str, ...] = ()
+    rule: str = ""  # which rule chose the weight format (shown in the compute-plan log line)
 
     def describe(self) -> str:
         weights = "no quantization" if self.quantize == "none" else f"{self.quantize} weights"
@@ -70,7 +72,8 @@ class ComputePlan:
             weights += f" ({self.int8_kernel} int8 kernel)"
         where = self.cpu.describe() if self.cpu is not None else str(self.device)
         codec = "" if self.codec_dtype == self.dtype else f", codec {_name(self.codec_dtype)}"
-        return f"{where}: {_name(self.dtype)}, {weights}{codec}"
+        why = f" [{self.rule}]" if self.rule else ""
+        return f"{where}: {_name(self.dtype)}, {weights}{codec}{why}"
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -109,13 +112,18 @@ def plan(
         if mode in ("int8", "int4"):
             raise ValueError(f"quantize={mode} runs on CPU only; use dtype bfloat16 on a GPU")
         dt = wanted_dtype or torch.bfloat16
-        return ComputePlan(device, dt, "none", None, dt, None)
+        return ComputePlan(device, dt, "none", None, dt, None, rule="GPU: no quantization")
 
     cpu = cpu or cpu_info()
     notes: list[str] = []
     backend = cpu.int8_backend
-    if mode == "auto":
+    rule = f"quantize={mode} as asked"
+    if mode == "auto" and wanted_dtype is not None:
+        # A user who names a dtype expects it: --quantize auto applies with --dtype auto only.
+        mode, rule = "none", f"quantize=auto with an explicit dtype {_name(wanted_dtype)}: no quantization"
+    elif mode == "auto":
         mode = "int8" if backend or cpu.cpu_class.startswith("avx512") else "none"
+        rule = f"quantize=auto with dtype=auto: {mode} on this CPU"
     if mode == "int4" and not cpu.int4_kernel:
         fallback = "int8" if backend else "none"
         notes.append(
@@ -145,7 +153,7 @@ def plan(
             "this CPU has no native bfloat16: the codec decoder and the encoders run in float32 "
             "(emulated bf16 convolutions are ~50x slower); --dtype auto would pick float32 throughout"
         )
-    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes))
+    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes), rule)
 
 
 def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:

@@ -36,7 +36,7 @@ from .openai_api import Job, flag, language_hint, resolve_voice, respond, speed_
 ANY_MODEL = ("", "qwen3-tts", "auto")
 KNOWN_FIELDS = frozenset(
     "text speaker speaker_id voice language language_id instruct audio_format speed stream model "
-    "reference_audio".split()
+    "reference_audio text_format".split()
 )
 # ``ogg`` is the Coqui-style servers' second format: Ogg Vorbis (libsndfile), audio/ogg like our opus.
 OGG = Format("ogg", "audio/ogg", "OGG", "VORBIS")
@@ -159,6 +159,7 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
         speed=speed_of(speed),
         language=language_hint(None, optional_str(params, "language") or optional_str(params, "language_id")),
         instruct=optional_str(params, "instruct", MAX_INSTRUCT_CHARS),
+        text_format=params.get("text_format"),
     )
     return await respond(request, job, stream=flag(params, "stream", False))
 

@@ -9,7 +9,7 @@ codes (the Wyoming error codes plus the voice library's and a few HTTP ones) and
 * 413: text-too-long, audio-too-large, request-too-large; 507: voice-quota (the library is full)
 * 422: voice-unusable, voice-corrupt (the voice exists, but its files cannot be used)
 * 500: synthesis-failed, freeze-failed, internal-error
-* 503: server-busy, model-not-loaded, server-stopping, not-ready (with ``Retry-After: 1``)
+* 503: server-busy, model-not-loaded, model-loading, server-stopping, not-ready (with ``Retry-After: 1``)
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ STATUS = {
     "internal-error": 500,
     "server-busy": 503,
     "model-not-loaded": 503,
+    "model-loading": 503,
     "server-stopping": 503,
     "not-ready": 503,
 }

@@ -31,7 +31,7 @@ from .context import context, json_object, refuse_unknown_fields
 from .errors import ApiError
 
 OPENAI_FIELDS = frozenset("model input voice instructions response_format speed stream_format".split())
-OUR_FIELDS = frozenset({"language", "stream"})
+OUR_FIELDS = frozenset({"language", "stream", "text_format"})  # text_format: "text" or "ssml"
 # From the OpenAI-compatible Qwen3-TTS servers. normalization_options: their text normalisation switches; our
 # text cleanup (service/textclean.py) always runs, so the object is accepted and its switches have no effect.
 COMPAT_FIELDS = frozenset(

@@ -29,6 +29,7 @@ from ..core.audio import SAMPLE_RATE
 from ..core.languages import BCP47, from_bcp47
 from ..service.errors import ServiceError
 from ..service.speech import segments_of, speak
+from ..service.ssml import is_ssml, ssml_segments
 from ..service.state import check_length
 from ..service.voice import Voice
 from ..voices.library import MAX_INSTRUCT_CHARS
@@ -123,13 +124,20 @@ class Job:
         language: Optional[str] = None,
         instruct: Optional[str] = None,
         resolved: Optional[Voice] = None,
+        text_format: Any = None,
     ) -> None:
         state = context(request).state
         if not isinstance(text, str):
             raise ApiError("invalid-field", "input must be a string", param="input")
         check_length(state, text)
-        self.segments = segments_of(text)
+        try:
+            ssml = is_ssml(text_format)
+        except ServiceError as exc:
+            raise ApiError("invalid-field", exc.text, param="text_format") from None
+        self.segments = [] if ssml else segments_of(text)
         self.voice = resolved or resolve_voice(request, voice)  # resolved: an inline clone voice
+        if ssml:  # say-as reads in the reply's language: known once the voice is
+            self.segments = ssml_segments(state, self.voice, text, language)
         self.format = fmt
         self.speed = speed
         self.language = language
@@ -256,6 +264,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
             body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS
         ),
         resolved=await inline_voice(request, body),
+        text_format=body.get("text_format"),
     )
     check_task_type(body, job.voice)
     return await respond(request, job, stream=flag(body, "stream", True), sse=stream_format == "sse")

@@ -3,7 +3,8 @@ an asyncio task that submits text segments to the engine (whose worker thread ow
 PCM events as the engine's chunks arrive, so `describe`, `ping` and new text keep being read meanwhile.
 
 Error codes (stable, see service/errors.py): voice-not-found, empty-text, text-too-long, server-busy,
-synthesis-failed, bad-request, server-stopping, model-not-loaded, voice-unusable, timeout. A stream still
+synthesis-failed, bad-request, server-stopping, model-not-loaded, model-loading, voice-unusable, timeout.
+``text_format: "ssml"`` on synthesize / synthesize-start: service/ssml.py. A stream still
 ends with synthesize-stopped after an error; a non-streaming synthesize that fails gets its error and then
 the connection is closed (as wyoming-piper does: Home Assistant before 2026.9 waits for audio-stop
 otherwise). The engine of a cycle is leased from the model pool (service/models.py) for the whole cycle,
@@ -29,7 +30,8 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from ..service.errors import ServiceError
 from ..service.segmenter import StreamSegmenter
-from ..service.speech import Utterance, segments_of
+from ..service.speech import Utterance, decide_language, segments_of
+from ..service.ssml import SsmlStream, ssml_segments
 from ..service.state import ServerState, admitted, check_length, check_unicode
 from ..service.voice import Voice
 from . import requests
@@ -123,7 +125,8 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         self.state = state
         self.limits = limits or Limits()
         self.job: Optional[AudioJob] = None  # the non-streaming cycle or the stream's cycle
-        self.stream_segmenter: Optional[StreamSegmenter] = None  # set between synthesize-start and -stop
+        # Set between synthesize-start and -stop (SsmlStream for text_format ssml).
+        self.stream_segmenter: Optional[StreamSegmenter | SsmlStream] = None
         self.stream_chars = 0
         self.stream_failed = False
         self.closed = False
@@ -213,7 +216,10 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
             if self.stream_segmenter is not None:
                 return  # Home Assistant's compat copy of the streamed text: never speak it twice
             await self._synthesize(
-                requests.text_of(event), requests.voice_name(event), requests.voice_language(event)
+                requests.text_of(event),
+                requests.voice_name(event),
+                requests.voice_language(event),
+                requests.ssml_of(event),
             )
         elif not self.state.streaming:
             return
@@ -243,11 +249,13 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
             await asyncio.shield(self.job.task)
             self.job = None
 
-    async def _synthesize(self, text: str, voice_name: Optional[str], language: Optional[str] = None) -> None:
+    async def _synthesize(
+        self, text: str, voice_name: Optional[str], language: Optional[str] = None, ssml: bool = False
+    ) -> None:
         await self._wait_previous()
         check_length(self.state, text)
         voice = self.state.find_voice(voice_name)
-        segments = segments_of(text)
+        segments = ssml_segments(self.state, voice, text, language) if ssml else segments_of(text)
         job = AudioJob(self, voice, streaming=False, language=language)
         for segment in segments:
             job.add(segment)
@@ -264,6 +272,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         try:
             voice = self.state.find_voice(requests.voice_name(start))
             language = requests.voice_language(start)
+            if requests.ssml_of(start):  # SSML parts are released per complete sentence (service/ssml.py)
+                said = decide_language(voice, self.state.default_language, "", language)
+                self.stream_segmenter = SsmlStream(None if said == "auto" else said)
         except ServiceError:
             self.stream_failed = True
             raise

@@ -10,6 +10,7 @@ from wyoming.event import Event
 
 from ..core.languages import from_bcp47
 from ..service.errors import ServiceError
+from ..service.ssml import is_ssml
 
 
 def _str_field(data: dict[str, Any], key: str, what: str, required: bool = False) -> Optional[str]:
@@ -51,3 +52,8 @@ def text_of(event: Event) -> str:
 def ping_text(event: Event) -> Optional[str]:
     value = event.data.get("text")
     return value if isinstance(value, str) else None
+
+
+def ssml_of(event: Event) -> bool:
+    """Whether a synthesize or synthesize-start says ``text_format: "ssml"`` (wyoming 1.10); checked."""
+    return is_ssml(event.data.get("text_format"), f"{event.type} text_format")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from ..core.tempo import TimeStretch
+from ..core.tempo import MAX_SPEED, MIN_SPEED, TimeStretch
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,29 @@ class PcmShaper:
     ``feed()`` its audio, ``finish()`` at the end; each returns the bytes ready to send."""
 
     def __init__(self, speed: float = 1.0, silence_s: float = 0.0, block: Optional[int] = None) -> None:
-        self.speed = speed
+        self.speed = self.base_speed = speed
         self.stretcher = TimeStretch(speed) if speed != 1.0 else None
         self.gap = bytes(SAMPLE_WIDTH * int(round(silence_s * speed * SAMPLE_RATE)))
         self.block = block if block and block > 0 else None
         self.pending = b""
         self.sentences = 0
 
-    def sentence(self) -> list[bytes]:
-        """A new sentence starts: the pause after the previous one (nothing before the first)."""
+    def sentence(self, pause: Optional[float] = None, rate: float = 1.0) -> list[bytes]:
+        """A new sentence starts: the pause after the previous one (nothing before the first). SSML
+        (service/ssml.py): ``pause`` seconds replace that pause (a break, also before the first sentence);
+        ``rate`` times the reply's speed from here on (a new stretcher, after flushing the old one)."""
         self.sentences += 1
+        out: list[bytes] = []
+        speed = max(MIN_SPEED, min(MAX_SPEED, self.base_speed * rate))
+        if speed != self.speed:
+            out += self._blocks(self.stretcher.finish() if self.stretcher is not None else b"", final=False)
+            self.speed = speed
+            self.stretcher = TimeStretch(speed) if speed != 1.0 else None
+        if pause is not None:
+            return out + self.feed(bytes(SAMPLE_WIDTH * int(round(pause * self.speed * SAMPLE_RATE))))
         if self.sentences == 1 or not self.gap:
-            return []
-        return self.feed(self.gap)
+            return out
+        return out + self.feed(self.gap)
 
     def feed(self, pcm: bytes) -> list[bytes]:
         out = self.stretcher.feed(pcm) if self.stretcher is not None else pcm

@@ -3,7 +3,9 @@
 Each kind of voice needs its own model type: built-in speakers the CustomVoice model, ``clone:`` voices the
 Base model, ``design:`` voices the VoiceDesign model. The policy (documented in the README):
 
-* The main model (``--model``) loads at start and is warmed up before the port opens.
+* The main model (``--model``) loads at start, in a worker thread, and is warmed up while both ports already
+  serve (``describe`` answers from the checkpoint's config); a request that arrives meanwhile waits for it, at
+  most ``LOAD_WAIT_S``, then gets ``model-loading``.
 * The other configured models load on their first request (``--preload``: all at start). The request that
   needs a model waits while it loads (in a worker thread: ``describe`` and other voices keep being served)
   and never fails because of the switch; concurrent requests share one load. A load that fails answers
@@ -20,7 +22,7 @@ import contextlib
 import gc
 import logging
 import time
-from typing import AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from ..engine import Engine
 from .errors import ServiceError
@@ -30,6 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 ROLE_LABELS = {"custom_voice": "CustomVoice", "base": "Base", "voice_design": "VoiceDesign"}
 ROLE_SETTINGS = {"custom_voice": "--model", "base": "--clone-model", "voice_design": "--design-model"}
 RETRY_AFTER_S = 30.0
+# How long a request that arrives while the start-up load runs waits for it before `model-loading` (a warm
+# restart loads in 15-60 s on a 2-core CPU; Home Assistant's TTS read has no timeout of its own).
+LOAD_WAIT_S = 60.0
 
 
 class ModelNotLoaded(ServiceError):
@@ -37,6 +42,13 @@ class ModelNotLoaded(ServiceError):
 
     def __init__(self, text: str) -> None:
         super().__init__("model-not-loaded", text)
+
+
+class ModelLoading(ServiceError):
+    """A request arrived while the start-up load runs and it did not finish within ``load_wait``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("model-loading", text)
 
 
 Loader = Callable[[str], Engine]
@@ -65,6 +77,8 @@ class ModelPool:
         self.loads = 0  # engines loaded so far (tests, logs)
         self._loading: Optional[asyncio.Future] = None
         self._cond: Optional[asyncio.Condition] = None
+        self.starting: Optional[asyncio.Future] = None  # the start-up load (load_at_start) while it runs
+        self.load_wait = LOAD_WAIT_S
 
     # -- start-up (before the event loop) -------------------------------------------------------------------
     def load_now(self, role: str) -> Engine:
@@ -75,13 +89,17 @@ class ModelPool:
         self.last_used[role] = time.monotonic()
         return engine
 
-    def adopt(self, engine: Engine, model: str) -> str:
-        """Registers an already loaded engine under the role of its real type; returns the role."""
-        role = engine.model_type
+    def assign(self, model: str, role: str) -> str:
+        """Puts ``model`` under ``role``, the type its checkpoint says (a guessed role may be wrong)."""
         for other, value in self.models.items():
             if value == model and other != role:  # a guessed role was wrong: the checkpoint decides
                 self.models[other] = None
         self.models[role] = model
+        return role
+
+    def adopt(self, engine: Engine, model: str) -> str:
+        """Registers an already loaded engine under the role of its real type; returns the role."""
+        role = self.assign(model, engine.model_type)
         self.engines[role] = engine
         self.users[role] = 0
         self.last_used[role] = time.monotonic()
@@ -115,8 +133,53 @@ class ModelPool:
                 self.last_used[role] = time.monotonic()
                 self._condition().notify_all()
 
+    async def load_at_start(self, roles: list[str], prepare: Callable[[Engine], Any]) -> None:
+        """Start-up: loads ``roles`` in turn in a worker thread (``prepare``, the warm-up, runs there too)
+        while the front doors already serve; every request waits for it (``_wait_start``). Raises what the
+        loader raises (the server then exits)."""
+        self.starting = asyncio.get_running_loop().create_future()
+        cond = self._condition()
+        try:
+            for role in roles:
+
+                def load(role: str = role) -> Engine:
+                    engine = self._load_checked(role)
+                    try:
+                        prepare(engine)
+                    except BaseException:
+                        engine.close()
+                        raise
+                    return engine
+
+                engine = await asyncio.to_thread(load)
+                async with cond:
+                    self.engines[role] = engine
+                    self.users[role] = 0
+                    self.last_used[role] = time.monotonic()
+                    cond.notify_all()
+        except BaseException as exc:
+            for role in roles:  # waiting requests get this failure, not a second load attempt
+                if role not in self.engines:
+                    self.failures[role] = (time.monotonic(), f"the model failed to load: {exc}")
+            raise
+        finally:
+            self.starting.set_result(None)
+
+    async def _wait_start(self, role: str) -> None:
+        """A request during the start-up load waits for it, at most ``load_wait`` seconds."""
+        starting = self.starting
+        if starting is None or starting.done() or role in self.engines:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(starting), self.load_wait)
+        except asyncio.TimeoutError:
+            raise ModelLoading(
+                f"the model is still loading (waited {self.load_wait:g} s); try again in a moment"
+            ) from None
+
     async def _acquire(self, role: str) -> Engine:
         self.check_enabled(role)
+        await self._wait_start(role)
         cond = self._condition()
         while True:
             async with cond:

@@ -113,6 +113,7 @@ class Utterance:
         self.report.seed = delivery.seed
         self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
         self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
+        self.marks: list[tuple[Optional[float], float]] = []  # per submitted segment: SSML pause and rate
 
     def add(self, segment: str) -> None:
         self.report.chars += len(segment)
@@ -161,7 +162,9 @@ class Utterance:
         """The engine's PCM per sentence through the shaper: speed, pauses, constant blocks."""
         shaper = self.shaper
         async for first, pcm in self._engine_pcm():
-            for out in (shaper.sentence() if first else []) + shaper.feed(pcm):
+            # self.spoken: the index of the segment this PCM belongs to (counted when its stream ends)
+            mark = self.marks[self.spoken] if first and self.spoken < len(self.marks) else (None, 1.0)
+            for out in (shaper.sentence(*mark) if first else []) + shaper.feed(pcm):
                 yield out
         for out in shaper.finish():
             yield out
@@ -199,10 +202,12 @@ class Utterance:
                 self.voice, self.state.default_language, text, self.requested_language
             )
             self.report.language = self.language
-        if self.state.delivery.normalize and self.language != "auto":
-            text = normalize_text(text, self.language)
+        self.marks.append((getattr(text, "pause", None), getattr(text, "rate", 1.0)))  # SSML (ssml.py)
+        language = getattr(text, "language", None) or self.language  # an SSML xml:lang
+        if self.state.delivery.normalize and language != "auto":
+            text = normalize_text(text, language)
         sampling = SamplingParams(seed=self.seed)
-        request = SpeechRequest(text, language=self.language, sampling=sampling, **self.voice_args)
+        request = SpeechRequest(str(text), language=language, sampling=sampling, **self.voice_args)
         try:
             self.inflight.append(self.engine.submit(request))
         except ValueError as exc:

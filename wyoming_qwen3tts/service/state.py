@@ -32,6 +32,7 @@ class ServerState:
     delivery: Delivery = field(default_factory=Delivery)  # speed, pauses, normalization, seed (delivery.py)
     active_jobs: int = 0  # admitted requests, Wyoming and HTTP together (speech.admitted)
     warm: bool = False  # set once the start-up warm-up finished (the HTTP /readyz answer)
+    loading: bool = False  # the start-up load runs: describe marks the voices (app.load_models)
     handlers: set = field(default_factory=set)  # open front-door connections (closed at shutdown)
     described: Optional[CachedInfo] = None  # the cached describe answer (infocache.py)
 
