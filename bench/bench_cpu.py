@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from bench.isa import AVX2_ENV, add_isa_argument, cpu_flags, isa_env
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
@@ -41,20 +43,10 @@ MODES = {
     "int4": ("auto", "int4"),
 }
 ISA_NOTE = (
-    "ours and the reference limited to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); fbgemm "
-    "(our int8 GEMM) and vox-tts pick their own kernels and still use AVX-512 here"
-)
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-ISA_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "avx_vnni",
-    "asimddp",
-    "bf16",
+    "ours and the reference limited to AVX2 ("
+    + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items())
+    + ", fbgemm "
+    "included); vox-tts picks its own kernels and cannot be limited (a conservative comparison)"
 )
 KINDS = {"custom_voice": "cv", "base": "base"}
 COLUMNS = [  # key, header, format
@@ -70,6 +62,9 @@ COLUMNS = [  # key, header, format
     ("prefill_ms", "prefill ms", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
     ("load_s", "load s", "{:.1f}"),
+    ("talker_gbps", "talker GB/s", "{:.1f}"),
+    ("predictor_gbps", "predictor GB/s", "{:.1f}"),
+    ("lm_floor_pct", "LM % of int8 GEMV floor", "{:.0f}"),
 ]
 
 
@@ -116,17 +111,12 @@ def machine() -> str:
     from wyoming_qwen3tts.engine.cpu import cpu_info
 
     cpu = cpu_info()
-    flags = [f for f in ISA_FLAGS if f in cpu.flags]
+    flags = cpu_flags()
     mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
     return (
         f"{cpu.model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; CPU flags: {' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
+        f"torch {torch.__version__}; CPU flags: {' '.join(flags) or 'none known'}"
     )
-
-
-def isa_env(isa: str) -> dict:
-    """Environment of our and the reference's workers: `avx2` limits PyTorch (ATen and oneDNN) to AVX2."""
-    return {**os.environ, **AVX2_ENV} if isa == "avx2" else dict(os.environ)
 
 
 def start_busy(count: int) -> list[subprocess.Popen]:
@@ -191,7 +181,10 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
     dtype, quantize = MODES[name] if name in MODES else name.split(":")
     cmd = [sys.executable, "-m", "bench.cpu_worker", "--model", str(model), "--dtype", dtype]
     cmd += ["--quantize", quantize, "--frames", str(args.frames), "--threads", str(args.threads)]
+    cmd += ["--isa", args.isa]
     ours = Worker(cmd, env=isa_env(args.isa))
+    print(ours.ready["isa"], file=sys.stderr, flush=True)
+    gemv = ours.ask("bandwidth")["gemv_gbps"]
     ref_dtype = reference_dtype(dtype, args.isa)
     if args.reference_python and ref_dtype not in refs:
         ref_cmd = [args.reference_python, str(HERE / "reference_bench.py"), "--worker", str(model), ref_dtype]
@@ -207,6 +200,7 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
     for row in mine:
         row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
         row["load_s"] = ours.ready["load_s"]
+        add_bandwidth(row, ours.ready, gemv)
     quality = ours.ask(f"quality {args.quality}") if args.quality and quantize != "none" else None
     ours.close()
     return {
@@ -217,7 +211,20 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
         "ref": theirs,
         "ref_dtype": ref_dtype,
         "quality": quality,
+        "gemv_gbps": gemv,
+        "isa": ours.ready["isa"],
     }
+
+
+def add_bandwidth(row: dict, ready: dict, gemv_gbps: float) -> None:
+    """GB/s each LM component streamed, and the LM's time at the machine's int8 GEMV bandwidth (the floor
+    if every byte moved at that speed) as a percentage of its measured time: 100 = at the floor."""
+    talker_b, predictor_b = ready["talker_bytes"], ready["predictor_bytes"]
+    row["talker_gbps"] = talker_b / row["talker_ms"] / 1e6
+    row["predictor_gbps"] = predictor_b / row["predictor_ms"] / 1e6
+    floor_ms = (talker_b + predictor_b) / gemv_gbps / 1e6
+    row["lm_floor_ms"] = floor_ms
+    row["lm_floor_pct"] = 100 * floor_ms / row["lm_ms"]
 
 
 def ratio(result: dict, key: str) -> float:
@@ -268,13 +275,7 @@ def main() -> int:
         "--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)"
     )
     p.add_argument("--quality", type=int, default=0, help="teacher-forced error figures over N frames")
-    p.add_argument(
-        "--isa",
-        choices=("native", "avx2"),
-        default="native",
-        help="avx2: run ours and the reference with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as on "
-        "an AVX2-only CPU (vox cannot be limited this way, nor can fbgemm, which picks its own kernels)",
-    )
+    add_isa_argument(p)
     p.add_argument("--vox-python", help="python of a vox-tts 0.19.5 environment (see bench/vox_worker.py)")
     p.add_argument("--vox-tmod", action="append", default=[], help="a .tmod built by vox's converter")
     p.add_argument("--busy", type=int, default=0, help="run N CPU-bound processes beside the benchmark")
@@ -320,6 +321,12 @@ def main() -> int:
         f"ISA: {ISA_NOTE if args.isa == 'avx2' else 'native'}"
         + (f"; {args.busy} CPU-bound processes running beside it" if args.busy else "")
         + ".",
+        *[
+            f"Worker ({r['mode']}): {r['isa']}; int8 GEMV bandwidth measured there (bench/gemv.py): "
+            f"{r['gemv_gbps']:.1f} GB/s."
+            for r in results
+            if r.get("isa")
+        ],
         f"Checkpoint: {what}; {args.frames} frames per run (greedy, EOS masked), {args.runs} runs per mode, "
         f"medians; ratios ours / reference pair by pair (< 1: ours is faster or smaller; for x real time "
         f"> 1 is better).",
