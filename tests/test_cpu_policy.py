@@ -393,9 +393,12 @@ def test_governor_samples_the_load_and_sets_torch_threads(monkeypatch):
     assert gov.tick() == 2  # first sample: nothing to compare with
     assert advance(0.6, 2.0, 0.0) == 2
     assert advance(0.1, 0.5, 3.0) == 2  # inside the interval: no new decision
+    # Issue 24: only a load that lasts threads.SUSTAIN_S (3 s) switches.
+    assert [advance(0.6, 0.8, 1.2) for _ in range(4)] == [2, 2, 2, 2] and calls == []
     assert advance(0.6, 0.8, 1.2) == 1 and calls == [1]
-    assert advance(0.6, 1.0, 0.5) == 1  # hysteresis
-    assert advance(0.6, 1.0, 0.1) == 2 and calls == [1, 2]
+    assert [advance(0.6, 1.0, 0.5) for _ in range(8)] == [1] * 8  # hysteresis
+    back = [advance(0.6, 1.0, 0.1) for _ in range(6)]  # 3 s of 0.6 s steps (float sums: 5 or 6)
+    assert back[:4] == [1] * 4 and back[-1] == 2 and calls == [1, 2]
     advance(0.6, 0.5, 1.5)
     gov.reset()
     assert gov.current == 2 and calls[-1] == 2
