@@ -23,11 +23,12 @@ def module_bytes(module: Any) -> int:
     """Weight bytes one pass through `module` reads (quantized layers: their packed weights)."""
     from torch import nn
 
+    from wyoming_qwen3tts.engine.nbits import NBitsLinear
     from wyoming_qwen3tts.engine.quant import DynamicInt8Linear, Fp16Linear, _nbytes
 
     total = 0
     for sub in module.modules():
-        if isinstance(sub, (DynamicInt8Linear, Fp16Linear)):
+        if isinstance(sub, (DynamicInt8Linear, Fp16Linear, NBitsLinear)):
             total += _nbytes(sub)
         elif not isinstance(sub, nn.Embedding):  # embeddings are gathered, not streamed
             own = list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False))

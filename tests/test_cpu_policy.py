@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from wyoming_qwen3tts.diagnostics.quant_check import measure
-from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan
+from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
 from wyoming_qwen3tts.engine.cpu import (
     ARM64,
     ARM64_BF16,
@@ -126,9 +126,10 @@ def test_native_bf16_keeps_bf16_everywhere(cpu_class):
 
 
 @pytest.mark.parametrize("cpu_class", [AVX2, ARM64])
-def test_int4_without_its_kernel_falls_back_to_int8_with_a_warning(cpu_class):
+def test_int4_without_its_kernel_falls_back_to_int8_with_a_warning(cpu_class, monkeypatch):
     if _cpu(cpu_class).int8_backend is None:
         pytest.skip(f"no int8 backend for {cpu_class} in this PyTorch build")
+    monkeypatch.setattr(nbits, "available", lambda: False)  # without the cpu4bit extra (issue 24)
     p = compute_plan(CPU, "auto", "int4", _cpu(cpu_class))
     assert p.quantize == "int8"
     assert any("int4 has no fast kernel" in w and "using int8" in w for w in p.warnings)

@@ -60,7 +60,13 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
     _reset_rotary(talker)
     talker.eval()
     # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
-    prepare_talker(talker, quantize, file_storages(state.values()), int8_kernel=plan.int8_kernel)
+    prepare_talker(
+        talker,
+        quantize,
+        file_storages(state.values()),
+        int8_kernel=plan.int8_kernel,
+        int4_kernel=plan.int4_kernel,
+    )
     # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
     release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
     del state
