@@ -157,10 +157,14 @@ def reference_dtype(dtype: str, isa: str) -> str:
     return "bfloat16" if out.stdout.strip() == "True" else "float32"
 
 
-def bench_vox(tmod: str, args) -> dict:
+def vox_worker(tmod: str, args) -> Worker:
     cmd = [args.vox_python, str(HERE / "vox_worker.py"), "--tmod", tmod, "--frames", str(args.frames)]
     cmd += ["--threads", str(args.threads)]
-    vox = Worker(cmd, env={**os.environ, "PYTHONPATH": ""})
+    return Worker(cmd, env={**os.environ, "PYTHONPATH": ""})
+
+
+def bench_vox(tmod: str, args) -> dict:
+    vox = vox_worker(tmod, args)
     runs = [vox.ask("run") for _ in range(args.runs)]
     shorts = [vox.ask("short") for _ in range(args.runs)]
     for row in runs:
@@ -177,7 +181,7 @@ def bench_vox(tmod: str, args) -> dict:
     }
 
 
-def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
+def bench_mode(name: str, args, model: Path, refs: dict[str, Worker], pair: Optional[Worker] = None) -> dict:
     dtype, quantize = MODES[name] if name in MODES else name.split(":")
     cmd = [sys.executable, "-m", "bench.cpu_worker", "--model", str(model), "--dtype", dtype]
     cmd += ["--quantize", quantize, "--frames", str(args.frames), "--threads", str(args.threads)]
@@ -190,17 +194,21 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
         ref_cmd = [args.reference_python, str(HERE / "reference_bench.py"), "--worker", str(model), ref_dtype]
         ref_cmd += [str(args.frames), str(args.threads), TEXT]
         refs[ref_dtype] = Worker(ref_cmd, env={**isa_env(args.isa), "PYTHONPATH": ""})
-    ref = refs.get(ref_dtype)
+    ref = pair or refs.get(ref_dtype)  # --vox-pairs: vox answers a run after each of ours
     mine, theirs = [], []
     for _ in range(args.runs):
         mine.append(ours.ask("run"))
         if ref is not None:
             theirs.append(ref.ask("run"))
     shorts = [ours.ask("short") for _ in range(args.runs)]
+    their_shorts = [pair.ask("short") for _ in range(args.runs)] if pair is not None else []
     for row in mine:
         row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
         row["load_s"] = ours.ready["load_s"]
         add_bandwidth(row, ours.ready, gemv)
+    for row in theirs if pair is not None else []:
+        row["ttfa_short_ms"] = median(their_shorts, "ttfa_short_ms")
+        row["load_s"] = pair.ready["load_s"]
     quality = ours.ask(f"quality {args.quality}") if args.quality and quantize != "none" else None
     ours.close()
     return {
@@ -209,7 +217,7 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
         "quantize": quantize,
         "ours": mine,
         "ref": theirs,
-        "ref_dtype": ref_dtype,
+        "ref_dtype": "vox-tts q8, interleaved" if pair is not None else ref_dtype,
         "quality": quality,
         "gemv_gbps": gemv,
         "isa": ours.ready["isa"],
@@ -242,9 +250,13 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {res['mode']} | {who} | " + " | ".join(ours) + " |")
         if res["ref"]:
             theirs = [fmt(median(res["ref"], k), f) for k, _, f in COLUMNS]
-            lines.append(f"| {res['mode']} | reference ({res['ref_dtype']}) | " + " | ".join(theirs) + " |")
+            vox = res["ref_dtype"].startswith("vox")
+            them = res["ref_dtype"] if vox else f"reference ({res['ref_dtype']})"
+            lines.append(f"| {res['mode']} | {them} | " + " | ".join(theirs) + " |")
             ratios = [fmt(ratio(res, k), "{:.2f}x") for k, _, _ in COLUMNS]
-            lines.append(f"| {res['mode']} | ours / reference | " + " | ".join(ratios) + " |")
+            lines.append(
+                f"| {res['mode']} | ours / {'vox' if vox else 'reference'} | " + " | ".join(ratios) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -278,6 +290,12 @@ def main() -> int:
     add_isa_argument(p)
     p.add_argument("--vox-python", help="python of a vox-tts 0.19.5 environment (see bench/vox_worker.py)")
     p.add_argument("--vox-tmod", action="append", default=[], help="a .tmod built by vox's converter")
+    p.add_argument(
+        "--vox-pairs",
+        action="store_true",
+        help="keep the first --vox-tmod loaded and ask it for a run after each of ours (ratios pair by pair, "
+        "fair on a shared machine) instead of benchmarking vox on its own first",
+    )
     p.add_argument("--busy", type=int, default=0, help="run N CPU-bound processes beside the benchmark")
     p.add_argument("--append", help="append the tables to this markdown file (e.g. bench/RESULTS.md)")
     p.add_argument("--json", help="write the raw results to this JSON file")
@@ -290,13 +308,16 @@ def main() -> int:
     results = []
     modes = [m for m in args.modes.split(",") if m]
     busy_procs = start_busy(args.busy)
+    pair = (
+        vox_worker(args.vox_tmod[0], args) if args.vox_pairs and args.vox_python and args.vox_tmod else None
+    )
     try:
-        for tmod in args.vox_tmod if args.vox_python else []:
+        for tmod in args.vox_tmod if args.vox_python and pair is None else []:
             res = bench_vox(tmod, args)
             results.append(res)
             print(table([res]), file=sys.stderr, flush=True)
         for i, name in enumerate(modes):
-            res = bench_mode(name, args, model, refs)
+            res = bench_mode(name, args, model, refs, pair)
             results.append(res)
             print(table([res]), file=sys.stderr, flush=True)
             later = {reference_dtype(MODES.get(m, m.split(":"))[0], args.isa) for m in modes[i + 1 :]}
@@ -305,6 +326,8 @@ def main() -> int:
     finally:
         for ref in refs.values():
             ref.close()
+        if pair is not None:
+            pair.close()
         for proc in busy_procs:
             proc.kill()
             proc.wait()
