@@ -68,7 +68,15 @@ def test_apply_isa_reaches_torch_in_a_fresh_process(tmp_path, torch_first):
     assert capability in ("AVX2", "DEFAULT")  # DEFAULT on a CPU without AVX2 (ARM)
 
 
-BENCHMARKS = ("bench_cpu", "bench_engine", "bench_step", "bench_server", "bench_voices", "describe_latency")
+BENCHMARKS = (
+    "bench_cpu",
+    "bench_engine",
+    "bench_step",
+    "bench_server",
+    "bench_voices",
+    "describe_latency",
+    "load_phases",
+)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS + ("reply_consistency", "cpu_worker"))

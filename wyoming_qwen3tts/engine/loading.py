@@ -15,7 +15,7 @@ from .checkpoint import load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
 from .config import ModelConfig
 from .jit import tracing_default
-from .memory import file_storages, release_file_pages, trim_heap
+from .memory import drop_file_pages, file_storages, release_file_pages, trim_heap
 from .options import LoadOptions, resolve_device
 from .policy import ComputePlan, log_plan
 from .policy import plan as compute_plan
@@ -70,6 +70,7 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
     # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
     release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
     del state
+    trim_heap()  # the quantization temporaries (~250 MB on 0.6B) go back before the decoder comes in
     codec_dir = model_dir / "speech_tokenizer"
     codec_state = load_state_dict(codec_dir)
     with _no_random_init():
@@ -78,6 +79,12 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
         decoder, codec_state, "decoder.", codec_dir / "model.safetensors", dtype=plan.codec_dtype, device=dev
     )
     decoder.eval()
+    # Weights converted on the way in (bf16 file -> float32 decoder) are copies: the file's pages need not
+    # stay resident (issue 24: the load peak is when the decoder arrives). Same-dtype ones are the mapping.
+    decoder_file = [
+        t for k, t in codec_state.items() if k.startswith("decoder.") and t.dtype != plan.codec_dtype
+    ]
+    drop_file_pages(decoder_file, file_storages(decoder_file))
     tokenizer = TextTokenizer(model_dir)
     engine = cls(
         cfg,
