@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from bench.isa import AVX2_ENV, add_isa_argument, cpu_flags, isa_env
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
@@ -41,20 +43,10 @@ MODES = {
     "int4": ("auto", "int4"),
 }
 ISA_NOTE = (
-    "ours and the reference limited to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); fbgemm "
-    "(our int8 GEMM) and vox-tts pick their own kernels and still use AVX-512 here"
-)
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-ISA_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "avx_vnni",
-    "asimddp",
-    "bf16",
+    "ours and the reference limited to AVX2 ("
+    + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items())
+    + ", fbgemm "
+    "included); vox-tts picks its own kernels and cannot be limited (a conservative comparison)"
 )
 KINDS = {"custom_voice": "cv", "base": "base"}
 COLUMNS = [  # key, header, format
@@ -70,6 +62,9 @@ COLUMNS = [  # key, header, format
     ("prefill_ms", "prefill ms", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
     ("load_s", "load s", "{:.1f}"),
+    ("talker_gbps", "talker GB/s", "{:.1f}"),
+    ("predictor_gbps", "predictor GB/s", "{:.1f}"),
+    ("lm_floor_pct", "LM % of int8 GEMV floor", "{:.0f}"),
 ]
 
 
@@ -116,17 +111,12 @@ def machine() -> str:
     from wyoming_qwen3tts.engine.cpu import cpu_info
 
     cpu = cpu_info()
-    flags = [f for f in ISA_FLAGS if f in cpu.flags]
+    flags = cpu_flags()
     mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
     return (
         f"{cpu.model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; CPU flags: {' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
+        f"torch {torch.__version__}; CPU flags: {' '.join(flags) or 'none known'}"
     )
-
-
-def isa_env(isa: str) -> dict:
-    """Environment of our and the reference's workers: `avx2` limits PyTorch (ATen and oneDNN) to AVX2."""
-    return {**os.environ, **AVX2_ENV} if isa == "avx2" else dict(os.environ)
 
 
 def start_busy(count: int) -> list[subprocess.Popen]:
@@ -167,10 +157,14 @@ def reference_dtype(dtype: str, isa: str) -> str:
     return "bfloat16" if out.stdout.strip() == "True" else "float32"
 
 
-def bench_vox(tmod: str, args) -> dict:
+def vox_worker(tmod: str, args) -> Worker:
     cmd = [args.vox_python, str(HERE / "vox_worker.py"), "--tmod", tmod, "--frames", str(args.frames)]
     cmd += ["--threads", str(args.threads)]
-    vox = Worker(cmd, env={**os.environ, "PYTHONPATH": ""})
+    return Worker(cmd, env={**os.environ, "PYTHONPATH": ""})
+
+
+def bench_vox(tmod: str, args) -> dict:
+    vox = vox_worker(tmod, args)
     runs = [vox.ask("run") for _ in range(args.runs)]
     shorts = [vox.ask("short") for _ in range(args.runs)]
     for row in runs:
@@ -187,26 +181,34 @@ def bench_vox(tmod: str, args) -> dict:
     }
 
 
-def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
+def bench_mode(name: str, args, model: Path, refs: dict[str, Worker], pair: Optional[Worker] = None) -> dict:
     dtype, quantize = MODES[name] if name in MODES else name.split(":")
     cmd = [sys.executable, "-m", "bench.cpu_worker", "--model", str(model), "--dtype", dtype]
     cmd += ["--quantize", quantize, "--frames", str(args.frames), "--threads", str(args.threads)]
+    cmd += ["--isa", args.isa]
     ours = Worker(cmd, env=isa_env(args.isa))
+    print(ours.ready["isa"], file=sys.stderr, flush=True)
+    gemv = ours.ask("bandwidth")["gemv_gbps"]
     ref_dtype = reference_dtype(dtype, args.isa)
     if args.reference_python and ref_dtype not in refs:
         ref_cmd = [args.reference_python, str(HERE / "reference_bench.py"), "--worker", str(model), ref_dtype]
         ref_cmd += [str(args.frames), str(args.threads), TEXT]
         refs[ref_dtype] = Worker(ref_cmd, env={**isa_env(args.isa), "PYTHONPATH": ""})
-    ref = refs.get(ref_dtype)
+    ref = pair or refs.get(ref_dtype)  # --vox-pairs: vox answers a run after each of ours
     mine, theirs = [], []
     for _ in range(args.runs):
         mine.append(ours.ask("run"))
         if ref is not None:
             theirs.append(ref.ask("run"))
     shorts = [ours.ask("short") for _ in range(args.runs)]
+    their_shorts = [pair.ask("short") for _ in range(args.runs)] if pair is not None else []
     for row in mine:
         row["ttfa_short_ms"] = median(shorts, "ttfa_short_ms")
         row["load_s"] = ours.ready["load_s"]
+        add_bandwidth(row, ours.ready, gemv)
+    for row in theirs if pair is not None else []:
+        row["ttfa_short_ms"] = median(their_shorts, "ttfa_short_ms")
+        row["load_s"] = pair.ready["load_s"]
     quality = ours.ask(f"quality {args.quality}") if args.quality and quantize != "none" else None
     ours.close()
     return {
@@ -215,9 +217,22 @@ def bench_mode(name: str, args, model: Path, refs: dict[str, Worker]) -> dict:
         "quantize": quantize,
         "ours": mine,
         "ref": theirs,
-        "ref_dtype": ref_dtype,
+        "ref_dtype": "vox-tts q8, interleaved" if pair is not None else ref_dtype,
         "quality": quality,
+        "gemv_gbps": gemv,
+        "isa": ours.ready["isa"],
     }
+
+
+def add_bandwidth(row: dict, ready: dict, gemv_gbps: float) -> None:
+    """GB/s each LM component streamed, and the LM's time at the machine's int8 GEMV bandwidth (the floor
+    if every byte moved at that speed) as a percentage of its measured time: 100 = at the floor."""
+    talker_b, predictor_b = ready["talker_bytes"], ready["predictor_bytes"]
+    row["talker_gbps"] = talker_b / row["talker_ms"] / 1e6
+    row["predictor_gbps"] = predictor_b / row["predictor_ms"] / 1e6
+    floor_ms = (talker_b + predictor_b) / gemv_gbps / 1e6
+    row["lm_floor_ms"] = floor_ms
+    row["lm_floor_pct"] = 100 * floor_ms / row["lm_ms"]
 
 
 def ratio(result: dict, key: str) -> float:
@@ -235,9 +250,13 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {res['mode']} | {who} | " + " | ".join(ours) + " |")
         if res["ref"]:
             theirs = [fmt(median(res["ref"], k), f) for k, _, f in COLUMNS]
-            lines.append(f"| {res['mode']} | reference ({res['ref_dtype']}) | " + " | ".join(theirs) + " |")
+            vox = res["ref_dtype"].startswith("vox")
+            them = res["ref_dtype"] if vox else f"reference ({res['ref_dtype']})"
+            lines.append(f"| {res['mode']} | {them} | " + " | ".join(theirs) + " |")
             ratios = [fmt(ratio(res, k), "{:.2f}x") for k, _, _ in COLUMNS]
-            lines.append(f"| {res['mode']} | ours / reference | " + " | ".join(ratios) + " |")
+            lines.append(
+                f"| {res['mode']} | ours / {'vox' if vox else 'reference'} | " + " | ".join(ratios) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -268,15 +287,15 @@ def main() -> int:
         "--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)"
     )
     p.add_argument("--quality", type=int, default=0, help="teacher-forced error figures over N frames")
-    p.add_argument(
-        "--isa",
-        choices=("native", "avx2"),
-        default="native",
-        help="avx2: run ours and the reference with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as on "
-        "an AVX2-only CPU (vox cannot be limited this way, nor can fbgemm, which picks its own kernels)",
-    )
+    add_isa_argument(p)
     p.add_argument("--vox-python", help="python of a vox-tts 0.19.5 environment (see bench/vox_worker.py)")
     p.add_argument("--vox-tmod", action="append", default=[], help="a .tmod built by vox's converter")
+    p.add_argument(
+        "--vox-pairs",
+        action="store_true",
+        help="keep the first --vox-tmod loaded and ask it for a run after each of ours (ratios pair by pair, "
+        "fair on a shared machine) instead of benchmarking vox on its own first",
+    )
     p.add_argument("--busy", type=int, default=0, help="run N CPU-bound processes beside the benchmark")
     p.add_argument("--append", help="append the tables to this markdown file (e.g. bench/RESULTS.md)")
     p.add_argument("--json", help="write the raw results to this JSON file")
@@ -289,13 +308,16 @@ def main() -> int:
     results = []
     modes = [m for m in args.modes.split(",") if m]
     busy_procs = start_busy(args.busy)
+    pair = (
+        vox_worker(args.vox_tmod[0], args) if args.vox_pairs and args.vox_python and args.vox_tmod else None
+    )
     try:
-        for tmod in args.vox_tmod if args.vox_python else []:
+        for tmod in args.vox_tmod if args.vox_python and pair is None else []:
             res = bench_vox(tmod, args)
             results.append(res)
             print(table([res]), file=sys.stderr, flush=True)
         for i, name in enumerate(modes):
-            res = bench_mode(name, args, model, refs)
+            res = bench_mode(name, args, model, refs, pair)
             results.append(res)
             print(table([res]), file=sys.stderr, flush=True)
             later = {reference_dtype(MODES.get(m, m.split(":"))[0], args.isa) for m in modes[i + 1 :]}
@@ -304,6 +326,8 @@ def main() -> int:
     finally:
         for ref in refs.values():
             ref.close()
+        if pair is not None:
+            pair.close()
         for proc in busy_procs:
             proc.kill()
             proc.wait()
@@ -320,6 +344,12 @@ def main() -> int:
         f"ISA: {ISA_NOTE if args.isa == 'avx2' else 'native'}"
         + (f"; {args.busy} CPU-bound processes running beside it" if args.busy else "")
         + ".",
+        *[
+            f"Worker ({r['mode']}): {r['isa']}; int8 GEMV bandwidth measured there (bench/gemv.py): "
+            f"{r['gemv_gbps']:.1f} GB/s."
+            for r in results
+            if r.get("isa")
+        ],
         f"Checkpoint: {what}; {args.frames} frames per run (greedy, EOS masked), {args.runs} runs per mode, "
         f"medians; ratios ours / reference pair by pair (< 1: ours is faster or smaller; for x real time "
         f"> 1 is better).",

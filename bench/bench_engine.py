@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.isa import add_isa_argument, apply_isa, isa_env, isa_report
 
 HERE = Path(__file__).resolve().parent
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
@@ -72,7 +73,7 @@ def bench_ours(model: str, dtype: str, frames: int, threads: int, policy: tuple[
 def bench_reference(python: str, model: str, dtype: str, frames: int, threads: int) -> dict:
     cmd = [python, str(HERE / "reference_bench.py"), model, dtype, str(frames), str(threads), TEXT]
     out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}
+        cmd, check=True, capture_output=True, text=True, env={**isa_env("native"), "PYTHONPATH": ""}
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,7 +91,10 @@ def main() -> int:
         "--reference-python", help="python of the qwen-tts 0.1.1 environment (script/reference-env)"
     )
     p.add_argument("--json", help="append the rows as JSON lines to this file")
+    add_isa_argument(p)
     args = p.parse_args()
+    apply_isa(args.isa)  # before torch loads (bench_ours imports it); the reference inherits the limits
+    print(isa_report(args.isa), file=sys.stderr)
     model = args.model
     if args.build:
         model = args.build

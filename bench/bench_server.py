@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.isa import add_isa_argument, apply_isa, isa_report  # noqa: E402
 from tests.fixtures.server_process import start_server  # noqa: E402
 
 
@@ -27,7 +28,10 @@ def main() -> int:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log", default="/tmp/bench_server.log", help="server log file")
+    add_isa_argument(p)
     args = p.parse_args(argv[:split])
+    apply_isa(args.isa)  # the server process inherits the limits
+    print(isa_report(args.isa), file=sys.stderr)
     with open(args.log, "w") as log:
         try:
             server, port = start_server(

@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
+
+from bench.isa import add_isa_argument, apply_isa, isa_report
 
 SYNCS = ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
@@ -28,7 +31,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="")
+    add_isa_argument(parser)
     args = parser.parse_args()
+    apply_isa(args.isa)
+    print(isa_report(args.isa), file=sys.stderr)
 
     import torch
 

@@ -30,6 +30,7 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.isa import add_isa_argument, apply_isa, isa_report  # noqa: E402
 from tests.fixtures.server_process import start_server  # noqa: E402
 from wyoming_qwen3tts.voices.library import VoiceLibrary  # noqa: E402
 
@@ -63,7 +64,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--quantize", default="none", help="none, int8 or int4 (CPU)")
     parser.add_argument("--full", action="store_true", help="wait for each whole utterance")
+    add_isa_argument(parser)
     args = parser.parse_args()
+    apply_isa(args.isa)  # the server processes inherit the limits
+    print(isa_report(args.isa), file=sys.stderr)
 
     data = Path(tempfile.mkdtemp(prefix="bench-voices-"))
     sr = 24000

@@ -4,7 +4,8 @@
 
 Prints one JSON line when loaded, then answers each command line with one JSON line:
 ``run`` (one request of exactly --frames frames, EOS masked, with per-component timers),
-``short`` (time to first audio of a short sentence), ``quality N`` (teacher-forced error against an
+``short`` (time to first audio of a short sentence), ``bandwidth`` (this machine's int8 GEMV bandwidth,
+bench/gemv.py), ``quality N`` (teacher-forced error against an
 unquantized engine of the same dtype, N frames) and ``quit``. Everything else goes to stderr.
 """
 
@@ -23,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gemv import int8_gemv_gbps, streamed_bytes  # noqa: E402  (imports torch lazily)
+from bench.isa import add_isa_argument, apply_isa, isa_report  # noqa: E402
 from wyoming_qwen3tts.platform_env import apply_cpu_env  # noqa: E402  (before torch, as the server does)
 
 apply_cpu_env()
@@ -165,7 +168,9 @@ def main() -> int:
     p.add_argument("--quantize", default="none")
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    add_isa_argument(p)
     args = p.parse_args()
+    apply_isa(args.isa)  # normally set by bench_cpu already (the worker's environment)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -180,7 +185,8 @@ def main() -> int:
     voice = voice_for(engine)
     request(engine, TEXT, 3, voice)  # warm-up
     current, peak = rss_mb()
-    print(json.dumps({"load_s": load_s, "rss_after_load_mb": current, "peak_rss_load_mb": peak}), flush=True)
+    ready = {"load_s": load_s, "rss_after_load_mb": current, "peak_rss_load_mb": peak}
+    print(json.dumps({**ready, **streamed_bytes(engine), "isa": isa_report(args.isa)}), flush=True)
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
@@ -189,6 +195,8 @@ def main() -> int:
             out = run(engine, timers, args, voice)
         elif cmd[0] == "short":
             out = short(engine, voice)
+        elif cmd[0] == "bandwidth":
+            out = {"gemv_gbps": int8_gemv_gbps()}
         elif cmd[0] == "quality":
             out = quality(engine, args, int(cmd[1]) if len(cmd) > 1 else 100)
         else:

@@ -1,11 +1,12 @@
 """How fast `describe` is answered while the server synthesizes for another client (Home Assistant probes
 with a 1 s timeout every 30 s).
 
-    python -m bench.describe_latency MODEL_DIR [DTYPE]
+    python -m bench.describe_latency MODEL_DIR [DTYPE] [--isa avx2]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
@@ -18,6 +19,7 @@ from wyoming.tts import Synthesize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.isa import add_isa_argument, apply_isa, isa_report  # noqa: E402
 from tests.fixtures.server_process import start_server  # noqa: E402
 
 TEXT = "Hello there, this is a long sentence to keep the server busy for a while."
@@ -39,7 +41,14 @@ async def measure(port: int, probes: int = 8) -> list[float]:
 
 
 def main() -> int:
-    model, dtype = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "auto")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("dtype", nargs="?", default="auto")
+    add_isa_argument(p)
+    args = p.parse_args()
+    apply_isa(args.isa)  # the server process inherits the limits
+    print(isa_report(args.isa), file=sys.stderr)
+    model, dtype = args.model, args.dtype
     with open("/tmp/describe_latency_server.log", "w") as log:
         proc, port = start_server(model, ["--dtype", dtype, "--threads", "2"], log, timeout=600)
         try:

@@ -20,10 +20,13 @@ import argparse
 import dataclasses
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from bench.isa import add_isa_argument, apply_isa, isa_report
 
 SAMPLE_RATE = 24000
 REPLIES = {
@@ -134,7 +137,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1234, help="first seed (the run repeats exactly)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    add_isa_argument(parser)
     args = parser.parse_args()
+    apply_isa(args.isa)
+    print(isa_report(args.isa), file=sys.stderr)
 
     from wyoming_qwen3tts.engine import Engine
 

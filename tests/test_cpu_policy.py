@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from wyoming_qwen3tts.diagnostics.quant_check import measure
-from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan
+from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
 from wyoming_qwen3tts.engine.cpu import (
     ARM64,
     ARM64_BF16,
@@ -139,9 +139,10 @@ def test_native_bf16_keeps_bf16_everywhere(cpu_class):
 
 
 @pytest.mark.parametrize("cpu_class", [AVX2, ARM64])
-def test_int4_without_its_kernel_falls_back_to_int8_with_a_warning(cpu_class):
+def test_int4_without_its_kernel_falls_back_to_int8_with_a_warning(cpu_class, monkeypatch):
     if _cpu(cpu_class).int8_backend is None:
         pytest.skip(f"no int8 backend for {cpu_class} in this PyTorch build")
+    monkeypatch.setattr(nbits, "available", lambda: False)  # without the cpu4bit extra (issue 24)
     p = compute_plan(CPU, "auto", "int4", _cpu(cpu_class))
     assert p.quantize == "int8"
     assert any("int4 has no fast kernel" in w and "using int8" in w for w in p.warnings)
@@ -406,9 +407,12 @@ def test_governor_samples_the_load_and_sets_torch_threads(monkeypatch):
     assert gov.tick() == 2  # first sample: nothing to compare with
     assert advance(0.6, 2.0, 0.0) == 2
     assert advance(0.1, 0.5, 3.0) == 2  # inside the interval: no new decision
+    # Issue 24: only a load that lasts threads.SUSTAIN_S (3 s) switches.
+    assert [advance(0.6, 0.8, 1.2) for _ in range(4)] == [2, 2, 2, 2] and calls == []
     assert advance(0.6, 0.8, 1.2) == 1 and calls == [1]
-    assert advance(0.6, 1.0, 0.5) == 1  # hysteresis
-    assert advance(0.6, 1.0, 0.1) == 2 and calls == [1, 2]
+    assert [advance(0.6, 1.0, 0.5) for _ in range(8)] == [1] * 8  # hysteresis
+    back = [advance(0.6, 1.0, 0.1) for _ in range(6)]  # 3 s of 0.6 s steps (float sums: 5 or 6)
+    assert back[:4] == [1] * 4 and back[-1] == 2 and calls == [1, 2]
     advance(0.6, 0.5, 1.5)
     gov.reset()
     assert gov.current == 2 and calls[-1] == 2

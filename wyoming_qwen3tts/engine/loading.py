@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -14,7 +15,7 @@ from .checkpoint import load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
 from .config import ModelConfig
 from .jit import tracing_default
-from .memory import file_storages, release_file_pages, trim_heap
+from .memory import drop_file_pages, file_storages, release_file_pages, trim_heap
 from .options import LoadOptions, resolve_device
 from .policy import ComputePlan, log_plan
 from .policy import plan as compute_plan
@@ -59,17 +60,31 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
     _reset_rotary(talker)
     talker.eval()
     # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
-    prepare_talker(talker, quantize, file_storages(state.values()), int8_kernel=plan.int8_kernel)
+    prepare_talker(
+        talker,
+        quantize,
+        file_storages(state.values()),
+        int8_kernel=plan.int8_kernel,
+        int4_kernel=plan.int4_kernel,
+    )
     # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
     release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
     del state
+    trim_heap()  # the quantization temporaries (~250 MB on 0.6B) go back before the decoder comes in
     codec_dir = model_dir / "speech_tokenizer"
     codec_state = load_state_dict(codec_dir)
-    decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
+    with _no_random_init():
+        decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
     load_into(
         decoder, codec_state, "decoder.", codec_dir / "model.safetensors", dtype=plan.codec_dtype, device=dev
     )
     decoder.eval()
+    # Weights converted on the way in (bf16 file -> float32 decoder) are copies: the file's pages need not
+    # stay resident (issue 24: the load peak is when the decoder arrives). Same-dtype ones are the mapping.
+    decoder_file = [
+        t for k, t in codec_state.items() if k.startswith("decoder.") and t.dtype != plan.codec_dtype
+    ]
+    drop_file_pages(decoder_file, file_storages(decoder_file))
     tokenizer = TextTokenizer(model_dir)
     engine = cls(
         cfg,
@@ -130,6 +145,28 @@ def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
             "code_predictor.lm_head.*",
         )
     return keys
+
+
+# torch.nn.init's in-place initialisers; Linear, Conv1d and Embedding call them from their constructors.
+_INITS = ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_")
+
+
+@contextmanager
+def _no_random_init() -> Iterator[None]:
+    """Modules built inside keep torch.empty's pages untouched instead of random values (issue 24).
+
+    For a module whose every parameter load_into then replaces from the checkpoint (strictly: a missing one
+    raises): the codec decoder's random init cost ~2.7 s of a 2-core load, and its 450 MB of written pages
+    stayed resident beside the loaded copy until the assignment, raising the load peak by as much. Unlike
+    the meta device, it keeps the plain tensors the decoder computes in its constructor (RoPE tables)."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
 
 
 def _reset_rotary(module: torch.nn.Module) -> None:

@@ -21,8 +21,9 @@ layer keep fp16 weights, quant.FP16_UNDER_FBGEMM).
 The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
 a CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
 slower); with `dtype` auto they run bf16 where the CPU has it natively. The speech encoder (reference codes
-of clone voices) always runs float32. int4 needs PyTorch's AVX-512 int4 kernel; elsewhere it falls back to
-int8.
+of clone voices) always runs float32. int4 runs PyTorch's int4 kernel on AVX-512 (bf16 activations) and
+onnxruntime's MatMulNBits on AVX2 and ARM64 where the `cpu4bit` extra is installed (engine/nbits.py, float32
+activations); elsewhere it falls back to int8.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Optional
 
 import torch
 
-from .cpu import CpuInfo, cpu_info
+from . import nbits
+from .cpu import ARM64, ARM64_BF16, AVX2, CpuInfo, cpu_info
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ QUANT_CHOICES = ("auto", "none", "int8", "int4")
 # int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
 # "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).
 INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
+# int4 kernels: "int4pack" = PyTorch's (AVX-512 only, quant.Int4Linear); "onnxruntime" = MatMulNBits
+# (nbits.NBitsLinear), for the CPU classes PyTorch's kernel does not serve.
+ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,12 @@ class ComputePlan:
     cpu: Optional[CpuInfo]
     warnings: tuple[str, ...] = ()
     rule: str = ""  # which rule chose the weight format (shown in the compute-plan log line)
+    int4_kernel: Optional[str] = None  # "int4pack" or "onnxruntime" with quantize=int4
 
     def describe(self) -> str:
         weights = "no quantization" if self.quantize == "none" else f"{self.quantize} weights"
+        if self.int4_kernel:
+            weights += f" ({self.int4_kernel} int4 kernel)"
         if self.int8_kernel:
             weights += f" ({self.int8_kernel} int8 kernel)"
         where = self.cpu.describe() if self.cpu is not None else str(self.device)
@@ -124,15 +132,21 @@ def plan(
     elif mode == "auto":
         mode = "int8" if backend or cpu.cpu_class.startswith("avx512") else "none"
         rule = f"quantize=auto with dtype=auto: {mode} on this CPU"
-    if mode == "int4" and not cpu.int4_kernel:
-        fallback = "int8" if backend else "none"
-        notes.append(
-            f"quantize=int4 has no fast kernel on this CPU ({cpu.cpu_class}: PyTorch's int4 kernel is "
-            f"vectorised for AVX-512 only); using {fallback} instead"
-        )
-        mode = fallback
+    int4: Optional[str] = None
+    if mode == "int4":
+        int4 = _int4_kernel(cpu)
+        if int4 is None:
+            fallback = "int8" if backend else "none"
+            notes.append(
+                f"quantize=int4 has no fast kernel on this CPU ({cpu.cpu_class}: PyTorch's int4 kernel is "
+                "vectorised for AVX-512 only; onnxruntime's serves AVX2 and ARM64 with the cpu4bit extra "
+                f"installed); using {fallback} instead"
+            )
+            mode = fallback
 
     kernel: Optional[str] = None
+    if int4 == "onnxruntime":
+        kernel = backend or "weight-only"  # the output heads stay int8
     if mode == "int8":
         kernel = _int8_kernel(cpu, backend, notes)
         if kernel is None:
@@ -142,7 +156,7 @@ def plan(
         # fbgemm/QNNPACK take fp32 activations; int4 runs its measured bf16 combination (AVX-512 only);
         # everything else bf16 only where the CPU computes it natively.
         dynamic = kernel in ("fbgemm", "qnnpack")
-        bf16 = mode == "int4" or (cpu.native_bf16 and not dynamic)
+        bf16 = int4 == "int4pack" or (cpu.native_bf16 and not dynamic and int4 is None)
         wanted_dtype = torch.bfloat16 if bf16 else torch.float32
     codec = wanted_dtype
     if auto_dtype and cpu.native_bf16:
@@ -153,7 +167,15 @@ def plan(
             "this CPU has no native bfloat16: the codec decoder and the encoders run in float32 "
             "(emulated bf16 convolutions are ~50x slower); --dtype auto would pick float32 throughout"
         )
-    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes), rule)
+    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes), rule, int4)
+
+
+def _int4_kernel(cpu: CpuInfo) -> Optional[str]:
+    if cpu.int4_kernel:
+        return "int4pack"
+    if cpu.cpu_class in ORT_INT4_CLASSES and nbits.available():
+        return "onnxruntime"
+    return None
 
 
 def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:

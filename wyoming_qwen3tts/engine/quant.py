@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from .memory import drop_file_pages
+from .nbits import BLOCK as NBITS_BLOCK
+from .nbits import NBitsLinear
 from .packed import PackedLinear, use_packed_bf16
 
 if TYPE_CHECKING:
@@ -264,6 +266,7 @@ def converter(
     pack: bool,
     group_size: int = DEFAULT_GROUP_SIZE,
     int8_kernel: Optional[str] = None,
+    int4_kernel: Optional[str] = None,
 ) -> Convert:
     """(linear, is_head) -> its replacement (or None to keep it): int8 / int4 (heads int8) / packed bf16.
     `int8_kernel`: "fbgemm" / "qnnpack" (DynamicInt8Linear) or None / "weight-only" (Int8Linear)."""
@@ -281,6 +284,8 @@ def converter(
         k = linear.in_features
         # Small test models: the largest kernel group size that divides K; int8 if none does.
         group = next((g for g in (group_size, 128, 64, 32) if g <= group_size and int4_fits(k, g)), 0)
+        if mode == "int4" and int4_kernel == "onnxruntime" and not is_head and k % NBITS_BLOCK == 0:
+            return NBitsLinear(linear)
         if mode == "int8" or is_head or not group:
             return int8(linear, name)
         return Int4Linear(linear, dtype, group)
@@ -303,6 +308,8 @@ def _nbytes(module: nn.Module) -> int:
         return module.in_features * module.out_features + 8 * module.out_features
     if isinstance(module, Fp16Linear):
         return 2 * module.in_features * module.out_features
+    if isinstance(module, NBitsLinear):
+        return module.nbytes
     return sum(b.numel() * b.element_size() for b in module.buffers())
 
 
@@ -311,6 +318,7 @@ def prepare_talker(
     mode: str = "none",
     mapped: Optional[set[int]] = None,
     int8_kernel: Optional[str] = None,
+    int4_kernel: Optional[str] = None,
 ) -> None:
     """Load-time rewrite of a loaded Talker: fuse each layer, then quantize (`mode` int8/int4) or pack
     (bf16 on CPU, where faster) its matrices, and drop the checkpoint pages it was read from (`mapped`:
@@ -325,7 +333,7 @@ def prepare_talker(
     first = _layers(talker.model)[0].self_attn
     qkv_shape = ((first.heads + 2 * first.kv_heads) * first.head_dim, talker.hidden_size)
     pack = mode == "none" and use_packed_bf16(qkv_shape, device, dtype)
-    convert = converter(mode, dtype, pack=pack, int8_kernel=int8_kernel)
+    convert = converter(mode, dtype, pack=pack, int8_kernel=int8_kernel, int4_kernel=int4_kernel)
     saved = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in _layers(stack):
@@ -384,6 +392,7 @@ def quantize_talker(
     *,
     group_size: int = DEFAULT_GROUP_SIZE,
     int8_kernel: Optional[str] = None,
+    int4_kernel: Optional[str] = None,
 ) -> int:
     """Quantizes every per-frame matrix of an already fused Talker in place; returns the bytes saved."""
     mode = check_mode(mode)
@@ -393,7 +402,14 @@ def quantize_talker(
         raise ValueError(
             f"quantize={mode} runs on CPU only (PyTorch's int8/int4 CPU kernels); use bf16 on GPUs"
         )
-    convert = converter(mode, talker.dtype, pack=False, group_size=group_size, int8_kernel=int8_kernel)
+    convert = converter(
+        mode,
+        talker.dtype,
+        pack=False,
+        group_size=group_size,
+        int8_kernel=int8_kernel,
+        int4_kernel=int4_kernel,
+    )
     saved = sum(_replace(p, n, convert(lin, head, n)) for p, n, lin, head in _linears(talker))
     talker.model.version += 1
     talker.code_predictor.model.version += 1

@@ -1,0 +1,100 @@
+"""quantize=int4 through onnxruntime's MatMulNBits on AVX2 / ARM64 (engine/nbits.py, issue 24)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from wyoming_qwen3tts.diagnostics.quant_check import measure
+from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
+from wyoming_qwen3tts.engine.cpu import ARM64, ARM64_BF16, AVX2, AVX512, AVX512_BF16, OTHER, CpuInfo
+from wyoming_qwen3tts.engine.quant import GATES, quantize_talker
+
+CPU = torch.device("cpu")
+needs_ort = pytest.mark.skipif(not nbits.available(), reason="the cpu4bit extra (onnxruntime, onnx)")
+
+
+def _cpu(cpu_class: str) -> CpuInfo:
+    return CpuInfo(cpu_class=cpu_class, model="test CPU", flags=frozenset(), capability="AVX2")
+
+
+@pytest.mark.parametrize(
+    "cpu_class, int4_kernel, dtype",
+    [
+        (AVX2, "onnxruntime", torch.float32),  # Intel N100, Ryzen <= 5000
+        (ARM64, "onnxruntime", torch.float32),  # Raspberry Pi 5
+        (ARM64_BF16, "onnxruntime", torch.float32),  # Graviton 3 (PyTorch's int4 kernel: AVX-512 only)
+        (AVX512, "int4pack", torch.bfloat16),
+        (AVX512_BF16, "int4pack", torch.bfloat16),
+    ],
+)
+def test_int4_kernel_is_selected_by_cpu_class(cpu_class, int4_kernel, dtype, monkeypatch):
+    monkeypatch.setattr(nbits, "available", lambda: True)
+    p = compute_plan(CPU, "auto", "int4", _cpu(cpu_class))
+    assert (p.quantize, p.int4_kernel, p.dtype) == ("int4", int4_kernel, dtype)
+    assert not any("int4" in w for w in p.warnings) and int4_kernel in p.describe()
+    if int4_kernel == "onnxruntime":  # the output heads stay int8, on the class's dynamic kernel if any
+        assert p.int8_kernel == (_cpu(cpu_class).int8_backend or "weight-only")
+    # int4 is never the default: auto stays int8 on every class.
+    assert compute_plan(CPU, "auto", "auto", _cpu(cpu_class)).int4_kernel is None
+
+
+def test_no_int4_kernel_below_avx2(monkeypatch):
+    monkeypatch.setattr(nbits, "available", lambda: True)
+    p = compute_plan(CPU, "auto", "int4", _cpu(OTHER))
+    assert p.quantize != "int4" and p.int4_kernel is None
+    assert any("int4 has no fast kernel" in w for w in p.warnings)
+
+
+def test_block_quantization_packs_two_codes_per_byte():
+    w = torch.zeros(2, 64)
+    w[0, :32] = torch.linspace(-7, 7, 32)  # scale 1: codes = round(w) + 8
+    w[1, 32:] = 0.5
+    packed, scales = nbits.quantize_blocks(w)
+    assert packed.shape == (2, 2, 16) and packed.dtype == np.uint8 and scales.shape == (2, 2)
+    assert scales[0, 0] == pytest.approx(1.0) and scales[1, 1] == pytest.approx(0.5 / 7)
+    codes = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(2, 2, 32)
+    assert codes[0, 0].tolist() == (torch.round(torch.linspace(-7, 7, 32)) + 8).int().tolist()
+    assert (codes[1, 1] == 15).all() and (codes[1, 0] == 8).all()  # zero blocks: code 8 = 0
+
+
+@needs_ort
+def test_nbits_linear_matches_its_dequantized_weight_and_traces():
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 96)
+    layer = nbits.NBitsLinear(lin, threads=1)
+    weight = layer.dequantized()
+    assert (weight - lin.weight).abs().max() <= lin.weight.abs().max() / 14 + 1e-6  # half a 4-bit step
+    x = torch.randn(3, 256)
+    exact = x @ weight.t() + lin.bias
+    cos = nn.functional.cosine_similarity(layer(x).flatten(), exact.flatten(), dim=0)
+    assert cos > 0.999  # only the 8-bit activation rounding (accuracy_level 4)
+    assert torch.equal(layer(x[1:2]), layer(x)[1:2])  # a row's result does not depend on its batch
+    traced = torch.jit.trace(lambda row: layer.mm(row), (x[:1],))
+    assert torch.equal(traced(x[2:3]), layer.mm(x[2:3]))  # the call is traced, not its result
+
+
+@needs_ort
+def test_onnxruntime_int4_engine_meets_the_int4_gates_and_speaks(tiny_custom_voice):
+    torch.set_num_threads(2)
+    kwargs = dict(device="cpu", dtype="float32", slots=1, guard=RunawayGuard(enabled=False))
+    ref = Engine.load(tiny_custom_voice, **kwargs)
+    test = Engine.load(tiny_custom_voice, **kwargs)
+    backend = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else None
+    try:
+        quantize_talker(test.talker, "int4", int8_kernel=backend, int4_kernel="onnxruntime")
+        layer = test.talker.model.layers[0]
+        assert any(isinstance(m, nbits.NBitsLinear) for m in layer.modules())
+        figures = measure(ref, test, "Hello world, this is a small test.", "ryan", 60).as_dict()
+        result = test.synthesize(
+            SpeechRequest("Hello there.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
+        )
+        assert len(result.codes) > 0 and np.isfinite(result.audio).all()
+    finally:
+        ref.close()
+        test.close()
+    for key, bound in GATES["int4"].items():
+        ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
+        assert ok, f"{key} = {figures[key]} (gate {bound})"
