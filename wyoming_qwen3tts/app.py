@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
+from .core.slowdown import Slowdown
 from .engine import Engine, resolve_device
 from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
@@ -47,7 +48,7 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
         quantize = "none"
 
     def load(model: str) -> Engine:
-        return Engine.load(
+        engine = Engine.load(
             model,
             device=settings.device,
             dtype=dtype,
@@ -57,6 +58,10 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
             quantize=quantize,
             adaptive_threads=True,  # a Home Assistant host runs other add-ons beside us
         )
+        if settings.debug_slowdown:  # tests and bench/playback_sim.py: a host slower than this one
+            _LOGGER.warning("--debug-slowdown %s: generation is slowed on purpose", settings.debug_slowdown)
+            engine.scheduler.slowdown = Slowdown.parse(settings.debug_slowdown)
+        return engine
 
     return load
 

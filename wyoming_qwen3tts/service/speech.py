@@ -18,10 +18,13 @@ from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
+from .clauses import split_long
 from .delivery import PcmShaper
 from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
+from .pacing import Pacer, RateMeter, meter_for, split_chars
+from .release import Piece, paced
 from .report import RequestReport
 from .segmenter import split_text
 from .state import ServerState, admitted, check_length  # noqa: F401 (API)
@@ -31,6 +34,7 @@ from .voice import Voice
 _LOGGER = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+MIN_PART_S = 0.8  # a sentence is not cut into pieces shorter than this (playback pacing)
 _END = object()
 
 
@@ -96,6 +100,7 @@ class Utterance:
         instruct: Optional[str] = None,
         door: str = "http",
         block: Optional[int] = None,
+        paced: bool = True,
     ) -> None:
         self.state = state
         self.voice = voice
@@ -104,6 +109,9 @@ class Utterance:
         self.language: Optional[str] = None  # decided at the first segment
         self.segments: "asyncio.Queue[object]" = asyncio.Queue()
         self.inflight: "collections.deque[SpeechStream]" = collections.deque()
+        self.texts: "collections.deque[tuple[int, bool]]" = collections.deque()  # (chars, continues) of each
+        self.parts: "collections.deque[tuple[str, bool]]" = collections.deque()  # cut, not yet submitted
+        self.meter: Optional[RateMeter] = None  # the leased engine's (pacing.py)
         self.spoken = 0
         self.engine: Any = None  # leased from the model pool while pcm() runs
         self.voice_args: dict[str, Any] = {}
@@ -112,6 +120,14 @@ class Utterance:
         self.seed = delivery.request_seed()  # one seed for every sentence of the reply
         self.report.seed = delivery.seed
         self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
+        # Playback-aware release (pacing.py): off for whole files and with --prebuffer off.
+        self.pacer: Optional[Pacer] = None
+        if paced and delivery.prebuffer != "off":
+            fixed = None if delivery.prebuffer == "auto" else float(delivery.prebuffer)
+            self.pacer = Pacer(
+                self.report.started, delivery.max_silence, fixed=fixed, speed=self.report.speed
+            )
+            self.report.pacer = self.pacer
         self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
 
     def add(self, segment: str) -> None:
@@ -126,10 +142,12 @@ class Utterance:
         return self._first is not _END
 
     async def _next(self) -> object:
+        if self.parts:
+            return self.parts.popleft()
         if self._first is not None:
             item, self._first = self._first, None
-            return item
-        return await self.segments.get()
+            return self._cut(item)
+        return self._cut(await self.segments.get())
 
     def close(self) -> None:
         self.segments.put_nowait(_END)
@@ -158,18 +176,30 @@ class Utterance:
             self.report.log()
 
     async def _shaped(self) -> AsyncGenerator[bytes, None]:
-        """The engine's PCM per sentence through the shaper: speed, pauses, constant blocks."""
-        shaper = self.shaper
-        async for first, pcm in self._engine_pcm():
-            for out in (shaper.sentence() if first else []) + shaper.feed(pcm):
+        """The reply's PCM: as generated, or released in time for the listener (release.py)."""
+        if self.pacer is not None:
+            async with contextlib.aclosing(paced(self._pieces(), self.pacer)) as chunks:
+                async for pcm in chunks:
+                    yield pcm
+            return
+        async for piece in self._pieces():
+            for out in piece.pcm:
                 yield out
-        for out in shaper.finish():
-            yield out
 
-    async def _engine_pcm(self) -> AsyncGenerator[tuple[bool, bytes], None]:
-        """(starts a sentence, PCM) from the engine streams, in order."""
+    async def _pieces(self) -> AsyncGenerator[Piece, None]:
+        """The engine's PCM per segment through the shaper (speed, pauses, constant blocks), in order."""
+        shaper = self.shaper
+        async for piece in self._engine_pieces():
+            yield piece
+        tail = shaper.finish()
+        if tail:
+            yield Piece("audio", tail)
+
+    async def _engine_pieces(self) -> AsyncGenerator[Piece, None]:
+        shaper = self.shaper
         async with self.state.models.use(self.voice.role) as engine:
             self.engine = engine
+            self.meter = meter_for(engine)
             try:
                 self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
                 while True:
@@ -177,23 +207,37 @@ class Utterance:
                         item = await self._next()
                         if item is _END:
                             break
-                        self._submit(cast(str, item))
+                        self._submit(*cast(tuple[str, bool], item))
                     self._take_ready()
+                    chars, continues = self.texts[0]
+                    stream = self.inflight[0]
+                    yield Piece("start", chars=chars, meter=self.meter, language=self.language)
                     first = True
-                    async for chunk in self.inflight[0]:
-                        yield first, chunk.pcm
+                    async for chunk in stream:
+                        out = (shaper.sentence() if first and not continues else []) + shaper.feed(chunk.pcm)
+                        bound = stream.max_frames * 0.08 if stream.max_frames else None
+                        yield Piece("audio", out, chunk.seconds, chunk.made, bound, submitted=stream.started)
                         first = False
                         self._take_ready()
+                    yield Piece("end")
                     done = self.inflight.popleft()
+                    self.texts.popleft()
                     self.spoken += 1
                     self.report.sentences = self.spoken
                     self.report.truncated += bool(getattr(getattr(done, "outcome", None), "truncated", False))
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()
+                self.texts.clear()
                 self.engine = None  # nor keep it alive (an idle unload must free its memory)
 
-    def _submit(self, text: str) -> None:
+    def _cut(self, item: object) -> object:
+        """A segment from the queue as (text, continues): its first piece, the rest kept in ``parts``.
+        Where holding a whole sentence back would leave the listener silent longer than the bound, it is
+        cut at clauses, then phrases (clauses.py); the pieces keep the reply's voice and seed."""
+        if item is _END:
+            return item
+        text = cast(str, item)
         if self.language is None:
             self.language, self.report.decided_by = language_and_source(
                 self.voice, self.state.default_language, text, self.requested_language
@@ -201,22 +245,38 @@ class Utterance:
             self.report.language = self.language
         if self.state.delivery.normalize and self.language != "auto":
             text = normalize_text(text, self.language)
+        pieces = [text]
+        if self.pacer is not None and self.pacer.fixed is None and self.meter is not None:
+            limit = split_chars(self.meter, self.language, self.pacer.speed, self.pacer.max_silence)
+            if limit is not None:
+                least = int(MIN_PART_S / self.meter.seconds_per_char(self.language))
+                pieces = split_long(text, limit, min_chars=max(2, least)) or [text]
+        self.parts.extend((piece, True) for piece in pieces[1:])
+        return pieces[0], False
+
+    def _submit(self, text: str, continues: bool = False) -> None:
         sampling = SamplingParams(seed=self.seed)
         request = SpeechRequest(text, language=self.language, sampling=sampling, **self.voice_args)
         try:
             self.inflight.append(self.engine.submit(request))
         except ValueError as exc:
             raise ServiceError("synthesis-failed", str(exc)) from exc
+        self.texts.append((len(text), continues))
 
     def _take_ready(self) -> None:
         """Submits queued segments up to the lookahead, without waiting for more."""
-        while len(self.inflight) < LOOKAHEAD and (self._first is not None or not self.segments.empty()):
+        while len(self.inflight) < LOOKAHEAD:
+            if self.parts:
+                self._submit(*self.parts.popleft())
+                continue
+            if self._first is None and self.segments.empty():
+                return
             item = self._first if self._first is not None else self.segments.get_nowait()
             self._first = None
             if item is _END:
                 self.segments.put_nowait(_END)  # keep it for the main loop
                 return
-            self._submit(cast(str, item))
+            self._submit(*cast(tuple[str, bool], self._cut(item)))
 
 
 async def speak(
@@ -225,11 +285,13 @@ async def speak(
     segments: Iterable[str],
     language: Optional[str] = None,
     instruct: Optional[str] = None,
+    paced: bool = True,
 ) -> AsyncGenerator[bytes, None]:
     """Admits one request and yields the PCM of ``segments`` (see :func:`segments_of`); closing the
     generator early cancels the synthesis. Errors are ServiceErrors, raised before the first chunk when
-    the request cannot start (busy, voice unusable, model not loaded)."""
-    utterance = Utterance(state, voice, language, instruct)
+    the request cannot start (busy, voice unusable, model not loaded). ``paced``: released in time for a
+    listener that plays it as it arrives (a stream); False for a whole file."""
+    utterance = Utterance(state, voice, language, instruct, paced=paced)
     for segment in segments:
         utterance.add(segment)
     utterance.close()
