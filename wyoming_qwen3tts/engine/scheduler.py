@@ -166,6 +166,7 @@ class Scheduler:
                 seq.decoder_state = self._start_decoder(r.voice, prompt.ref_codes)
                 self._seqs.append(seq)
                 self.runner.prefill(seq, slot)
+                seq.stream.prefilled_at = time.monotonic()
             except Exception as exc:
                 self._end(seq, exc)
                 continue

@@ -94,6 +94,7 @@ class SpeechStream:
         self.first_audio_at: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.max_frames: Optional[int] = None  # the frame bound, set at admission (playback pacing)
+        self.prefilled_at: Optional[float] = None  # its first frame is generated from here on
         self._chunks: list[np.ndarray] = []
 
     # -- producer side (scheduler thread) ----------------------------------------------------------------

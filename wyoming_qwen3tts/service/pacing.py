@@ -12,8 +12,10 @@ another quarter second ... mid-word. Instead, per segment (a sentence, or a clau
   that bound once the segment outgrows the text's estimate (random test weights always run to it);
 * the listener's buffer is known from what was sent and when (:attr:`Pacer.play_end`);
 * a segment's audio is held back until the listener's buffer plus the held audio covers the time the rest
-  of the segment still needs: ``B + held >= R * (margin / r - 1)`` with ``R`` the audio still to generate.
-  Fast hosts (``r >= margin``) hold nothing back;
+  of the segment still needs: ``B + held >= R * (margin / r - 1)`` with ``R`` the audio still to generate
+  (and at least the wait for the engine's next chunk). Fast hosts (``r >= margin``) hold nothing back:
+  there the first audio is as early as without pacing (on a host only a few times faster than real time the
+  one-frame first chunk may still leave a gap shorter than one chunk's generation, which the log counts);
 * no silence may last longer than ``max_silence``: then the segment goes out anyway (counted as forced),
   and :func:`split_chars` tells the speaker to cut long sentences into clauses before synthesis.
 """
@@ -31,6 +33,7 @@ WINDOW_S = 6.0  # the meter's memory: the last this many seconds of generated au
 MIN_OBSERVED_S = 0.3  # audio to have seen before the meter gives a speed
 MIN_PART_CHARS = 12  # a clause shorter than this is not worth its own segment
 EPS = 1e-3
+CHUNK_S = 0.32  # the engine's chunks after the first: 4 frames of 80 ms (engine/request.py ChunkPolicy)
 
 # Seconds of speech per character at a normal pace (before the engine taught us its own figure).
 SPEECH_S_PER_CHAR = {"chinese": 0.22, "japanese": 0.13, "korean": 0.15}
@@ -91,6 +94,36 @@ def meter_for(engine: Any) -> RateMeter:
     return meter
 
 
+class SegmentSpeed:
+    """One segment's own generation speed: its first chunk timed from its prefill, then chunk to chunk.
+    Trusted over the engine's meter once it has seen MIN_OBSERVED_S (the meter may still remember a
+    faster moment); before that the slower of the two decides."""
+
+    def __init__(self) -> None:
+        self.audio_s = 0.0
+        self.wall_s = 0.0
+        self.last: Optional[float] = None
+
+    def chunk(self, engine_s: float, made: float, since: Optional[float]) -> Optional[float]:
+        """A chunk of ``engine_s`` made at ``made``; returns the wall seconds it took when timed chunk to
+        chunk (what the engine's meter learns from), else None."""
+        if engine_s <= 0:
+            return None
+        first = self.last is None
+        start, self.last = (since if first else self.last), made
+        if start is None:
+            return None
+        self.audio_s += engine_s
+        self.wall_s += max(made - start, 1e-6)
+        return None if first else made - start  # the first chunk also pays for the decoder's start
+
+    def rate(self, meter_rate: Optional[float]) -> Optional[float]:
+        own = self.audio_s / self.wall_s if self.wall_s > 0 else None
+        if own is None or (self.audio_s < MIN_OBSERVED_S and meter_rate is not None):
+            return meter_rate if own is None else min(own, meter_rate)  # type: ignore[type-var]
+        return own
+
+
 @dataclass(frozen=True)
 class Estimate:
     """How much audio (engine seconds) a segment will take: from its text, at most the bound."""
@@ -112,7 +145,9 @@ def needed_buffer(remaining_s: float, rate: Optional[float], margin: float = MAR
     ``rate`` (played seconds per wall second), arrive before playback reaches them. 0 on a fast host."""
     if rate is None or remaining_s <= 0 or rate >= margin:
         return 0.0
-    return remaining_s * (margin / max(rate, 1e-3) - 1.0) + RESERVE_S
+    rate = max(rate, 1e-3)
+    # ... and at least until the engine's next chunk (it comes in pieces of CHUNK_S, not continuously)
+    return max(remaining_s * (margin / rate - 1.0) + RESERVE_S, min(remaining_s, CHUNK_S) / rate)
 
 
 def split_chars(
@@ -153,6 +188,7 @@ class Pacer:
     pauses: int = 0  # listener silent between segments
     longest_pause: float = 0.0
     segments: int = 0
+    slowest: Optional[float] = None  # the lowest generation speed (played x real time) a decision used
     # the segment being paced
     estimate: Estimate = field(default_factory=lambda: Estimate(0.0))
     generated_s: float = 0.0
@@ -193,6 +229,9 @@ class Pacer:
             return True
         if self.ready_at is None:
             return False
+        if rate is not None:
+            played = rate / self.speed
+            self.slowest = played if self.slowest is None else min(self.slowest, played)
         safe = done or self._enough(now, held_s, rate)
         deadline = self.deadline()
         forced = not safe and deadline is not None and now >= deadline - EPS
@@ -239,4 +278,6 @@ class Pacer:
             text += f", longest pause {self.longest_pause:.2f} s"
         if self.forced:
             text += f", {self.forced} released by the silence bound"
+        if self.slowest is not None:
+            text += f", generation {self.slowest:.2f}x real time"
         return text

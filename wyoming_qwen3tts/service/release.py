@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import AsyncGenerator, AsyncIterator, Callable, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from .pacing import Estimate, Pacer, RateMeter
+from .pacing import Estimate, Pacer, RateMeter, SegmentSpeed
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Piece:
     chars: int = 0  # start: the segment's characters
     meter: Optional[RateMeter] = None  # start: the engine's meter
     language: Optional[str] = None
-    submitted: Optional[float] = None  # audio: when the segment was submitted (a first guess of the speed)
+    since: Optional[float] = None  # audio: when the engine started on the segment (its prefill's end)
 
 
 class _Failed:
@@ -64,8 +64,7 @@ async def paced(
     task = asyncio.create_task(pump(), name="qwen3tts paced release")
     held: list[bytes] = []
     meter: Optional[RateMeter] = None
-    chars, language, last_made = 0, None, None
-    guess: Optional[float] = None  # speed from the segment's first chunk (prefill included: on the low side)
+    chars, language, speed = 0, None, SegmentSpeed()
     getter: Optional["asyncio.Future[Item]"] = None
     started = False  # the segment's estimate is set at its first audio (its bound is known then)
     try:
@@ -88,13 +87,8 @@ async def paced(
                 return
             if isinstance(item, Piece):
                 if item.kind == "start":
-                    meter, chars, language, last_made, started = (
-                        item.meter,
-                        item.chars,
-                        item.language,
-                        None,
-                        False,
-                    )
+                    meter, chars, language = item.meter, item.chars, item.language
+                    speed, started = SegmentSpeed(), False
                     continue
                 if item.kind == "end":
                     if meter is not None:
@@ -105,17 +99,14 @@ async def paced(
                         text_s = chars * (meter.seconds_per_char(language) if meter is not None else 0.07)
                         pacer.begin(Estimate(text_s, item.bound_s))
                         started = True
-                    if meter is not None and last_made is not None:
-                        meter.observe(item.engine_s, item.made - last_made)
-                    if last_made is None and item.submitted is not None and item.engine_s > 0:
-                        guess = item.engine_s / max(item.made - item.submitted, 1e-6)
+                    took = speed.chunk(item.engine_s, item.made, item.since)
+                    if meter is not None and took is not None:
+                        meter.observe(item.engine_s, took)
                     if item.engine_s > 0:
-                        last_made = item.made
                         pacer.made(clock(), item.engine_s)
                     held.extend(item.pcm)
             now = clock()
-            rate = meter.rate if meter is not None else None
-            rate = guess if rate is None else rate  # an engine's first request: its first chunk's speed
+            rate = speed.rate(meter.rate if meter is not None else None)
             if pacer.release_now(now, _played(held), rate, done) and held:
                 out, held = held, []
                 for chunk in out:

@@ -216,7 +216,7 @@ class Utterance:
                     async for chunk in stream:
                         out = (shaper.sentence() if first and not continues else []) + shaper.feed(chunk.pcm)
                         bound = stream.max_frames * 0.08 if stream.max_frames else None
-                        yield Piece("audio", out, chunk.seconds, chunk.made, bound, submitted=stream.started)
+                        yield Piece("audio", out, chunk.seconds, chunk.made, bound, since=stream.prefilled_at)
                         first = False
                         self._take_ready()
                     yield Piece("end")
