@@ -49,6 +49,13 @@ class RateMeter:
         self.audio_s = 0.0
         self.wall_s = 0.0
         self.per_char: dict[str, float] = {}
+        self.seeded: Optional[float] = None  # from the warm-up at load: for cutting until measured
+
+    def seed(self, audio_s: float, wall_s: float) -> None:
+        """The warm-up synthesis made ``audio_s`` in ``wall_s`` (prefill and first calls included, so on
+        the low side): where to cut an engine's first reply's sentences, before anything is measured."""
+        if audio_s > 0 and wall_s > 0:
+            self.seeded = audio_s / wall_s
 
     def observe(self, audio_s: float, wall_s: float) -> None:
         """``audio_s`` seconds of one stream's audio were made in ``wall_s`` seconds."""
@@ -154,7 +161,7 @@ def split_chars(
     meter: RateMeter, language: Optional[str], speed: float, max_silence: float, margin: float = MARGIN
 ) -> Optional[int]:
     """Characters a segment may have so that holding it back stays within ``max_silence``; None: any."""
-    rate = meter.rate
+    rate = meter.rate if meter.rate is not None else meter.seeded
     if rate is None or max_silence <= 0:
         return None
     played_rate = rate / speed
@@ -188,6 +195,9 @@ class Pacer:
     pauses: int = 0  # listener silent between segments
     longest_pause: float = 0.0
     segments: int = 0
+    sent_s: float = 0.0  # played seconds sent so far
+    starts: list[float] = field(default_factory=list)  # sent_s where each segment began (the simulator)
+    trace: Optional[list[tuple[str, float, float]]] = None  # ("made"|"sent", when, seconds): bench only
     slowest: Optional[float] = None  # the lowest generation speed (played x real time) a decision used
     # the segment being paced
     estimate: Estimate = field(default_factory=lambda: Estimate(0.0))
@@ -208,6 +218,8 @@ class Pacer:
         self.segments += 1
 
     def made(self, now: float, engine_s: float) -> None:
+        if self.trace is not None:
+            self.trace.append(("made", now, engine_s / self.speed))
         self.generated_s += engine_s
         if self.ready_at is None:
             self.ready_at = now
@@ -255,6 +267,11 @@ class Pacer:
         """``played_s`` seconds of audio went out at ``now``: the listener's buffer and its gaps."""
         if played_s <= 0:
             return
+        if self.trace is not None:
+            self.trace.append(("sent", now, played_s))
+        if not self.segment_sent:
+            self.starts.append(self.sent_s)
+        self.sent_s += played_s
         gap = now - self.play_end
         if self.first_audio is None:
             self.first_audio = now

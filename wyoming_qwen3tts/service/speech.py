@@ -34,7 +34,7 @@ from .voice import Voice
 _LOGGER = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
-MIN_PART_S = 0.8  # a sentence is not cut into pieces shorter than this (playback pacing)
+MIN_PART_S = 0.5  # a sentence is not cut into pieces shorter than this (playback pacing)
 _END = object()
 
 
