@@ -23,13 +23,13 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..core.slowdown import Slowdown
 from .codec.decoder import SpeechDecoder
 from .memory import trim_heap
 from .prompt import PromptBuilder, VoicePrompt
 from .request import ChunkPolicy  # noqa: F401 (its home before request.py)
 from .runner import ModelRunner
 from .sequence import Sequence
-from ..core.slowdown import Slowdown
 from .stream import EngineClosed, SpeechStream
 from .threads import ThreadGovernor
 
