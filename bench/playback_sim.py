@@ -156,6 +156,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for speed in args.speeds:
             engine.scheduler.slowdown = None if speed == "native" else Slowdown.parse(speed)
+            if args.settle:  # one reply first, so the engine's meter knows this speed (a steady host)
+                asyncio.run(wyoming_reply(srv.port, SENTENCES[-1]))
             for n in args.sentences:
                 text = " ".join(SENTENCES[:n])
                 for door in args.doors:
@@ -173,6 +175,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         row.update(listen(arrivals, pacer.starts, sent))
                         row["segments"] = pacer.segments
                         row["generation"] = pacer.slowest
+                        row["starts"] = pacer.starts
                         row["trace"] = [(kind, when - sent, s) for kind, when, s in pacer.trace]
                         rows.append(row)
                         print(_row(row), flush=True)
@@ -197,54 +200,68 @@ def _row(r: dict[str, Any]) -> str:
 
 
 # -- a small PNG of generated vs played audio (no plotting library needed) ---------------------------------
-def timeline_png(path: Path, panels: list[tuple[str, dict[str, Any]]], width: int = 640) -> None:
-    """One panel per run: x = wall time, y = seconds of audio; grey = generated, blue = sent, green =
-    played (red where the listener is silent inside a segment)."""
-    height = 150
-    rows_px = [[(255, 255, 255)] * width for _ in range(height * len(panels))]
-    span = max(max(r["total"], max((t for _, t, _ in r["trace"]), default=0)) for _, r in panels) * 1.02
-    for p, (_, r) in enumerate(panels):
-        top = p * height
-        audio = max(r["audio"], 1e-3) * 1.05
+GREY, BLUE, GREEN, RED, AMBER = (160, 160, 160), (40, 90, 220), (30, 160, 60), (220, 40, 40), (240, 170, 0)
 
-        def put(
-            t: float, a: float, color: tuple[int, int, int], top: int = top, audio: float = audio
-        ) -> None:
-            x = min(width - 1, int(t / span * (width - 1)))
-            y = top + height - 6 - int(a / audio * (height - 12))
-            for dy in (0, 1):
-                if top <= y + dy < top + height:
-                    rows_px[y + dy][x] = color
 
+def _curves(r: dict[str, Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[Any]]:
+    """Made and sent steps (time, seconds of audio so far), and the played runs (start, seconds, offset)."""
+    made, sent, runs = [(0.0, 0.0)], [(0.0, 0.0)], []
+    play_end, offset = None, 0.0
+    for kind, when, seconds in r["trace"]:
+        steps = made if kind == "made" else sent
+        steps.append((when, steps[-1][1] + seconds))
+        if kind == "sent":
+            play_end = when if play_end is None else max(play_end, when)
+            runs.append((play_end, seconds, offset))
+            play_end += seconds
+            offset += seconds
+    return made, sent, runs
+
+
+def timeline_png(path: Path, panels: list[dict[str, Any]], width: int = 720, height: int = 170) -> None:
+    """One panel per run: x = wall time from the request, y = seconds of audio. Grey: generated; blue: sent;
+    green: played. Under each panel a band: red where the listener is silent inside a segment, amber where
+    it is silent between segments."""
+    px = [[(255, 255, 255)] * width for _ in range(height * len(panels))]
+    span = max(max(t for _, t, _ in r["trace"]) + r["audio"] for r in panels) * 0.75
+    for p, r in enumerate(panels):
+        top, audio = p * height, max(r["audio"], 1e-3) * 1.04
+        made, sent, runs = _curves(r)
+        plot_h = height - 22
+
+        def y_of(a: float, top: int = top, audio: float = audio, plot_h: int = plot_h) -> int:
+            return top + 4 + plot_h - int(a / audio * plot_h)
+
+        def dot(x: int, y: int, color: tuple[int, int, int]) -> None:
+            for dy in (-1, 0, 1):
+                if 0 <= y + dy < len(px):
+                    px[y + dy][x] = color
+
+        starts = r.get("starts", [])
         for x in range(width):
-            rows_px[top + height - 1][x] = (0, 0, 0)
-        for kind in ("made", "sent"):
-            total = 0.0
-            for k, t, s in r["trace"]:
-                if k == kind:
-                    total += s
-                    put(t, total, (150, 150, 150) if kind == "made" else (40, 90, 220))
-        played, clock = 0.0, None
-        for k, t, s in r["trace"]:
-            if k != "sent":
-                continue
-            clock = t if clock is None or t > clock else clock
-            steps = max(2, int(s / span * width * 2))
-            for i in range(steps + 1):
-                put(clock + s * i / steps, played + s * i / steps, (30, 160, 60))
-            played, clock = played + s, clock + s
-    raw = b"".join(b"\x00" + bytes(c for px in row for c in px) for row in rows_px)
+            t = x / (width - 1) * span
+            for steps, color in ((made, GREY), (sent, BLUE)):
+                dot(x, y_of(max(a for w, a in steps if w <= t)), color)
+            played, silent, between = 0.0, True, False
+            for begin, seconds, offset in runs:
+                if t >= begin:
+                    played = offset + min(t - begin, seconds)
+                    silent = t >= begin + seconds
+            if runs and runs[0][0] <= t <= runs[-1][0] + runs[-1][1]:
+                dot(x, y_of(played), GREEN)
+                if silent:
+                    between = any(abs(s - played) < 0.05 for s in starts[1:])
+                    for y in range(top + height - 14, top + height - 6):
+                        px[y][x] = AMBER if between else RED
+            px[top + height - 1][x] = (0, 0, 0)
+    raw = b"".join(b"\x00" + bytes(c for pixel in row for c in pixel) for row in px)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, len(rows_px), 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
+    header = struct.pack(">IIBBBBB", width, len(px), 8, 2, 0, 0, 0)
+    png = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png)
 
 
 def main() -> int:
@@ -256,8 +273,11 @@ def main() -> int:
     p.add_argument("--doors", default="wyoming", help="wyoming,http")
     p.add_argument("--modes", default="none,auto", help="none (no pacing), auto, or seconds")
     p.add_argument("--max-silence", type=float, default=3.0)
+    p.add_argument(
+        "--settle", action="store_true", help="one unmeasured reply at each speed first (steady state)"
+    )
     p.add_argument("--json", help="write the rows (with traces) here")
-    p.add_argument("--png", help="timeline picture of the slowest speed's replies (first sentence count)")
+    p.add_argument("--png", help="timeline picture of the last speed's replies (last sentence count)")
     args = p.parse_args()
     if not (args.model or args.tiny):
         p.error("--model DIR or --tiny")
@@ -271,8 +291,7 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.png:
         slow = [r for r in rows if r["speed"] == args.speeds[-1] and r["sentences"] == args.sentences[-1]]
-        panels = [(f"{r['prebuffer']} {r['door']}", r) for r in slow if r["door"] == args.doors[0]]
-        timeline_png(Path(args.png), panels)
+        timeline_png(Path(args.png), [r for r in slow if r["door"] == args.doors[0]])
     return 0
 
 
