@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
@@ -34,6 +35,7 @@ from .voice import Voice
 _LOGGER = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+FRAME_S = 0.08  # seconds of audio per codec frame
 MIN_PART_S = 0.5  # a sentence is not cut into pieces shorter than this (playback pacing)
 _END = object()
 
@@ -215,8 +217,12 @@ class Utterance:
                     first = True
                     async for chunk in stream:
                         out = (shaper.sentence() if first and not continues else []) + shaper.feed(chunk.pcm)
-                        bound = stream.max_frames * 0.08 if stream.max_frames else None
-                        yield Piece("audio", out, chunk.seconds, chunk.made, bound, since=stream.prefilled_at)
+                        # (getattr: a stream wrapped by a caller may not carry the engine's timings)
+                        frames = getattr(stream, "max_frames", None)
+                        bound = frames * FRAME_S if frames else None
+                        since = getattr(stream, "prefilled_at", None)
+                        made = getattr(chunk, "made", None) or time.monotonic()
+                        yield Piece("audio", out, chunk.seconds, made, bound, since=since)
                         first = False
                         self._take_ready()
                     yield Piece("end")
