@@ -15,6 +15,7 @@ from typing import Any, Callable, Coroutine, Optional
 
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
+from .core.slowdown import Slowdown
 from .engine import CheckpointError, Engine, ModelConfig, peek_config, resolve_device
 from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
@@ -49,7 +50,7 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
         quantize = "none"
 
     def load(model: str) -> Engine:
-        return Engine.load(
+        engine = Engine.load(
             model,
             device=settings.device,
             dtype=dtype,
@@ -59,6 +60,10 @@ def engine_loader(settings: Settings) -> Callable[[str], Engine]:
             quantize=quantize,
             adaptive_threads=True,  # a Home Assistant host runs other add-ons beside us
         )
+        if settings.debug_slowdown:  # tests and bench/playback_sim.py: a host slower than this one
+            _LOGGER.warning("--debug-slowdown %s: generation is slowed on purpose", settings.debug_slowdown)
+            engine.scheduler.slowdown = Slowdown.parse(settings.debug_slowdown)
+        return engine
 
     return load
 

@@ -18,10 +18,12 @@ import collections
 import concurrent.futures
 import logging
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import torch
 
+from ..core.slowdown import Slowdown
 from .codec.decoder import SpeechDecoder
 from .memory import trim_heap
 from .prompt import PromptBuilder, VoicePrompt
@@ -57,6 +59,7 @@ class Scheduler:
         self._closed = False
         self._ref_states: "collections.OrderedDict[int, tuple[Any, Any]]" = collections.OrderedDict()
         self._thread: Optional[threading.Thread] = None
+        self.slowdown: Optional[Slowdown] = None  # --debug-slowdown: tests and the playback simulator
 
     # -- API used by Engine (any thread) -------------------------------------------------------------------
     def submit(self, seq: Sequence) -> SpeechStream:
@@ -157,11 +160,13 @@ class Scheduler:
                 )
                 seq.prompt = prompt
                 self.runner.bound(seq)
+                seq.stream.max_frames = seq.max_frames
                 if r.record:
                     seq.record = {"prefill": prompt.prefill.float().cpu()}
                 seq.decoder_state = self._start_decoder(r.voice, prompt.ref_codes)
                 self._seqs.append(seq)
                 self.runner.prefill(seq, slot)
+                seq.stream.prefilled_at = time.monotonic()
             except Exception as exc:
                 self._end(seq, exc)
                 continue
@@ -195,7 +200,11 @@ class Scheduler:
             self._end(seq, cancelled=True)
         if not self._seqs:
             return
-        for seq, frame in self.runner.decode_step():
+        began = time.monotonic()
+        made = self.runner.decode_step()
+        if self.slowdown is not None:
+            time.sleep(self.slowdown.delay(time.monotonic() - began))
+        for seq, frame in made:
             seq.pending.append(frame)
             need = seq.policy.first_frames if seq.emitted_frames == 0 else seq.policy.frames
             if len(seq.pending) >= need and not seq.finished:

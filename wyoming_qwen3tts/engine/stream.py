@@ -10,7 +10,7 @@ import asyncio
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -25,6 +25,7 @@ class AudioChunk:
 
     samples: np.ndarray
     sample_rate: int = SAMPLE_RATE
+    made: float = field(default_factory=time.monotonic)  # when the engine pushed it (generation speed)
 
     @property
     def pcm(self) -> bytes:
@@ -92,6 +93,8 @@ class SpeechStream:
         self.started = time.monotonic()
         self.first_audio_at: Optional[float] = None
         self.finished_at: Optional[float] = None
+        self.max_frames: Optional[int] = None  # the frame bound, set at admission (playback pacing)
+        self.prefilled_at: Optional[float] = None  # its first frame is generated from here on
         self._chunks: list[np.ndarray] = []
 
     # -- producer side (scheduler thread) ----------------------------------------------------------------

@@ -166,7 +166,8 @@ class Job:
                 return convert(pcm, final)
             return await asyncio.to_thread(convert, pcm, final)  # numpy/lame work off the event loop
 
-        chunks = speak(self.state, self.voice, self.segments, self.language, self.instruct)
+        # A stream is paced for a listener playing it as it arrives (service/pacing.py); a file is not.
+        chunks = speak(self.state, self.voice, self.segments, self.language, self.instruct, paced=streaming)
         async with contextlib.aclosing(chunks):
             async for pcm in chunks:
                 data = await run(pcm)

@@ -9,6 +9,8 @@ normalization, the sampling seed, and the audio's chunk sizes.
   last one), fed through the stretcher at ``seconds * speed`` so it comes out exactly that long.
 * Blocks: the Wyoming door wants every audio-chunk event ``--samples-per-chunk`` long whatever the speed;
   :class:`PcmShaper` re-blocks the output (only the last chunk of a reply is shorter).
+* ``--prebuffer``: audio held back per segment so that a host slower than real time pauses between
+  phrases, never inside them (pacing.py, release.py); ``--max-silence`` bounds each such pause.
 * Seed: one seed per request, reused for every sentence of the reply (see docs/architecture.md, "One voice
   per reply"): ``--seed N`` makes every request reproducible, else a fresh random seed per request.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from ..core.tempo import MAX_SPEED, MIN_SPEED, TimeStretch
@@ -31,6 +33,8 @@ class Delivery:
     sentence_silence: float = 0.0  # seconds between the sentences of one reply
     normalize: bool = True  # numbers, units, dates ... to words when the language is known
     seed: Optional[int] = None  # None: a random seed per request (still one seed for all its sentences)
+    prebuffer: Union[str, float] = "auto"  # "auto" | "off" | seconds: playback pacing (pacing.py)
+    max_silence: float = 3.0  # seconds a listener may wait in silence for a held-back segment
 
     @classmethod
     def of(cls, settings: Any) -> "Delivery":
@@ -39,6 +43,8 @@ class Delivery:
             sentence_silence=settings.sentence_silence,
             normalize=settings.normalize,
             seed=settings.seed,
+            prebuffer=settings.prebuffer,
+            max_silence=settings.max_silence,
         )
 
     def request_seed(self) -> int:

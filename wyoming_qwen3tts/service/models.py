@@ -26,8 +26,11 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 from ..engine import Engine
 from .errors import ServiceError
+from .pacing import meter_for
 
 _LOGGER = logging.getLogger(__name__)
+
+WARM_UP_FRAMES = 3  # Engine.warm_up: max_new_tokens=4
 
 ROLE_LABELS = {"custom_voice": "CustomVoice", "base": "Base", "voice_design": "VoiceDesign"}
 ROLE_SETTINGS = {"custom_voice": "--model", "base": "--clone-model", "voice_design": "--design-model"}
@@ -288,5 +291,8 @@ def _release(engine: Engine) -> None:
 
 
 def warm_up(engine: Engine, speaker: Optional[str] = None) -> float:
-    """One short synthesis: the first real request then meets warm kernels and caches."""
-    return engine.warm_up(speaker)
+    """One short synthesis: the first real request then meets warm kernels and caches, and playback
+    pacing a first idea of this host's speed (service/pacing.py; the warm-up makes 3 frames)."""
+    seconds = engine.warm_up(speaker)
+    meter_for(engine).seed(WARM_UP_FRAMES * 0.08, seconds)
+    return seconds

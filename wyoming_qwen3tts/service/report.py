@@ -1,6 +1,7 @@
 """One log line per request, the same for both front doors, so a user can see in the add-on log what each
 reply was: which voice, which language (and how it was decided), how much text, time to first audio, how
-much audio, how fast, and whether the runaway guard cut a sentence (then the line is a WARNING: the usual
+much audio, how fast, how long audio was held back for a slow host and whether the listener still ran dry
+(``--prebuffer``), and whether the runaway guard cut a sentence (then the line is a WARNING: the usual
 cause of "it stopped mid-sentence")."""
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
+
+if TYPE_CHECKING:
+    from .pacing import Pacer
 
 _LOGGER = logging.getLogger("wyoming_qwen3tts.request")
 
@@ -30,6 +34,7 @@ class RequestReport:
     started: float = field(default_factory=time.monotonic)
     first_audio: Optional[float] = None
     outcome: str = "ok"  # ok | cancelled | error
+    pacer: Optional["Pacer"] = None  # playback pacing (--prebuffer): hold-back and underruns
 
     def audio(self, pcm: bytes) -> None:
         if pcm and self.first_audio is None:
@@ -57,6 +62,8 @@ class RequestReport:
             parts.append(f"speed={self.speed:g}")
         if self.seed is not None:
             parts.append(f"seed={self.seed}")
+        if self.pacer is not None:
+            parts.append(self.pacer.summary())
         if self.truncated:
             parts.append(f"runaway guard cut {self.truncated} sentence(s)")
         if self.outcome != "ok":

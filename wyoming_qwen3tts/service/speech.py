@@ -14,14 +14,19 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
+from .clauses import split_long
 from .delivery import PcmShaper
 from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
+from .pacing import Pacer, RateMeter, meter_for, split_chars
+from .release import Piece, paced
 from .report import RequestReport
 from .segmenter import split_text
 from .state import ServerState, admitted, check_length  # noqa: F401 (API)
@@ -31,7 +36,21 @@ from .voice import Voice
 _LOGGER = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+FRAME_S = 0.08  # seconds of audio per codec frame
+MIN_PART_S = 0.5  # a sentence is not cut into pieces shorter than this (playback pacing)
 _END = object()
+
+
+@dataclass
+class _Part:
+    """One submitted piece of text: a whole segment, or a piece of one cut for pacing (``continues``).
+    ``pause`` and ``rate`` come from SSML (ssml.py): applied where a segment starts, not between pieces."""
+
+    text: str
+    language: Optional[str]
+    continues: bool = False
+    pause: Optional[float] = None
+    rate: float = 1.0
 
 
 def decide_language(voice: Voice, default_language: str, text: str, requested: Optional[str] = None) -> str:
@@ -96,6 +115,7 @@ class Utterance:
         instruct: Optional[str] = None,
         door: str = "http",
         block: Optional[int] = None,
+        paced: bool = True,
     ) -> None:
         self.state = state
         self.voice = voice
@@ -104,6 +124,9 @@ class Utterance:
         self.language: Optional[str] = None  # decided at the first segment
         self.segments: "asyncio.Queue[object]" = asyncio.Queue()
         self.inflight: "collections.deque[SpeechStream]" = collections.deque()
+        self.texts: "collections.deque[_Part]" = collections.deque()  # what each inflight stream speaks
+        self.parts: "collections.deque[_Part]" = collections.deque()  # cut, not yet submitted
+        self.meter: Optional[RateMeter] = None  # the leased engine's (pacing.py)
         self.spoken = 0
         self.engine: Any = None  # leased from the model pool while pcm() runs
         self.voice_args: dict[str, Any] = {}
@@ -112,8 +135,15 @@ class Utterance:
         self.seed = delivery.request_seed()  # one seed for every sentence of the reply
         self.report.seed = delivery.seed
         self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
+        # Playback-aware release (pacing.py): off for whole files and with --prebuffer off.
+        self.pacer: Optional[Pacer] = None
+        if paced and delivery.prebuffer != "off":
+            fixed = None if delivery.prebuffer == "auto" else float(delivery.prebuffer)
+            self.pacer = Pacer(
+                self.report.started, delivery.max_silence, fixed=fixed, speed=self.report.speed
+            )
+            self.report.pacer = self.pacer
         self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
-        self.marks: list[tuple[Optional[float], float]] = []  # per submitted segment: SSML pause and rate
 
     def add(self, segment: str) -> None:
         self.report.chars += len(segment)
@@ -127,10 +157,12 @@ class Utterance:
         return self._first is not _END
 
     async def _next(self) -> object:
+        if self.parts:
+            return self.parts.popleft()
         if self._first is not None:
             item, self._first = self._first, None
-            return item
-        return await self.segments.get()
+            return self._cut(item)
+        return self._cut(await self.segments.get())
 
     def close(self) -> None:
         self.segments.put_nowait(_END)
@@ -159,20 +191,30 @@ class Utterance:
             self.report.log()
 
     async def _shaped(self) -> AsyncGenerator[bytes, None]:
-        """The engine's PCM per sentence through the shaper: speed, pauses, constant blocks."""
-        shaper = self.shaper
-        async for first, pcm in self._engine_pcm():
-            # self.spoken: the index of the segment this PCM belongs to (counted when its stream ends)
-            mark = self.marks[self.spoken] if first and self.spoken < len(self.marks) else (None, 1.0)
-            for out in (shaper.sentence(*mark) if first else []) + shaper.feed(pcm):
+        """The reply's PCM: as generated, or released in time for the listener (release.py)."""
+        if self.pacer is not None:
+            async with contextlib.aclosing(paced(self._pieces(), self.pacer)) as chunks:
+                async for pcm in chunks:
+                    yield pcm
+            return
+        async for piece in self._pieces():
+            for out in piece.pcm:
                 yield out
-        for out in shaper.finish():
-            yield out
 
-    async def _engine_pcm(self) -> AsyncGenerator[tuple[bool, bytes], None]:
-        """(starts a sentence, PCM) from the engine streams, in order."""
+    async def _pieces(self) -> AsyncGenerator[Piece, None]:
+        """The engine's PCM per segment through the shaper (speed, pauses, constant blocks), in order."""
+        shaper = self.shaper
+        async for piece in self._engine_pieces():
+            yield piece
+        tail = shaper.finish()
+        if tail:
+            yield Piece("audio", tail)
+
+    async def _engine_pieces(self) -> AsyncGenerator[Piece, None]:
+        shaper = self.shaper
         async with self.state.models.use(self.voice.role) as engine:
             self.engine = engine
+            self.meter = meter_for(engine)
             try:
                 self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
                 while True:
@@ -180,48 +222,85 @@ class Utterance:
                         item = await self._next()
                         if item is _END:
                             break
-                        self._submit(cast(str, item))
+                        self._submit(cast(_Part, item))
                     self._take_ready()
+                    part = self.texts[0]
+                    stream = self.inflight[0]
+                    yield Piece("start", chars=len(part.text), meter=self.meter, language=part.language)
                     first = True
-                    async for chunk in self.inflight[0]:
-                        yield first, chunk.pcm
+                    async for chunk in stream:
+                        starts = first and not part.continues
+                        out = (shaper.sentence(part.pause, part.rate) if starts else []) + shaper.feed(
+                            chunk.pcm
+                        )
+                        # (getattr: a stream wrapped by a caller may not carry the engine's timings)
+                        frames = getattr(stream, "max_frames", None)
+                        bound = frames * FRAME_S if frames else None
+                        since = getattr(stream, "prefilled_at", None)
+                        made = getattr(chunk, "made", None) or time.monotonic()
+                        yield Piece("audio", out, chunk.seconds, made, bound, since=since)
                         first = False
                         self._take_ready()
+                    yield Piece("end")
                     done = self.inflight.popleft()
+                    self.texts.popleft()
                     self.spoken += 1
                     self.report.sentences = self.spoken
                     self.report.truncated += bool(getattr(getattr(done, "outcome", None), "truncated", False))
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()
+                self.texts.clear()
                 self.engine = None  # nor keep it alive (an idle unload must free its memory)
 
-    def _submit(self, text: str) -> None:
+    def _cut(self, item: object) -> object:
+        """A segment from the queue as a :class:`_Part`: its first piece, the rest kept in ``parts``.
+        Where holding a whole sentence back would leave the listener silent longer than the bound, it is
+        cut at clauses, then phrases (clauses.py); the pieces keep the reply's voice and seed."""
+        if item is _END:
+            return item
+        text = cast(str, item)
         if self.language is None:
             self.language, self.report.decided_by = language_and_source(
                 self.voice, self.state.default_language, text, self.requested_language
             )
             self.report.language = self.language
-        self.marks.append((getattr(text, "pause", None), getattr(text, "rate", 1.0)))  # SSML (ssml.py)
+        pause, rate = getattr(text, "pause", None), getattr(text, "rate", 1.0)  # SSML (ssml.py)
         language = getattr(text, "language", None) or self.language  # an SSML xml:lang
         if self.state.delivery.normalize and language != "auto":
             text = normalize_text(text, language)
+        pieces = [str(text)]
+        if self.pacer is not None and self.pacer.fixed is None and self.meter is not None:
+            limit = split_chars(self.meter, language, self.pacer.speed, self.pacer.max_silence)
+            if limit is not None:
+                least = int(MIN_PART_S / self.meter.seconds_per_char(language))
+                pieces = split_long(pieces[0], limit, min_chars=max(2, least)) or pieces
+        self.parts.extend(_Part(piece, language, continues=True) for piece in pieces[1:])
+        return _Part(pieces[0], language, pause=pause, rate=rate)
+
+    def _submit(self, part: _Part) -> None:
         sampling = SamplingParams(seed=self.seed)
-        request = SpeechRequest(str(text), language=language, sampling=sampling, **self.voice_args)
+        request = SpeechRequest(part.text, language=part.language, sampling=sampling, **self.voice_args)
         try:
             self.inflight.append(self.engine.submit(request))
         except ValueError as exc:
             raise ServiceError("synthesis-failed", str(exc)) from exc
+        self.texts.append(part)
 
     def _take_ready(self) -> None:
         """Submits queued segments up to the lookahead, without waiting for more."""
-        while len(self.inflight) < LOOKAHEAD and (self._first is not None or not self.segments.empty()):
+        while len(self.inflight) < LOOKAHEAD:
+            if self.parts:
+                self._submit(self.parts.popleft())
+                continue
+            if self._first is None and self.segments.empty():
+                return
             item = self._first if self._first is not None else self.segments.get_nowait()
             self._first = None
             if item is _END:
                 self.segments.put_nowait(_END)  # keep it for the main loop
                 return
-            self._submit(cast(str, item))
+            self._submit(cast(_Part, self._cut(item)))
 
 
 async def speak(
@@ -230,11 +309,13 @@ async def speak(
     segments: Iterable[str],
     language: Optional[str] = None,
     instruct: Optional[str] = None,
+    paced: bool = True,
 ) -> AsyncGenerator[bytes, None]:
     """Admits one request and yields the PCM of ``segments`` (see :func:`segments_of`); closing the
     generator early cancels the synthesis. Errors are ServiceErrors, raised before the first chunk when
-    the request cannot start (busy, voice unusable, model not loaded)."""
-    utterance = Utterance(state, voice, language, instruct)
+    the request cannot start (busy, voice unusable, model not loaded). ``paced``: released in time for a
+    listener that plays it as it arrives (a stream); False for a whole file."""
+    utterance = Utterance(state, voice, language, instruct, paced=paced)
     for segment in segments:
         utterance.add(segment)
     utterance.close()

@@ -77,6 +77,9 @@ class Settings:
     # Delivery (service/delivery.py): checks in settings/delivery.py.
     speed: float = 1.0  # speaking rate of voices without their own (pitch-preserving)
     sentence_silence: float = 0.0  # seconds of silence between the sentences of a reply
+    prebuffer: Any = "auto"  # "auto" | "off" | seconds held back per segment (service/pacing.py)
+    max_silence: float = 3.0  # longest pause a held-back segment may cause (long sentences are cut)
+    debug_slowdown: Optional[str] = None  # FACTOR or RATEx: slower generation, for tests (engine/slowdown.py)
     normalize: bool = True  # numbers, units, dates ... to words when the language is known
     seed: Optional[int] = None  # sampling seed of every request (reproducible audio); None = random
     strict_voices: bool = False  # an unknown voice is an error instead of the default voice
@@ -232,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", metavar="X", help="speaking rate, 0.5-2.0, pitch kept (default: 1.0)")
     p.add_argument(
         "--sentence-silence", metavar="SECONDS", help="pause between the sentences of a reply (default: 0)"
+    )
+    p.add_argument(
+        "--prebuffer",
+        metavar="auto|off|SECONDS",
+        help="on hosts slower than real time, hold each phrase back until it can play without a stall "
+        "(default: auto; off: send audio as soon as it is made; SECONDS: a fixed amount)",
+    )
+    p.add_argument(
+        "--max-silence",
+        metavar="SECONDS",
+        help="longest pause a held-back phrase may cause; longer sentences are cut at clauses (default: 3)",
+    )
+    p.add_argument(
+        "--debug-slowdown",
+        metavar="FACTOR|RATEx",
+        help="testing only: generation FACTOR times slower, or at RATE x real time (e.g. 0.25x)",
     )
     p.add_argument(
         "--normalize",

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0  # the server's --speed (speech stays natural in this range)
 MAX_SILENCE_S = 5.0
+MAX_PREBUFFER_S = 30.0
 
 
 def _number(value: Any, from_text: bool) -> float:
@@ -57,10 +58,43 @@ def _check_unload_after(value: Any, from_text: bool) -> Optional[float]:
     return seconds or None
 
 
+def _check_prebuffer(value: Any, from_text: bool) -> Any:
+    """auto, off, or seconds of audio held back per segment (0..MAX_PREBUFFER_S)."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    if value is False:
+        return "off"
+    try:
+        seconds = _number(value, True)
+    except ValueError:
+        raise ValueError(f"expected auto, off or seconds, got {value!r}") from None
+    if not 0.0 <= seconds <= MAX_PREBUFFER_S:
+        raise ValueError(f"expected auto, off or seconds in 0..{MAX_PREBUFFER_S:g}, got {value!r}")
+    return seconds
+
+
+def _check_max_silence(value: Any, from_text: bool) -> float:
+    seconds = _number(value, from_text)
+    if not 0.5 <= seconds <= MAX_PREBUFFER_S:
+        raise ValueError(f"expected seconds in 0.5..{MAX_PREBUFFER_S:g}, got {value!r}")
+    return seconds
+
+
+def _check_slowdown(value: Any, from_text: bool) -> Optional[str]:
+    if value is None:
+        return None
+    from ..core.slowdown import Slowdown  # no torch
+
+    return str(Slowdown.parse(str(value)))
+
+
 # normalize and strict_voices are plain flags: checks._check_bool.
 DELIVERY_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "speed": _check_speed,
     "sentence_silence": _check_silence,
     "seed": _check_seed,
     "unload_after": _check_unload_after,
+    "prebuffer": _check_prebuffer,
+    "max_silence": _check_max_silence,
+    "debug_slowdown": _check_slowdown,
 }

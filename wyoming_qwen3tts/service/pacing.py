@@ -1,0 +1,300 @@
+"""Playback-aware release (``--prebuffer``): the decisions, free of I/O and clocks, so they can be checked
+with a simulated clock (tests/test_pacing.py). service/release.py runs them on the real stream.
+
+A listener (Home Assistant, a satellite, a browser) plays audio the moment it arrives. When the host
+generates slower than real time, streaming every chunk at once gives a quarter second of speech, a stall,
+another quarter second ... mid-word. Instead, per segment (a sentence, or a clause of a long one):
+
+* the engine's recent generation speed ``r`` (audio seconds per wall second, per request stream, so
+  batching and other processes on the host show) is measured by :class:`RateMeter`;
+* the segment's length is estimated (:class:`Estimate`) from its text (seconds per character, learned per
+  engine and language from the segments it finished), never above the engine's frame bound, and raised to
+  that bound once the segment outgrows the text's estimate (random test weights always run to it);
+* the listener's buffer is known from what was sent and when (:attr:`Pacer.play_end`);
+* a segment's audio is held back until the listener's buffer plus the held audio covers the time the rest
+  of the segment still needs: ``B + held >= R * (margin / r - 1)`` with ``R`` the audio still to generate
+  (and at least the wait for the engine's next chunk). Fast hosts (``r >= margin``) hold nothing back:
+  there the first audio is as early as without pacing (on a host only a few times faster than real time the
+  one-frame first chunk may still leave a gap shorter than one chunk's generation, which the log counts);
+* no silence may last longer than ``max_silence``: then the segment goes out anyway (counted as forced),
+  and :func:`split_chars` tells the speaker to cut long sentences into clauses before synthesis.
+"""
+
+from __future__ import annotations
+
+import collections
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MARGIN = 1.25  # the speed may drop by 20 % during a segment without an underrun
+RESERVE_S = 0.15  # plus this much audio in hand (event-loop and network jitter)
+WINDOW_S = 6.0  # the meter's memory: the last this many seconds of generated audio
+MIN_OBSERVED_S = 0.3  # audio to have seen before the meter gives a speed
+MIN_PART_CHARS = 12  # a clause shorter than this is not worth its own segment
+EPS = 1e-3
+CHUNK_S = 0.32  # the engine's chunks after the first: 4 frames of 80 ms (engine/request.py ChunkPolicy)
+
+# Seconds of speech per character at a normal pace (before the engine taught us its own figure).
+SPEECH_S_PER_CHAR = {"chinese": 0.22, "japanese": 0.13, "korean": 0.15}
+DEFAULT_S_PER_CHAR = 0.07
+
+
+class RateMeter:
+    """One engine's recent generation speed and its seconds of audio per character, per language."""
+
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        self.window_s = window_s
+        self.samples: "collections.deque[tuple[float, float]]" = collections.deque()  # (audio s, wall s)
+        self.audio_s = 0.0
+        self.wall_s = 0.0
+        self.per_char: dict[str, float] = {}
+        self.seeded: Optional[float] = None  # from the warm-up at load: for cutting until measured
+
+    def seed(self, audio_s: float, wall_s: float) -> None:
+        """The warm-up synthesis made ``audio_s`` in ``wall_s`` (prefill and first calls included, so on
+        the low side): where to cut an engine's first reply's sentences, before anything is measured."""
+        if audio_s > 0 and wall_s > 0:
+            self.seeded = audio_s / wall_s
+
+    def observe(self, audio_s: float, wall_s: float) -> None:
+        """``audio_s`` seconds of one stream's audio were made in ``wall_s`` seconds."""
+        if audio_s <= 0 or wall_s < 0:
+            return
+        self.samples.append((audio_s, wall_s))
+        self.audio_s += audio_s
+        self.wall_s += wall_s
+        while len(self.samples) > 1 and self.audio_s - self.samples[0][0] >= self.window_s:
+            old_audio, old_wall = self.samples.popleft()
+            self.audio_s -= old_audio
+            self.wall_s -= old_wall
+
+    @property
+    def rate(self) -> Optional[float]:
+        """Audio seconds per wall second over the window; None until enough was seen."""
+        if self.audio_s < MIN_OBSERVED_S:
+            return None
+        return self.audio_s / max(self.wall_s, 1e-6)
+
+    def learn(self, language: Optional[str], chars: int, seconds: float) -> None:
+        """A finished segment of ``chars`` characters gave ``seconds`` of audio."""
+        if chars <= 0 or seconds <= 0:
+            return
+        key = (language or "auto").lower()
+        ratio = seconds / chars
+        old = self.per_char.get(key)
+        self.per_char[key] = ratio if old is None else 0.5 * old + 0.5 * ratio
+
+    def seconds_per_char(self, language: Optional[str]) -> float:
+        key = (language or "auto").lower()
+        return self.per_char.get(key, SPEECH_S_PER_CHAR.get(key, DEFAULT_S_PER_CHAR))
+
+
+_METERS: "weakref.WeakKeyDictionary[Any, RateMeter]" = weakref.WeakKeyDictionary()
+
+
+def meter_for(engine: Any) -> RateMeter:
+    """The meter of a loaded engine (forgotten with the engine)."""
+    meter = _METERS.get(engine)
+    if meter is None:
+        meter = _METERS[engine] = RateMeter()
+    return meter
+
+
+class SegmentSpeed:
+    """One segment's own generation speed: its first chunk timed from its prefill, then chunk to chunk.
+    Trusted over the engine's meter once it has seen MIN_OBSERVED_S (the meter may still remember a
+    faster moment); before that the slower of the two decides."""
+
+    def __init__(self) -> None:
+        self.audio_s = 0.0
+        self.wall_s = 0.0
+        self.last: Optional[float] = None
+
+    def chunk(self, engine_s: float, made: float, since: Optional[float]) -> Optional[float]:
+        """A chunk of ``engine_s`` made at ``made``; returns the wall seconds it took when timed chunk to
+        chunk (what the engine's meter learns from), else None."""
+        if engine_s <= 0:
+            return None
+        first = self.last is None
+        start, self.last = (since if first else self.last), made
+        if start is None:
+            return None
+        self.audio_s += engine_s
+        self.wall_s += max(made - start, 1e-6)
+        return None if first else made - start  # the first chunk also pays for the decoder's start
+
+    def rate(self, meter_rate: Optional[float]) -> Optional[float]:
+        own = self.audio_s / self.wall_s if self.wall_s > 0 else None
+        if own is None or (self.audio_s < MIN_OBSERVED_S and meter_rate is not None):
+            return meter_rate if own is None else min(own, meter_rate)  # type: ignore[type-var]
+        return own
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How much audio (engine seconds) a segment will take: from its text, at most the bound."""
+
+    text_s: float
+    bound_s: Optional[float] = None
+
+    def total(self, generated_s: float) -> float:
+        guess = self.text_s if self.bound_s is None else min(self.text_s, self.bound_s)
+        if generated_s < guess:
+            return guess
+        if self.bound_s is not None:  # longer than its text suggests: it may run to the bound
+            return max(self.bound_s, generated_s)
+        return generated_s * 1.5
+
+
+def needed_buffer(remaining_s: float, rate: Optional[float], margin: float = MARGIN) -> float:
+    """Audio (played seconds) the listener must have in hand so that ``remaining_s`` more seconds, made at
+    ``rate`` (played seconds per wall second), arrive before playback reaches them. 0 on a fast host."""
+    if rate is None or remaining_s <= 0 or rate >= margin:
+        return 0.0
+    rate = max(rate, 1e-3)
+    # ... and at least until the engine's next chunk (it comes in pieces of CHUNK_S, not continuously)
+    return max(remaining_s * (margin / rate - 1.0) + RESERVE_S, min(remaining_s, CHUNK_S) / rate)
+
+
+def split_chars(
+    meter: RateMeter, language: Optional[str], speed: float, max_silence: float, margin: float = MARGIN
+) -> Optional[int]:
+    """Characters a segment may have so that holding it back stays within ``max_silence``; None: any."""
+    rate = meter.rate if meter.rate is not None else meter.seeded
+    if rate is None or max_silence <= 0:
+        return None
+    played_rate = rate / speed
+    if played_rate >= margin:
+        return None
+    audio_played = max(max_silence - RESERVE_S, 0.1) / (margin / played_rate - 1.0)
+    return max(MIN_PART_CHARS, int(audio_played * speed / meter.seconds_per_char(language)))
+
+
+@dataclass
+class Pacer:
+    """The listener's side of one reply, in played seconds and wall-clock times given by the caller.
+
+    Per segment: ``begin`` (its estimate), ``made`` for each chunk generated (engine seconds) and
+    ``hold`` (played seconds waiting here), ``release_now`` asks whether to send, ``sent`` records what went
+    out. ``fixed``: a fixed prebuffer in seconds instead of the automatic one."""
+
+    start: float
+    max_silence: float = 3.0
+    fixed: Optional[float] = None
+    speed: float = 1.0
+    margin: float = MARGIN
+    play_end: float = 0.0  # when the listener runs out of what it was sent
+    first_audio: Optional[float] = None
+    # counters for the request's log line and the tests
+    held_segments: int = 0
+    held_s: float = 0.0  # seconds audio was ready but held back
+    forced: int = 0  # segments released by the silence bound before they were safe
+    underruns: int = 0  # listener ran dry inside a segment
+    underrun_s: float = 0.0
+    pauses: int = 0  # listener silent between segments
+    longest_pause: float = 0.0
+    segments: int = 0
+    sent_s: float = 0.0  # played seconds sent so far
+    starts: list[float] = field(default_factory=list)  # sent_s where each segment began (the simulator)
+    trace: Optional[list[tuple[str, float, float]]] = None  # ("made"|"sent", when, seconds): bench only
+    slowest: Optional[float] = None  # the lowest generation speed (played x real time) a decision used
+    # the segment being paced
+    estimate: Estimate = field(default_factory=lambda: Estimate(0.0))
+    generated_s: float = 0.0
+    ready_at: Optional[float] = None
+    released: bool = True
+    segment_sent: bool = True
+
+    def __post_init__(self) -> None:
+        self.play_end = self.start
+
+    def begin(self, estimate: Estimate) -> None:
+        self.estimate = estimate
+        self.generated_s = 0.0
+        self.ready_at = None
+        self.released = False
+        self.segment_sent = False
+        self.segments += 1
+
+    def made(self, now: float, engine_s: float) -> None:
+        if self.trace is not None:
+            self.trace.append(("made", now, engine_s / self.speed))
+        self.generated_s += engine_s
+        if self.ready_at is None:
+            self.ready_at = now
+
+    def buffered(self, now: float) -> float:
+        """Played seconds the listener still has."""
+        return max(0.0, self.play_end - now)
+
+    def deadline(self) -> Optional[float]:
+        """The latest time to release the held audio (the silence bound); None: nothing held."""
+        if self.released or self.ready_at is None:
+            return None
+        return max(self.play_end, self.start) + self.max_silence
+
+    def release_now(self, now: float, held_s: float, rate: Optional[float], done: bool) -> bool:
+        """Whether the held audio (``held_s`` played seconds) goes out now. ``rate``: engine seconds made
+        per wall second (None: unknown, nothing is held); ``done``: the segment is complete."""
+        if self.released:
+            return True
+        if self.ready_at is None:
+            return False
+        if rate is not None:
+            played = rate / self.speed
+            self.slowest = played if self.slowest is None else min(self.slowest, played)
+        safe = done or self._enough(now, held_s, rate)
+        deadline = self.deadline()
+        forced = not safe and deadline is not None and now >= deadline - EPS
+        if safe or forced:
+            self.released = True
+            self.forced += forced
+            if now - self.ready_at > EPS:
+                self.held_segments += 1
+                self.held_s += now - self.ready_at
+        return self.released
+
+    def _enough(self, now: float, held_s: float, rate: Optional[float]) -> bool:
+        have = self.buffered(now) + held_s
+        if self.fixed is not None:
+            return have >= self.fixed - EPS
+        remaining = max(0.0, self.estimate.total(self.generated_s) - self.generated_s) / self.speed
+        played_rate = None if rate is None else rate / self.speed
+        return have >= needed_buffer(remaining, played_rate, self.margin) - EPS
+
+    def sent(self, now: float, played_s: float) -> None:
+        """``played_s`` seconds of audio went out at ``now``: the listener's buffer and its gaps."""
+        if played_s <= 0:
+            return
+        if self.trace is not None:
+            self.trace.append(("sent", now, played_s))
+        if not self.segment_sent:
+            self.starts.append(self.sent_s)
+        self.sent_s += played_s
+        gap = now - self.play_end
+        if self.first_audio is None:
+            self.first_audio = now
+        elif gap > EPS:
+            if not self.segment_sent:
+                self.pauses += 1
+                self.longest_pause = max(self.longest_pause, gap)
+            else:
+                self.underruns += 1
+                self.underrun_s += gap
+        self.segment_sent = True
+        self.play_end = max(self.play_end, now) + played_s
+
+    def summary(self) -> str:
+        """The request log line's part."""
+        text = f"held {self.held_s:.2f} s in {self.held_segments} of {self.segments} segment(s)"
+        text += f", underruns {self.underruns}"
+        if self.underruns:
+            text += f" ({self.underrun_s:.2f} s)"
+        if self.pauses:
+            text += f", longest pause {self.longest_pause:.2f} s"
+        if self.forced:
+            text += f", {self.forced} released by the silence bound"
+        if self.slowest is not None:
+            text += f", generation {self.slowest:.2f}x real time"
+        return text
