@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from ..service.errors import ServiceError
+from ..service.logsafe import safe
 from ..service.models import ROLE_LABELS
 from ..service.state import ServerState
 from ..settings import Settings
@@ -36,6 +37,7 @@ from . import coqui_api, inline_clone, openai_api, voices_api
 from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
 from .errors import STATUS, ApiError, error_response, from_http_exception
+from .gate import ConnectionGate, GatedSite
 from .guard import RequestGuard, local_names
 from .watchdog import ConnectionWatchdog, quiet_protocol_errors
 
@@ -72,7 +74,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             if exc.status < 400:
                 raise  # redirects
             return from_http_exception(exc)
-        _LOGGER.exception("HTTP %s %s failed", request.method, request.path)
+        _LOGGER.exception("HTTP %s %s failed", request.method, safe(request.path))
         return error_response("internal-error", f"internal error: {exc}")
 
 
@@ -131,7 +133,7 @@ def build_app(
     # JSON and form bodies hold text (at most max_text_chars) and are read whole: a small cap. Clips come as
     # multipart, which voices_api.py streams with its own cap (the library's MAX_BYTES).
     max_body = max(2 << 20, 8 * getattr(ctx.state, "max_text_chars", 0))
-    guard = RequestGuard(local_names(host_names), PUBLIC)  # Host / Origin checks (guard.py)
+    guard = RequestGuard(local_names(host_names), PUBLIC, PAGE_PATHS)  # Host / Origin checks (guard.py)
     middlewares = [errors_middleware, access_middleware, guard.middleware]
     if watchdog is not None:  # timeouts and the per-peer limit (watchdog.py)
         middlewares.insert(0, watchdog.middleware)
@@ -165,9 +167,9 @@ class HttpServer:
         self.host = settings.http_host
         self.port = settings.http_port
         quiet_protocol_errors()
-        self.watchdog = ConnectionWatchdog(
-            settings.idle_timeout, settings.write_timeout, settings.max_connections_per_peer
-        )
+        self.watchdog = ConnectionWatchdog(settings.idle_timeout, settings.write_timeout)
+        # Connections counted from accept, per client and in all (gate.py).
+        self.gate = ConnectionGate(settings.max_connections_per_peer, settings.max_connections)
         self.app = build_app(context_from(settings, state), self.watchdog, settings.http_host_names)
         # handler_cancellation: a client that hangs up cancels its request at once, which cancels the
         # engine streams (frees KV slots) instead of generating audio nobody will hear.
@@ -182,7 +184,7 @@ class HttpServer:
 
     async def start(self) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = GatedSite(self.runner, self.gate, self.host, self.port)
         try:
             await site.start()
         except OSError:
