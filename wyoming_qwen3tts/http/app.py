@@ -45,6 +45,12 @@ _LOGGER = logging.getLogger(__name__)
 
 PUBLIC = frozenset({"/healthz", "/health", "/readyz"})  # no key, no allow-list: health checks
 PAGE_PATHS = frozenset({"/", "/index.html"})  # allow-list, but no key (the page asks for it)
+# Routes whose bodies may carry a clip; every other route's cap is the app's client_max_size (text).
+BODY_CAPS = {
+    "/v1/audio/speech": inline_clone.MAX_SPEECH_BODY,
+    "/v1/audio/voice-clone": inline_clone.MAX_SPEECH_BODY,
+    "/v1/voices": voices_api.MAX_UPLOAD_BODY,
+}
 _INGRESS_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 # The page loads nothing from elsewhere: no CDN (Home Assistant users' browsers may reach nothing else).
 _PAGE_CSP = (
@@ -76,6 +82,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             return from_http_exception(exc)
         _LOGGER.exception("HTTP %s %s failed", request.method, safe(request.path))
         return error_response("internal-error", f"internal error: {exc}")
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A declared ``Content-Length`` over the route's cap is refused before a byte of the body is read (the
+    routes also count what actually arrives: chunked bodies declare nothing)."""
+    cap = BODY_CAPS.get(request.path, request.client_max_size)
+    if request.content_length is not None and request.content_length > cap:
+        _LOGGER.warning(
+            "HTTP %s %s: a body of %d bytes refused",
+            request.method,
+            safe(request.path),
+            request.content_length,
+        )
+        raise ApiError("request-too-large", f"the body exceeds {cap} bytes")
+    return await handler(request)
 
 
 @web.middleware
@@ -134,7 +156,7 @@ def build_app(
     # multipart, which voices_api.py streams with its own cap (the library's MAX_BYTES).
     max_body = max(2 << 20, 8 * getattr(ctx.state, "max_text_chars", 0))
     guard = RequestGuard(local_names(host_names), PUBLIC, PAGE_PATHS)  # Host / Origin checks (guard.py)
-    middlewares = [errors_middleware, access_middleware, guard.middleware]
+    middlewares = [errors_middleware, access_middleware, guard.middleware, body_limit_middleware]
     if watchdog is not None:  # timeouts and the per-peer limit (watchdog.py)
         middlewares.insert(0, watchdog.middleware)
     app = web.Application(middlewares=middlewares, client_max_size=max_body)

@@ -79,7 +79,7 @@ def model_role(request: web.Request, value: Optional[str]) -> Optional[str]:
     raise ApiError(
         "invalid-field",
         f"unknown model {value!r}; this server can load {', '.join(loadable) or 'no model'} "
-        f"(also by folder name or as {', '.join(ROLE_LABELS.values())})",
+        f"(by folder name or as {', '.join(ROLE_LABELS.values())})",
         param="model",
     )
 
