@@ -339,3 +339,22 @@ def test_display_names_are_bounded_and_log_lines_cannot_be_forged(after_each):
 def test_nothing_above_left_a_traceback(server):
     log = server.log.read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+def test_answers_name_no_server_path_and_log_messages_escape_controls():
+    """The two helpers both front doors use: error texts lose absolute paths (the last component stays),
+    formatted log messages lose control characters."""
+    import logging
+
+    from wyoming_qwen3tts.service.logsafe import EscapeControlCharacters
+    from wyoming_qwen3tts.service.public import model_label, redact_paths
+
+    text = "cannot load the Base model /srv/models/Qwen3-TTS-Base: [Errno 2] '/srv/models/x/config.json'"
+    assert redact_paths(text) == "cannot load the Base model Qwen3-TTS-Base: [Errno 2] 'config.json'"
+    for kept in ("send multipart/form-data", "see https://example.org/a/b", "and/or", "1-60 s / 24 kHz"):
+        assert redact_paths(kept) == kept
+    assert model_label("/srv/models/Qwen3-TTS-Base/") == "Qwen3-TTS-Base"
+    assert model_label("Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice") == "Qwen3-TTS-12Hz-0.6B-CustomVoice"
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "path %s", ("/a\nFORGED\r\x1b[31m",), None)
+    assert EscapeControlCharacters().filter(record)
+    assert record.getMessage() == "path /a\\x0aFORGED\\x0d\\x1b[31m"
