@@ -505,6 +505,10 @@ def test_voice_count_quota(after_each):
 
 
 # -- the soak -----------------------------------------------------------------------------------------------
+# The work is fixed (1,000 requests, about 77 of them synthesized); its duration is the machine's: on a
+# 2-core machine shared with other CPU-bound processes it takes 5 minutes and more, past the suite's 300 s
+# safety net.
+@pytest.mark.timeout(1200)
 def test_soak_1000_mixed_requests_rss_flat_and_no_fd_leak(after_each):
     """SOAK: 1,000 mixed requests (Wyoming and HTTP; describes, tiny texts, cancelled and malformed ones),
     in waves of 10 (under the per-peer limit). RSS after the run stays within 10 % of RSS after the first 200

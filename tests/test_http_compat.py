@@ -95,7 +95,7 @@ async def test_api_tts_ogg_content_types_and_speakers(server, tiny_custom_voice)
     status, _, body = await _http("GET", f"{server.base}/speakers", headers=AUTH)
     listing = json.loads(body)
     assert status == 200 and {"ryan", "vivian"} <= set(listing["speakers"])
-    assert listing["model"] == str(tiny_custom_voice) and listing["default"] in listing["speakers"]
+    assert listing["model"] == tiny_custom_voice.name and listing["default"] in listing["speakers"]  # no path
     status, _, body = await _http("GET", f"{server.base}/health")  # the other servers' probe: no key
     assert status == 200 and json.loads(body) == {"status": "ok"}
 
@@ -129,7 +129,8 @@ async def test_api_tts_model_field_goes_through_the_model_pool(
     code, param = _error(body)
     message = json.loads(body)["error"]["message"]
     assert status == 400 and (code, param) == ("invalid-field", "model")
-    assert str(tiny_custom_voice) in message and str(tiny_base) in message  # what this server can load
+    assert tiny_custom_voice.name in message and tiny_base.name in message  # what this server can load
+    assert str(tiny_custom_voice.parent) not in message  # by name: no server path in any answer
     status, _, body = await _http(
         "POST", url, json={"text": "Hi.", "speaker": "ryan", "model": "Base"}, headers=AUTH
     )
@@ -164,12 +165,13 @@ async def test_api_tts_model_field_goes_through_the_model_pool(
     assert status == 400 and _error(body) == ("invalid-field", "reference_audio")
 
     status, _, body = await _http("GET", f"{server.base}/speakers", params={"model": "Base"}, headers=AUTH)
-    assert status == 200 and json.loads(body) == {"speakers": [], "model": str(tiny_base), "default": None}
+    assert status == 200 and json.loads(body) == {"speakers": [], "model": tiny_base.name, "default": None}
     status, _, body = await _http("GET", f"{server.base}/speakers", params={"model": "xtts"}, headers=AUTH)
     assert status == 400 and _error(body) == ("invalid-field", "model")
+    assert str(tiny_base.parent) not in body.decode() and tiny_base.name in body.decode()  # no server path
     status, _, body = await _http("GET", f"{server.base}/info", headers=AUTH)
     info = json.loads(body)
-    assert info["default_model"] == str(tiny_custom_voice) and "ryan" in info["speakers"]
+    assert info["default_model"] == tiny_custom_voice.name and "ryan" in info["speakers"]  # never a path
     assert info["default_language"] == "Auto" and {"Auto", "English"} <= set(info["supported_languages"])
 
 

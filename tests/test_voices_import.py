@@ -162,3 +162,50 @@ def test_import_reports_each_profile_and_is_idempotent(tmp_path: Path) -> None:
     replaced = _voices(tmp_path, "import", str(source), "--overwrite")
     assert "imported  clone:anna" in replaced.stdout
     assert VoiceLibrary(library.root).get("anna").transcript == "Completely different words now."
+
+
+def test_import_follows_no_link_out_and_reads_only_bounded_regular_files(tmp_path: Path) -> None:
+    """A transcript linked to a file outside the directory is not read (nor served later); a meta.json
+    linked to /dev/zero fails that profile alone; the good voices beside them are imported."""
+    from wyoming_qwen3tts.voices.importer import import_voices
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET host data", encoding="utf-8")
+    lib = tmp_path / "voice_library"
+    lib.mkdir()
+    _clip(lib / "leaky.wav", pitch=150.0)
+    (lib / "leaky.txt").symlink_to(secret)  # the transcript: a link out of the directory
+    _clip(lib / "good.wav", pitch=170.0)
+    (lib / "good.txt").write_text(TRANSCRIPT, encoding="utf-8")
+    _clip(tmp_path / "outside.wav", pitch=190.0)
+    (lib / "linked.wav").symlink_to(tmp_path / "outside.wav")  # the clip itself links out
+    _profile(lib, "zero", None)
+    (lib / "profiles" / "zero" / "meta.json").symlink_to("/dev/zero")
+    _profile(lib, "fifo", None)
+    os.mkfifo(lib / "profiles" / "fifo" / "meta.json")  # inside, but reading it would block forever
+    _profile(lib, "huge", "{" + " " * (70 * 1024) + "}", "ref.wav")  # over the meta.json size cap
+    _profile(lib, "fine", _meta("Fine", "ref.wav"), "ref.wav", pitch=210.0)
+    _profile(tmp_path / "elsewhere_root", "p", _meta("Away", "ref.wav"), "ref.wav")
+    os.symlink(tmp_path / "elsewhere_root" / "profiles" / "p", lib / "profiles" / "away")
+
+    library = VoiceLibrary(tmp_path / "data" / "voices")
+    outcomes = {o.source: o for o in import_voices(library, lib)}
+    status = {source: o.status for source, o in outcomes.items()}
+    assert status == {
+        "profiles/away": "failed",
+        "profiles/fifo": "failed",
+        "profiles/fine": "imported",
+        "profiles/huge": "failed",
+        "profiles/zero": "failed",
+        "good.wav": "imported",
+        "leaky.wav": "failed",
+        "linked.wav": "failed",
+    }, {s: o.reason for s, o in outcomes.items()}
+    assert "links out" in outcomes["leaky.wav"].reason and "links out" in outcomes["linked.wav"].reason
+    assert "links out" in outcomes["profiles/zero"].reason
+    assert "not a regular file" in outcomes["profiles/fifo"].reason
+    assert "larger than" in outcomes["profiles/huge"].reason
+    assert "links out" in outcomes["profiles/away"].reason
+    stored = {p.name: p for p in library.list()}
+    assert set(stored) == {"fine", "good"}
+    assert all("SECRET" not in (p.transcript or "") for p in stored.values())

@@ -64,6 +64,9 @@ def _run_server(argv: list[str]) -> int:
     # Before anything imports torch: ROCm reads these variables once, at HIP initialisation.
     applied = platform_env.apply_platform_env(os.environ)
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)
+    from .service import logsafe
+
+    logsafe.install()  # client-controlled values never forge a log line
     log = logging.getLogger("wyoming_qwen3tts")
     log.debug("%s", settings)
     if applied:

@@ -23,6 +23,7 @@ from .server.handler import Qwen3TtsEventHandler
 from .server.info import build_info
 from .server.reader import Limits
 from .service.catalog import VoiceCatalog
+from .service.connections import ConnectionCounter
 from .service.delivery import Delivery
 from .service.idle import idle_reaper
 from .service.models import ROLE_LABELS, ModelPool, warm_up
@@ -142,7 +143,8 @@ async def serve(
     limits = Limits(
         idle_timeout=settings.idle_timeout,
         write_timeout=settings.write_timeout,
-        max_per_peer=settings.max_connections_per_peer,
+        connection_idle_timeout=settings.connection_idle_timeout,
+        connections=ConnectionCounter(settings.max_connections_per_peer, settings.max_connections),
     )
     factory = partial(Qwen3TtsEventHandler, state, limits=limits)
     stop = stop or asyncio.Event()

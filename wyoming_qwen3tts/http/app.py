@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from ..service.errors import ServiceError
+from ..service.logsafe import safe
 from ..service.models import ROLE_LABELS
 from ..service.state import ServerState
 from ..settings import Settings
@@ -36,6 +37,7 @@ from . import coqui_api, inline_clone, openai_api, voices_api
 from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
 from .errors import STATUS, ApiError, error_response, from_http_exception
+from .gate import ConnectionGate, GatedSite
 from .guard import RequestGuard, local_names
 from .watchdog import ConnectionWatchdog, quiet_protocol_errors
 
@@ -43,6 +45,12 @@ _LOGGER = logging.getLogger(__name__)
 
 PUBLIC = frozenset({"/healthz", "/health", "/readyz"})  # no key, no allow-list: health checks
 PAGE_PATHS = frozenset({"/", "/index.html"})  # allow-list, but no key (the page asks for it)
+# Routes whose bodies may carry a clip; every other route's cap is the app's client_max_size (text).
+BODY_CAPS = {
+    "/v1/audio/speech": inline_clone.MAX_SPEECH_BODY,
+    "/v1/audio/voice-clone": inline_clone.MAX_SPEECH_BODY,
+    "/v1/voices": voices_api.MAX_UPLOAD_BODY,
+}
 _INGRESS_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 # The page loads nothing from elsewhere: no CDN (Home Assistant users' browsers may reach nothing else).
 _PAGE_CSP = (
@@ -72,8 +80,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             if exc.status < 400:
                 raise  # redirects
             return from_http_exception(exc)
-        _LOGGER.exception("HTTP %s %s failed", request.method, request.path)
+        _LOGGER.exception("HTTP %s %s failed", request.method, safe(request.path))
         return error_response("internal-error", f"internal error: {exc}")
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A declared ``Content-Length`` over the route's cap is refused before a byte of the body is read (the
+    routes also count what actually arrives: chunked bodies declare nothing)."""
+    cap = BODY_CAPS.get(request.path, request.client_max_size)
+    if request.content_length is not None and request.content_length > cap:
+        _LOGGER.warning(
+            "HTTP %s %s: a body of %d bytes refused",
+            request.method,
+            safe(request.path),
+            request.content_length,
+        )
+        raise ApiError("request-too-large", f"the body exceeds {cap} bytes")
+    return await handler(request)
 
 
 @web.middleware
@@ -131,8 +155,8 @@ def build_app(
     # JSON and form bodies hold text (at most max_text_chars) and are read whole: a small cap. Clips come as
     # multipart, which voices_api.py streams with its own cap (the library's MAX_BYTES).
     max_body = max(2 << 20, 8 * getattr(ctx.state, "max_text_chars", 0))
-    guard = RequestGuard(local_names(host_names), PUBLIC)  # Host / Origin checks (guard.py)
-    middlewares = [errors_middleware, access_middleware, guard.middleware]
+    guard = RequestGuard(local_names(host_names), PUBLIC, PAGE_PATHS)  # Host / Origin checks (guard.py)
+    middlewares = [errors_middleware, access_middleware, guard.middleware, body_limit_middleware]
     if watchdog is not None:  # timeouts and the per-peer limit (watchdog.py)
         middlewares.insert(0, watchdog.middleware)
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
@@ -165,9 +189,9 @@ class HttpServer:
         self.host = settings.http_host
         self.port = settings.http_port
         quiet_protocol_errors()
-        self.watchdog = ConnectionWatchdog(
-            settings.idle_timeout, settings.write_timeout, settings.max_connections_per_peer
-        )
+        self.watchdog = ConnectionWatchdog(settings.idle_timeout, settings.write_timeout)
+        # Connections counted from accept, per client and in all (gate.py).
+        self.gate = ConnectionGate(settings.max_connections_per_peer, settings.max_connections)
         self.app = build_app(context_from(settings, state), self.watchdog, settings.http_host_names)
         # handler_cancellation: a client that hangs up cancels its request at once, which cancels the
         # engine streams (frees KV slots) instead of generating audio nobody will hear.
@@ -182,7 +206,7 @@ class HttpServer:
 
     async def start(self) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = GatedSite(self.runner, self.gate, self.host, self.port)
         try:
             await site.start()
         except OSError:

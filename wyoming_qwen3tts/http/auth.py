@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 
 from aiohttp import web
 
+from ..service.logsafe import safe
 from .errors import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class Access:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         host = peer[0] if isinstance(peer, (tuple, list)) and peer else None
         if not self.peer_allowed(host):
-            _LOGGER.info("HTTP %s %s from %s: not in the allow-list", request.method, request.path, host)
+            _LOGGER.info(
+                "HTTP %s %s from %s: not in the allow-list", request.method, safe(request.path), host
+            )
             raise ApiError("forbidden", f"address {host} is not allowed to use this server")
         if (
             key_required

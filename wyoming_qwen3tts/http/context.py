@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from aiohttp import web
 
@@ -38,7 +38,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return json_object(request, await request.read())  # the size cap first (413), then the type
 
 
-def json_object(request: web.Request, data: bytes) -> dict[str, Any]:
+def json_object(request: web.Request, data: Union[bytes, bytearray]) -> dict[str, Any]:
     """``data`` (the request's body) as a JSON object; invalid-json otherwise. The body must say
     application/json: a web page can send text/plain without asking (a CORS "simple request"), so such a
     body is never read as JSON."""

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from ..core.languages import BCP47
 from ..service.models import ROLE_LABELS
+from ..service.public import model_label
 from ..service.voice import Voice
 from ..voices.errors import VoiceLibraryError
 from ..voices.importer import voice_name
@@ -74,11 +75,11 @@ def model_role(request: web.Request, value: Optional[str]) -> Optional[str]:
     names = model_names(request)
     if key in names:
         return names[key]
-    loadable = sorted({m for m in context(request).state.models.models.values() if m})
+    loadable = sorted({str(model_label(m)) for m in context(request).state.models.models.values() if m})
     raise ApiError(
         "invalid-field",
-        f"unknown model {value!r}; this server can load {', '.join(map(str, loadable)) or 'no model'} "
-        f"(also by folder name or as {', '.join(ROLE_LABELS.values())})",
+        f"unknown model {value!r}; this server can load {', '.join(loadable) or 'no model'} "
+        f"(by folder name or as {', '.join(ROLE_LABELS.values())})",
         param="model",
     )
 
@@ -173,7 +174,7 @@ def _speakers(request: web.Request) -> tuple[Optional[str], list[str], Optional[
     default: Optional[str] = state.catalog.default_voice
     if default not in names:
         default = names[0] if names else None
-    return model, names, default
+    return model_label(model), names, default
 
 
 async def speakers(request: web.Request) -> web.Response:

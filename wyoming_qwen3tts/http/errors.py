@@ -19,6 +19,8 @@ from typing import Optional
 
 from aiohttp import web
 
+from ..service.public import redact_paths
+
 _LOGGER = logging.getLogger(__name__)
 
 STATUS = {
@@ -74,7 +76,7 @@ def error_response(code: str, message: str, param: Optional[str] = None) -> web.
     status = STATUS.get(code, 500)
     body = {
         "error": {
-            "message": message,
+            "message": redact_paths(message),  # no server path in any answer (service/public.py)
             "type": "invalid_request_error" if status < 500 else "server_error",
             "param": param,
             "code": code,

@@ -8,6 +8,9 @@
   ``Sec-Fetch-Site: cross-site`` is refused too (except a top-level navigation to a page).
 * JSON bodies must say ``application/json`` (context.read_json), so a ``text/plain`` "simple" POST cannot
   start a synthesis.
+* Any request a browser marks ``Sec-Fetch-Site: cross-site`` gets 403, whatever its method, except opening the
+  page itself (``GET /``): a foreign page's iframe, image, form or navigation to ``/api/tts?text=...`` would
+  otherwise make the server synthesize (and answer with audio).
 
 Home Assistant ingress: the Supervisor's proxy (a ``--http-trusted`` peer, which has logged the user in)
 forwards the browser's Host and Origin of the Home Assistant front end; requests from trusted peers skip
@@ -25,6 +28,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..service.logsafe import safe
 from .context import context
 from .errors import ApiError
 
@@ -78,9 +82,12 @@ def same_origin(origin: str, host_header: str) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, names: frozenset[str], public: frozenset[str]) -> None:
+    def __init__(
+        self, names: frozenset[str], public: frozenset[str], pages: frozenset[str] = frozenset()
+    ) -> None:
         self.names = names
         self.public = public
+        self.pages = pages  # opening these from a link on another site is fine: they hold no data
 
     def check(self, request: web.Request) -> None:
         """Raises ``forbidden`` for a request a foreign web page made or a rebound host name carries."""
@@ -92,7 +99,7 @@ class RequestGuard:
         host = request.headers.get("Host")
         if host is not None and not host_allowed(host, self.names):
             _LOGGER.warning(
-                "HTTP %s %s from %s: unknown Host %.80r", request.method, request.path, peer, host
+                "HTTP %s %s from %s: unknown Host %.80r", request.method, safe(request.path), peer, host
             )
             raise ApiError(
                 "forbidden",
@@ -100,10 +107,10 @@ class RequestGuard:
                 "with --http-host-names",
             )
         fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
-        navigation = request.method == "GET" and request.headers.get("Sec-Fetch-Mode", "") == "navigate"
-        if fetch_site == "cross-site" and not navigation:
+        opens_page = request.method in ("GET", "HEAD") and request.path in self.pages
+        if fetch_site == "cross-site" and not opens_page:
             _LOGGER.warning(
-                "HTTP %s %s from %s: cross-site request refused", request.method, request.path, peer
+                "HTTP %s %s from %s: cross-site request refused", request.method, safe(request.path), peer
             )
             raise ApiError("forbidden", "cross-site requests are not allowed")
         if request.method in SAFE_METHODS or "X-Ingress-Path" in request.headers:
@@ -113,7 +120,11 @@ class RequestGuard:
         origin = request.headers.get("Origin")
         if origin is not None and not same_origin(origin, host or ""):
             _LOGGER.warning(
-                "HTTP %s %s from %s: foreign Origin %.80r refused", request.method, request.path, peer, origin
+                "HTTP %s %s from %s: foreign Origin %.80r refused",
+                request.method,
+                safe(request.path),
+                peer,
+                origin,
             )
             raise ApiError("forbidden", "requests from another web site are not allowed")
 

@@ -11,6 +11,12 @@ true: speaker embedding only). The clip gets the uploads' checks and limits and 
 
 ``POST /v1/audio/voice-clone`` (that server's dedicated route) is the same request; ``GET
 /v1/audio/voice-clone/capabilities`` says whether cloning works here.
+
+Back-pressure: a body larger than ``SMALL_BODY`` can only be a clip, so it takes one of the upload slots
+(voices/reference.py, shared with ``POST /v1/voices``) before it is read - at once when ``Content-Length``
+says so, else once that much has arrived - and keeps it until the clip is decoded; without a free slot the
+client gets 503 ``server-busy`` before it has sent its body. A smaller clip takes its slot to be decoded.
+Parsing a large body and decoding base64 run in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import re
 from typing import Any, Optional
 
@@ -27,6 +34,7 @@ from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.inline import InlineVoices
 from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
+from ..voices.reference import upload_slot
 from .context import context, json_object, refuse_unknown_fields
 from .errors import ApiError
 
@@ -40,6 +48,9 @@ COMPAT_FIELDS = frozenset(
 SPEECH_FIELDS = OPENAI_FIELDS | OUR_FIELDS | COMPAT_FIELDS
 # A JSON body carrying a clip of up to MAX_BYTES as base64 (4/3 larger), plus the text fields.
 MAX_SPEECH_BODY = MAX_BYTES * 4 // 3 + (1 << 20)
+# Text, voice and options take a few tens of KB at most (max_text_chars, instructions): a body beyond this
+# carries a clip and needs an upload slot before more of it is read; it is parsed in a worker thread.
+SMALL_BODY = 256 << 10
 _DATA_URL = re.compile(r"data:([\w.+/-]*)((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.ASCII)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
@@ -54,17 +65,28 @@ class InlineHolder:
 INLINE = web.AppKey("inline_voices", InlineHolder)
 
 
-async def read_speech_json(request: web.Request) -> dict[str, Any]:
+async def read_speech_json(request: web.Request, slots: contextlib.ExitStack) -> dict[str, Any]:
     """The JSON object body of a speech request, with room for a base64 clip (the app-wide body cap is
-    sized for text); invalid-json / request-too-large otherwise."""
-    if request.content_length is not None and request.content_length > MAX_SPEECH_BODY:
+    sized for text); invalid-json / request-too-large / server-busy otherwise. A body over ``SMALL_BODY``
+    enters an upload slot into ``slots`` (the caller holds it until the clip is decoded)."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_SPEECH_BODY:
         raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
+    admitted = False
+    if declared is not None and declared > SMALL_BODY:
+        slots.enter_context(upload_slot())  # before a byte of the body is read
+        admitted = True
     data = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         data += chunk
         if len(data) > MAX_SPEECH_BODY:
             raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
-    return json_object(request, bytes(data))
+        if not admitted and len(data) > SMALL_BODY:  # chunked, or more than it said
+            slots.enter_context(upload_slot())
+            admitted = True
+    if len(data) <= SMALL_BODY:
+        return json_object(request, data)
+    return await asyncio.to_thread(json_object, request, data)  # a large body: off the event loop
 
 
 def check_fields(body: dict[str, Any]) -> None:
@@ -139,16 +161,22 @@ def clone_request(body: dict[str, Any]) -> Optional[tuple[bytes, Optional[str], 
 
 
 async def inline_voice(request: web.Request, body: dict[str, Any]) -> Optional[Voice]:
-    """The request's inline clone voice (stored and validated like an upload), or None without ref_audio."""
-    clone = clone_request(body)
-    if clone is None:
+    """The request's inline clone voice (stored and validated like an upload), or None without ref_audio.
+    Holds an upload slot (server-busy without one) while the clip is decoded: the worker threads are
+    shared with every other route."""
+    if body.get("ref_audio") is None:
+        clone_request(body)  # refuses ref_text / x_vector_only_mode without a clip
         return None
     state = context(request).state
-    state.models.check_enabled("base")  # model-not-loaded before any decoding work
-    holder = request.app[INLINE]
-    if holder.voices is None:
-        holder.voices = InlineVoices.beside(state.catalog.library, state.prompts)
-    profile = await asyncio.to_thread(holder.voices.profile, *clone)
+    with upload_slot():  # re-entrant: a large body took it before it was read
+        clone = await asyncio.to_thread(clone_request, body)  # base64: off the event loop
+        assert clone is not None
+        body["ref_audio"] = None  # the base64 text is not kept for the whole synthesis
+        state.models.check_enabled("base")  # model-not-loaded before any decoding work
+        holder = request.app[INLINE]
+        if holder.voices is None:
+            holder.voices = InlineVoices.beside(state.catalog.library, state.prompts)
+        profile = await asyncio.to_thread(holder.voices.profile, *clone)
     return Voice(
         name=profile.name[: len("inline:") + 12],
         description="inline reference",

@@ -246,27 +246,28 @@ def _sse_delta(data: bytes) -> bytes:
 # -- routes -------------------------------------------------------------------------------------------------
 async def speech(request: web.Request) -> web.StreamResponse:
     """POST /v1/audio/speech (and /v1/audio/voice-clone, the same request with ``ref_audio``)"""
-    body = await read_speech_json(request)
-    check_fields(body)
-    if "input" not in body:
-        raise ApiError("invalid-field", "input (the text to speak) is required", param="input")
-    model = optional_str(body, "model", 200)
-    stream_format = (optional_str(body, "stream_format", 20) or "audio").lower()
-    if stream_format not in ("audio", "sse"):
-        raise ApiError("invalid-field", "stream_format must be audio or sse", param="stream_format")
-    job = Job(
-        request,
-        body["input"],
-        body.get("voice"),
-        get_format(body.get("response_format") or "mp3"),
-        speed=speed_of(body.get("speed")),
-        language=language_hint(model, optional_str(body, "language", 50)),
-        instruct=optional_str(
-            body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS
-        ),
-        resolved=await inline_voice(request, body),
-        text_format=body.get("text_format"),
-    )
+    with contextlib.ExitStack() as slots:  # an upload slot while a large body is read and its clip decoded
+        body = await read_speech_json(request, slots)
+        check_fields(body)
+        if "input" not in body:
+            raise ApiError("invalid-field", "input (the text to speak) is required", param="input")
+        model = optional_str(body, "model", 200)
+        stream_format = (optional_str(body, "stream_format", 20) or "audio").lower()
+        if stream_format not in ("audio", "sse"):
+            raise ApiError("invalid-field", "stream_format must be audio or sse", param="stream_format")
+        job = Job(
+            request,
+            body["input"],
+            body.get("voice"),
+            get_format(body.get("response_format") or "mp3"),
+            speed=speed_of(body.get("speed")),
+            language=language_hint(model, optional_str(body, "language", 50)),
+            instruct=optional_str(
+                body, "instructions" if "instructions" in body else "instruct", MAX_INSTRUCT_CHARS
+            ),
+            resolved=await inline_voice(request, body),
+            text_format=body.get("text_format"),
+        )
     check_task_type(body, job.voice)
     return await respond(request, job, stream=flag(body, "stream", True), sse=stream_format == "sse")
 

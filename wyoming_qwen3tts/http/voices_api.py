@@ -37,6 +37,7 @@ from ..voices.library import (
     VoiceProfile,
     normalize_name,
 )
+from ..voices.reference import upload_slot
 from ..voices.styles import add_style, set_speed
 from ..voices.validation import check_speed
 from .context import context, read_json
@@ -45,6 +46,7 @@ from .openai_api import flag
 
 _LOGGER = logging.getLogger(__name__)
 
+MAX_UPLOAD_BODY = MAX_BYTES + (1 << 20)  # a multipart upload: the clip and the text fields
 FIELD_LIMIT = max(MAX_TRANSCRIPT_CHARS, MAX_INSTRUCT_CHARS) * 4 + 1024  # bytes of one text field (UTF-8)
 AUDIO_FIELDS = ("audio", "file")
 TEXT_FIELDS = (
@@ -185,15 +187,23 @@ async def voice_audio(request: web.Request) -> web.StreamResponse:
 
 async def add_voice(request: web.Request) -> web.Response:
     """POST /v1/voices: a clone voice (with a clip) or a design voice (with an instruct text)."""
+    if request.content_type.startswith("multipart/"):  # a clip: admitted before its body is read
+        if request.content_length is not None and request.content_length > MAX_UPLOAD_BODY:
+            raise ApiError("request-too-large", f"the body exceeds {MAX_UPLOAD_BODY} bytes")
+        with upload_slot():  # server-busy at once without a free slot; held until the clip is stored
+            fields, audio = await _read_multipart(request)
+            return await _add_voice(request, fields, audio)
     if request.content_type == "application/json":
-        fields: dict[str, Any] = await read_json(request)
-        audio: Optional[bytes] = None
-    elif request.content_type.startswith("multipart/"):
-        fields, audio = await _read_multipart(request)
+        fields = await read_json(request)
+        audio = None
     elif request.content_type == "application/x-www-form-urlencoded":
         fields, audio = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}, None
     else:
         raise ApiError("bad-request", "send multipart/form-data (a clip), or a form or JSON (a design voice)")
+    return await _add_voice(request, fields, audio)
+
+
+async def _add_voice(request: web.Request, fields: dict[str, Any], audio: Optional[bytes]) -> web.Response:
     for key, value in fields.items():
         numeric = key == "speed" and isinstance(value, (int, float))
         if key in TEXT_FIELDS and value is not None and not isinstance(value, (str, bool)) and not numeric:

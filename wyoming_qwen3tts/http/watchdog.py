@@ -10,8 +10,8 @@ forever. A watchdog task looks at every connection a few times per timeout and a
   ``write_timeout`` seconds.
 
 Aborting the transport cancels the request handler (``handler_cancellation``), which frees the engine
-streams and the admission slot; ``/readyz`` shows it. A peer with more than ``max_per_peer`` open
-connections gets 503 ``server-busy`` and ``Connection: close``.
+streams and the admission slot; ``/readyz`` shows it. The per-client and total connection caps are counted
+from accept by gate.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import error_response
+from ..service.logsafe import safe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,10 +62,9 @@ class _Conn:
 
 
 class ConnectionWatchdog:
-    def __init__(self, idle_timeout: float, write_timeout: float, max_per_peer: int) -> None:
+    def __init__(self, idle_timeout: float, write_timeout: float) -> None:
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
-        self.max_per_peer = max_per_peer
         self.server: Optional[web.Server] = None
         self.active: dict[Any, web.BaseRequest] = {}  # transport -> its request in progress
         self.conns: dict[Any, _Conn] = {}  # transport -> what the watchdog knows of it
@@ -103,7 +102,9 @@ class ConnectionWatchdog:
             reason = self._verdict(transport, conn, now)
             if reason:
                 peer = transport.get_extra_info("peername")
-                _LOGGER.warning("HTTP: closing the connection of %s: %s", peer[0] if peer else "?", reason)
+                _LOGGER.warning(
+                    "HTTP: closing the connection of %s: %s", safe(peer[0] if peer else "?"), reason
+                )
                 transport.abort()
         self.conns = seen
 
@@ -130,24 +131,9 @@ class ConnectionWatchdog:
         conn.buffered = buffered
         return None
 
-    def peer_connections(self, peer: Optional[str]) -> int:
-        if self.server is None or peer is None:
-            return 0
-        count = 0
-        for proto in self.server.connections:
-            info = proto.transport.get_extra_info("peername") if proto.transport is not None else None
-            if info and info[0] == peer:
-                count += 1
-        return count
-
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         transport = request.transport
-        if self.peer_connections(request.remote) > self.max_per_peer:
-            _LOGGER.warning("HTTP: %s has more than %d connections open", request.remote, self.max_per_peer)
-            response = error_response("server-busy", f"too many connections from {request.remote}")
-            response.force_close()
-            return response
         self.active[transport] = request
         try:
             return await handler(request)

@@ -28,14 +28,17 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from ..service.connections import LINGER_BYTES, LINGER_SECONDS
 from ..service.errors import ServiceError
+from ..service.logsafe import safe
+from ..service.public import redact_paths
 from ..service.segmenter import StreamSegmenter
 from ..service.speech import Utterance, decide_language, segments_of
 from ..service.ssml import SsmlStream, ssml_segments
 from ..service.state import ServerState, admitted, check_length, check_unicode
 from ..service.voice import Voice
 from . import requests
-from .reader import FramingError, Limits, read_event, write_event
+from .reader import FramingError, IdleConnection, Limits, read_event, write_event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -139,9 +142,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         await write_event(event, self.writer, self.limits.write_timeout)
 
     async def send_error(self, code: str, text: str) -> None:
-        _LOGGER.info("error %s: %s", code, text)
+        _LOGGER.info("error %s: %s", code, safe(text))
         try:
-            await self.write_event(Error(text=text, code=code).event())
+            await self.write_event(Error(text=redact_paths(text), code=code).event())
         except (ConnectionError, RuntimeError):
             pass
 
@@ -150,14 +153,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         """wyoming's loop with our bounded reader, a per-peer connection limit, an idle timeout while a
         stream is open, and a yield between pipelined events (one client cannot starve the others)."""
         peer = _peer_of(self.writer)
-        if not self.limits.admit_peer(peer):
-            _LOGGER.warning(
-                "Wyoming: refusing a connection from %s (%d open)", peer, self.limits.max_per_peer
-            )
-            await self.send_error("server-busy", f"too many connections from {peer}")
-            self.state.handlers.discard(self)
-            self.closed = True
-            self.writer.close()
+        refusal = self.limits.connections.admit(peer)
+        if refusal is not None:
+            await self._refuse(peer, refusal)
             return
         self._is_running = True
         try:
@@ -165,8 +163,18 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
                 open_stream = self.stream_segmenter is not None
                 try:
                     event = await read_event(
-                        self.reader, self.limits, self.limits.idle_timeout if open_stream else None
+                        self.reader,
+                        self.limits,
+                        self.limits.idle_timeout if open_stream else None,
+                        busy=lambda: self.job is not None and not self.job.task.done(),
                     )
+                except IdleConnection:
+                    _LOGGER.info(
+                        "Wyoming: closing the connection of %s: idle for %g s",
+                        peer,
+                        self.limits.connection_idle_timeout,
+                    )
+                    break
                 except FramingError as exc:
                     _LOGGER.warning("Wyoming: bad event from %s: %s", peer, exc)
                     await self.send_error("bad-request", str(exc))
@@ -181,9 +189,29 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
                     break
                 await asyncio.sleep(0)
         finally:
-            self.limits.release_peer(peer)
+            self.limits.connections.release(peer)
             await self.disconnect()
             self.writer.close()
+
+    async def _refuse(self, peer: str, reason: str) -> None:
+        """Over a connection cap: ``server-busy``, then half-close and read and discard what the client still
+        sends (bounded in bytes and time) before closing, so that it reads the error instead of a reset."""
+        _LOGGER.warning("Wyoming: refusing a connection from %s: %s", peer, reason)
+        self.state.handlers.discard(self)
+        counter = self.limits.connections
+        if counter.may_linger():
+            counter.lingering += 1
+            try:
+                await self.send_error("server-busy", reason)
+                with contextlib.suppress(OSError, RuntimeError):
+                    if self.writer.can_write_eof():
+                        self.writer.write_eof()
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(_discard(self.reader, LINGER_BYTES), LINGER_SECONDS)
+            finally:
+                counter.lingering -= 1
+        self.closed = True
+        self.writer.close()
 
     async def _timed_out(self) -> None:
         if self.job is not None:
@@ -198,7 +226,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
             await self._dispatch(event)
         except ServiceError as exc:
             if exc.code == "bad-request":
-                _LOGGER.warning("Wyoming: bad %s: %s", event.type, exc.text)
+                _LOGGER.warning("Wyoming: bad %s: %s", safe(event.type, 40), safe(exc.text))
             await self.send_error(exc.code, exc.text)
             # A failed non-streaming synthesize closes the connection (see the module doc).
             return not (Synthesize.is_type(event.type) and self.stream_segmenter is None)
@@ -333,6 +361,14 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
                 except (ConnectionError, RuntimeError):
                     pass
         await self.stop()
+
+
+async def _discard(reader: asyncio.StreamReader, budget: int) -> None:
+    while budget > 0:
+        data = await reader.read(min(budget, 1 << 14))
+        if not data:
+            return
+        budget -= len(data)
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> str:

@@ -14,9 +14,11 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from wyoming.event import Event, async_write_event
+
+from ..service.connections import ConnectionCounter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -24,29 +26,20 @@ _LOGGER = logging.getLogger(__name__)
 @dataclass
 class Limits:
     """Per-connection limits of the Wyoming port (settings: idle_timeout, write_timeout,
-    max_connections_per_peer; the sizes are fixed: clients only send text)."""
+    connection_idle_timeout, max_connections_per_peer, max_connections; the sizes are fixed: clients only
+    send text). ``connections`` counts the open connections from accept (service/connections.py)."""
 
     idle_timeout: float = 60.0  # an open stream or a half-sent event may stall this long
     write_timeout: float = 60.0  # a client may stop reading this long
-    max_per_peer: int = 16
+    connection_idle_timeout: float = 300.0  # a connection without a stream or request may idle this long
     max_header: int = 64 * 1024  # one JSON header line
     max_data: int = 1 << 20  # the data block (the text of a synthesize is at most a few hundred KB)
     max_payload: int = 1 << 20  # binary payload: a TTS client sends none
-    peers: dict[str, int] = field(default_factory=dict)  # open connections per peer address
+    connections: ConnectionCounter = field(default_factory=ConnectionCounter)
 
-    def admit_peer(self, peer: str) -> bool:
-        """Counts a new connection of ``peer``; False (not counted) when it has too many open."""
-        if self.peers.get(peer, 0) >= self.max_per_peer:
-            return False
-        self.peers[peer] = self.peers.get(peer, 0) + 1
-        return True
 
-    def release_peer(self, peer: str) -> None:
-        left = self.peers.get(peer, 0) - 1
-        if left > 0:
-            self.peers[peer] = left
-        else:
-            self.peers.pop(peer, None)
+class IdleConnection(Exception):
+    """No event for ``connection_idle_timeout`` seconds on a connection with nothing in progress."""
 
 
 class FramingError(ValueError):
@@ -65,12 +58,22 @@ def _length(header: dict[str, Any], key: str, limit: int) -> int:
 
 
 async def read_event(
-    reader: asyncio.StreamReader, limits: Limits, deadline: Optional[float]
+    reader: asyncio.StreamReader,
+    limits: Limits,
+    deadline: Optional[float],
+    busy: Callable[[], bool] = lambda: False,
 ) -> Optional[Event]:
     """The next event, None at EOF. ``deadline`` (seconds) bounds waiting for the whole event; None waits
-    for the first byte without limit (then the rest must arrive within ``limits.idle_timeout``)."""
+    for the first byte up to ``limits.connection_idle_timeout`` at a time, as long as ``busy()`` (a request
+    in progress), else raises IdleConnection; then the rest must arrive within ``limits.idle_timeout``."""
     if deadline is None:
-        first = await reader.read(1)  # an idle connection may wait; a started event may not stall
+        while True:  # a connection may idle generously; a started event may not stall
+            try:
+                first = await asyncio.wait_for(reader.read(1), limits.connection_idle_timeout)
+                break
+            except asyncio.TimeoutError:  # a cancelled read(1) loses no data
+                if not busy():
+                    raise IdleConnection() from None
         if not first:
             return None
         return await asyncio.wait_for(_read_rest(reader, first, limits), limits.idle_timeout)

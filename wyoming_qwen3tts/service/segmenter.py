@@ -61,6 +61,7 @@ _LAST_HAN_KANA = re.compile(rf".*{HAN_KANA_RE.pattern}", re.DOTALL)
 _WORDS = re.compile(r"[^\W_]+")
 _SPACE = re.compile(r"\s")
 
+FENCE_MAX = 256  # an unfinished line longer than this is text, not a fence line still arriving
 _WAIT = -1  # decision: the boundary cannot be decided until more text arrives
 _NO = -2  # decision: not a boundary
 
@@ -102,6 +103,7 @@ class StreamSegmenter:
         self._clause_from = 0  # first-clause scan position ...
         self._clause_units = 0.0  # ... and the words before it
         self._stuck_at = 0  # over-long: no cut in the window and no whitespace before this index
+        self._newline_from = 0  # no newline in the buffer before this index (fence lines wait for theirs)
 
     def feed(self, fragment: str) -> list[str]:
         if not fragment:
@@ -147,9 +149,14 @@ class StreamSegmenter:
 
     def _fence_step(self, final: bool) -> str:
         """At a line start: drop fence lines and fenced content ("dropped"), "wait" for more, or "text"."""
-        newline = self._buf.find("\n")
-        line = self._buf if newline < 0 else self._buf[:newline]
+        # Searches resume where the previous feed stopped, and an unfinished line longer than FENCE_MAX is
+        # never a fence: a long line fed in small fragments is not rescanned on every feed (linear).
+        newline = self._buf.find("\n", self._newline_from)
+        self._newline_from = len(self._buf) if newline < 0 else newline
         complete = newline >= 0 or final
+        if not complete and not self._in_fence and len(self._buf) > FENCE_MAX:
+            return "text"
+        line = self._buf if newline < 0 else self._buf[:newline]
         if self._in_fence:
             if not complete:
                 return "wait"  # only whole lines are judged: this one may be the closing fence

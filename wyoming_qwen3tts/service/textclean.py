@@ -45,7 +45,7 @@ FENCE_LINE = re.compile(r"^[ \t]*(?:`{3,}[^`]*|~{3,}.*)$")
 _RULE_LINE = re.compile(r"^\s*(?:(?:[-*_=]\s*){3,}|\|?(?:\s*:?-{2,}:?\s*\|)+\s*:?-*:?\s*\|?)\s*$")
 _QUOTE = re.compile(r"^\s*(?:>\s?)+")
 _HEADING = re.compile(r"^\s*#{1,6}(?:\s+|$)")
-_HEADING_TAIL = re.compile(r"\s+#+\s*$")
+_HEADING_TAIL = re.compile(r"(?<!\s)\s+#+\s*$")
 _LIST = re.compile(r"^\s*(?:[-*+•‣◦]|\d{1,3}[.)])\s+(?:\[[ xX]\]\s+)?")
 
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>])")
@@ -55,9 +55,9 @@ _HTML_TAG = re.compile(
     r"(?:\s[^<>]*)?/?>",
     re.IGNORECASE,
 )
-_IMAGE = re.compile(r"!\[[^\]]*\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)")
-_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)")
-_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+_IMAGE = re.compile(r"!\[[^\[\]]*\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)")
+_LINK = re.compile(r"\[([^\[\]]+)\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)")
+_REF_LINK = re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]")
 _LINK_TAIL = re.compile(r"\]\((?:[^()\s]|\([^()\s]*\))*\)")  # "](url)" whose "[" went to an earlier segment
 _AUTOLINK = re.compile(r"<((?:https?|ftp)://[^>\s]+|www\.[^>\s]+)>", re.IGNORECASE)
 # URLs end at whitespace, brackets, quotes or any CJK character / full-width punctuation (text glued to them).
@@ -71,14 +71,14 @@ _URL = re.compile(
 )
 _CITATION = re.compile(r"\[\d+(?:,\s*\d+)*\]")
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1")
-_STRONG_STAR = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
-_STRONG_UNDER = re.compile(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)")
-_EM_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
-_EM_UNDER = re.compile(r"(?<!\w)_(?=[^\s_])(.+?)(?<=[^\s_])_(?!\w)")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_STRONG_STAR = re.compile(r"\*\*(?=\S)((?:[^*]|\*(?!\*))+?)(?<=\S)\*\*")
+_STRONG_UNDER = re.compile(r"(?<!\w)__(?=\S)((?:[^_]|_(?!_))+?)(?<=\S)__(?!\w)")
+_EM_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*]+?)(?<=[^\s*])\*(?![\w*])")
+_EM_UNDER = re.compile(r"(?<!\w)_(?=[^\s_])([^_]+?)(?<=[^\s_])_(?!\w)")
+_STRIKE = re.compile(r"~~(?=\S)((?:[^~]|~(?!~))+?)(?<=\S)~~")
 _INTRA_WORD = re.compile(r"(?<=[^\W_])[*_]+(?=[^\W_])")
 _LEFTOVER = re.compile(r"[*_`~\\\[\]{}]+|#(?!\d)")
-_ARROW = re.compile(r"\s*(?:-{1,2}>|<-{1,2}|=>)\s*")
+_ARROW = re.compile(r"(?<!\s)\s*(?:-{1,2}>|<-{1,2}|=>)\s*")
 _EMOJI = re.compile(
     "["
     "\U0001f000-\U0001faff"  # mahjong, cards, enclosed supplements, flags, pictographs, emoticons, ...
@@ -94,6 +94,7 @@ _EMOJI = re.compile(
     "]+"
 )
 _SPACE = re.compile(r"\s+")
+_PIPE = re.compile(r"(?<!\s)\s*\|\s*")
 _EMPTY_PARENS = re.compile(r"\(\s*\)|（\s*）")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:…])(?=[\s\"'”’)\]]|$)")
 _SPACE_BEFORE_CJK_PUNCT = re.compile(r"\s+([。，、！？；：」』）】》])")
@@ -114,7 +115,7 @@ def _table_row(text: str) -> str:
         text = text[1:]
     if text.endswith("|"):
         text = text[:-1]
-    return re.sub(r"\s*\|\s*", ", ", text)
+    return _PIPE.sub(", ", text)
 
 
 def clean_line(text: str, at_line_start: bool = True) -> str:

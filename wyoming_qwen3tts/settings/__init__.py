@@ -88,6 +88,8 @@ class Settings:
     idle_timeout: int = 60  # seconds a connection may sit idle (open stream, headers, body) before it is cut
     write_timeout: int = 60  # seconds a client may stop reading its audio before it is cut
     max_connections_per_peer: int = 16  # open connections per client address, each port
+    max_connections: int = 200  # open connections in all, each port (counted from accept)
+    connection_idle_timeout: int = 300  # seconds a Wyoming connection without a stream or request may idle
     http_host_names: Optional[list[str]] = None  # extra Host names the HTTP API answers (DNS rebinding)
     max_voices: int = 500  # voice library: profiles at most
     max_library_mb: int = 2048  # voice library: disk use at most
@@ -286,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections-per-peer",
         metavar="N",
         help=f"open connections per client address on each port (default: {d.max_connections_per_peer})",
+    )
+    p.add_argument(
+        "--max-connections",
+        metavar="N",
+        help=f"open connections in all on each port (default: {d.max_connections})",
+    )
+    p.add_argument(
+        "--connection-idle-timeout",
+        metavar="S",
+        help="seconds a Wyoming connection with no stream or request in progress may idle before it is "
+        f"closed (default: {d.connection_idle_timeout})",
     )
     p.add_argument(
         "--http-host-names",

@@ -249,6 +249,8 @@ _CHECKS: dict[str, Callable[[Any, bool], Any]] = {
     "idle_timeout": _check_positive_int,
     "write_timeout": _check_positive_int,
     "max_connections_per_peer": _check_positive_int,
+    "max_connections": _check_positive_int,
+    "connection_idle_timeout": _check_positive_int,
     "http_host_names": _check_host_names,
     "max_voices": _check_positive_int,
     "max_library_mb": _check_positive_int,

@@ -14,12 +14,19 @@ Every voice goes through :meth:`VoiceLibrary.add_clone`: the uploads' checks and
 or a different voice of that name exists) or failed (a broken profile, with the reason); one broken profile
 never stops the others. Re-running imports nothing new: a voice whose clip, transcript and mode equal the
 source's is "already imported".
+
+The directory is not trusted: nothing is read through a link that leads out of it (a transcript linked to
+``/etc/passwd`` would otherwise be imported and served by ``GET /v1/voices``), only regular files are read
+(``meta.json`` linked to ``/dev/zero`` would read forever), and only up to a size: ``meta.json``
+``MAX_META_BYTES``, a transcript ``MAX_TEXT_BYTES``, a clip ``MAX_BYTES``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +37,16 @@ import soundfile as sf
 
 from ..engine.audio import AudioError, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
-from .library import FLAT_AUDIO_EXTS, MAX_BYTES, MAX_SECONDS, SAMPLE_RATE, VoiceLibrary, normalize_language
+from .library import (
+    FLAT_AUDIO_EXTS,
+    MAX_BYTES,
+    MAX_DISPLAY_NAME_CHARS,
+    MAX_SECONDS,
+    MAX_TRANSCRIPT_CHARS,
+    SAMPLE_RATE,
+    VoiceLibrary,
+    normalize_language,
+)
 from .library import normalize_name as check_name
 
 
@@ -73,29 +89,73 @@ def voice_name(raw: str) -> str:
     return check_name(text or raw)  # invalid-name (e.g. nothing ASCII left) is reported by the caller
 
 
+MAX_META_BYTES = 64 * 1024
+MAX_TEXT_BYTES = MAX_TRANSCRIPT_CHARS * 4 + 1024  # UTF-8
+
+
+class Unsafe(OSError):
+    """A file the import does not read: a link out of the directory, not a regular file, too large."""
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links resolved, lies within ``root`` (resolved)."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(root)))
+    except (OSError, ValueError):
+        return False
+
+
+def checked_file(path: Path, root: Path, limit: int) -> Path:
+    """``path`` when it is a regular file inside ``root`` of at most ``limit`` bytes; Unsafe otherwise
+    (FileNotFoundError when it does not exist)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(str(path.name))
+    if not inside(path, root):
+        raise Unsafe(f"{path.name} links out of the directory")
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise Unsafe(f"{path.name} is not a regular file")
+    if info.st_size > limit:
+        raise Unsafe(f"{path.name} is larger than {limit} bytes")
+    return path
+
+
+def read_text(path: Path, root: Path, limit: int) -> str:
+    with open(checked_file(path, root, limit), "rb") as fh:
+        data = fh.read(limit + 1)  # the file may have grown since the check
+    if len(data) > limit:
+        raise Unsafe(f"{path.name} is larger than {limit} bytes")
+    return data.decode("utf-8")
+
+
 def find_sources(directory: Path) -> list[Source]:
     """Every profile and flat clip under ``directory``, sorted by path."""
     if not directory.is_dir():
         raise VoiceLibraryError("invalid-argument", f"{directory} is not a directory")
-    profiles = directory / "profiles" if (directory / "profiles").is_dir() else directory
+    profiles = directory / "profiles"
+    if not (profiles.is_dir() and inside(profiles, directory)):
+        profiles = directory
     sources = []
     for entry in sorted(profiles.iterdir()):
         if entry.is_dir() and not entry.name.startswith("."):
-            sources.append(_profile(entry))
+            sources.append(_profile(entry, directory))
     for entry in sorted(directory.iterdir()):
         if entry.is_file() and entry.suffix.lower() in FLAT_AUDIO_EXTS and not entry.name.startswith("."):
-            sources.append(_flat(entry))
+            sources.append(_flat(entry, directory))
     return sources
 
 
-def _profile(directory: Path) -> Source:
+def _profile(directory: Path, root: Path) -> Source:
     source = Source(path=directory, raw_name=directory.name)
+    if not inside(directory, root):
+        source.error = "the profile folder links out of the directory"
+        return source
     try:
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads(read_text(directory / "meta.json", root, MAX_META_BYTES))
     except FileNotFoundError:
         source.error = "not a voice profile (no meta.json)"
         return source
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         source.error = f"meta.json is unreadable: {err}"
         return source
     if not isinstance(meta, dict):
@@ -111,8 +171,13 @@ def _profile(directory: Path) -> Source:
         source.error = f"ref_audio_filename {filename!r} points outside the profile folder"
         return source
     source.audio = directory / filename
-    if not source.audio.is_file():
+    try:
+        checked_file(source.audio, root, MAX_BYTES)
+    except FileNotFoundError:
         source.error = f"the reference file {filename} is missing"
+        return source
+    except OSError as err:
+        source.error = f"the reference file is not read: {err}"
         return source
     text = meta.get("ref_text")
     source.transcript = text.strip() if isinstance(text, str) and text.strip() else None
@@ -124,14 +189,19 @@ def _profile(directory: Path) -> Source:
     return source
 
 
-def _flat(audio: Path) -> Source:
+def _flat(audio: Path, root: Path) -> Source:
     source = Source(path=audio, raw_name=audio.stem, audio=audio)
+    try:
+        checked_file(audio, root, MAX_BYTES)
+    except OSError as err:
+        source.error = f"the clip is not read: {err}"
+        return source
     for txt in (audio.with_suffix(".txt"), audio.with_suffix(".TXT")):
-        if txt.is_file():
+        if os.path.lexists(txt):
             try:
-                source.transcript = txt.read_text(encoding="utf-8").strip() or None
+                source.transcript = read_text(txt, root, MAX_TEXT_BYTES).strip() or None
             except (OSError, UnicodeDecodeError) as err:
-                source.error = f"{txt.name} is unreadable: {err}"
+                source.error = f"{txt.name} is not read: {err}"
             break
     source.mode = "icl" if source.transcript else "xvector"
     return source
@@ -165,7 +235,11 @@ def import_voices(library: VoiceLibrary, directory: Path, overwrite: bool = Fals
     """Imports every voice found in ``directory``; one outcome per source, in order."""
     outcomes = []
     for source in find_sources(directory):
-        outcomes.append(_import_one(library, directory, source, overwrite))
+        try:
+            outcomes.append(_import_one(library, directory, source, overwrite))
+        except Exception as err:  # noqa: BLE001 - one broken profile never stops the others
+            shown = str(source.path.relative_to(directory))
+            outcomes.append(Outcome(shown, None, "failed", f"{type(err).__name__}: {err}"[:300]))
     return outcomes
 
 
@@ -196,7 +270,7 @@ def _import_one(library: VoiceLibrary, directory: Path, source: Source, overwrit
             source.transcript,
             language,
             source.mode,
-            display_name=source.raw_name,
+            display_name=source.raw_name[:MAX_DISPLAY_NAME_CHARS],
             overwrite=overwrite,
         )
     except (VoiceLibraryError, AudioError) as err:

@@ -48,6 +48,7 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_INSTRUCT_CHARS = 2000
 MAX_TRANSCRIPT_CHARS = 5000
+MAX_DISPLAY_NAME_CHARS = 100  # advertised in every describe: bounded, so is the describe
 
 META_FILE = "meta.json"
 AUDIO_FILE = "reference.wav"
@@ -118,6 +119,16 @@ def clean_instruct(instruct: Optional[str], missing: str) -> str:
     if len(text) > MAX_INSTRUCT_CHARS:
         raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
     return text
+
+
+def clean_display_name(value: Optional[str], fallback: str) -> str:
+    """A display name on one line (control characters become spaces); invalid-argument over the limit."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in (value or "")).split())
+    if len(text) > MAX_DISPLAY_NAME_CHARS:
+        raise VoiceLibraryError(
+            "invalid-argument", f"display name longer than {MAX_DISPLAY_NAME_CHARS} chars"
+        )
+    return text or fallback
 
 
 def sha256_file(path: Path) -> str:
@@ -239,7 +250,7 @@ class VoiceLibrary:
         common: dict[str, Any] = dict(
             name=name,
             kind=kind,
-            display_name=str(meta.get("display_name") or name),
+            display_name=str(meta.get("display_name") or name)[:MAX_DISPLAY_NAME_CHARS],  # hand-edited
             language=from_bcp47(language) if isinstance(language, str) else None,
             created=meta.get("created"),
             updated=meta.get("updated"),
@@ -315,6 +326,7 @@ class VoiceLibrary:
         records the description a frozen design voice was made from."""
         key = normalize_name(name)
         lang = normalize_language(language)
+        display = clean_display_name(display_name, name.strip())
         if mode not in MODES:
             raise VoiceLibraryError(
                 "invalid-argument", f"mode must be one of {', '.join(MODES)}, got {mode!r}"
@@ -349,7 +361,7 @@ class VoiceLibrary:
                 meta["instruct"] = instruct
             return meta
 
-        profile = self._create(key, display_name or name.strip(), lang, fill, overwrite)
+        profile = self._create(key, display, lang, fill, overwrite)
         return dataclasses.replace(profile, warnings=tuple(warnings))
 
     def add_design(
@@ -367,7 +379,7 @@ class VoiceLibrary:
         text = clean_instruct(instruct, "a design voice needs an instruct text")
         return self._create(
             key,
-            display_name or name.strip(),
+            clean_display_name(display_name, name.strip()),
             lang,
             lambda tmp: dict(kind="design", instruct=text),
             overwrite,
@@ -387,6 +399,7 @@ class VoiceLibrary:
         _LOGGER.info("Removed voice %r", key)
 
     def _create(self, key: str, display: str, language: Optional[str], fill, overwrite: bool) -> VoiceProfile:
+        display = clean_display_name(display, key)  # every writer (styles, freeze) too
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / key
         with self._lock:

@@ -5,12 +5,19 @@ Bounds: the upload size (``MAX_BYTES``), the sample rate and the decoded size (e
 ``MAX_SAMPLE_RATE`` Hz and ``MAX_DECODED_SAMPLES`` frames x channels, decoded in blocks and downmixed as it
 goes), 1-60 s, not silent (validation.py), and at most ``UPLOAD_SLOTS`` clips decoded at once: a further
 upload gets ``server-busy`` at once instead of piling up decoded audio in memory.
+
+The HTTP routes take the slot (:func:`upload_slot`) before they read a body that may hold a clip, and keep it
+until the clip is decoded; the slot is re-entrant within one request (``asyncio.to_thread`` carries the
+request's context, and with it the held slot, into the worker thread), so the decoding does not take a
+second one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Optional
+from contextvars import ContextVar
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -20,8 +27,27 @@ from .validation import MAX_BYTES, MAX_SECONDS, SAMPLE_RATE, check_audio
 
 UPLOAD_SLOTS = 2
 _slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
+_held: ContextVar[bool] = ContextVar("qwen3tts_upload_slot", default=False)
 
 _CODES = {"audio_too_long": "audio-too-long", "audio_too_large": "audio-too-large"}
+
+
+@contextlib.contextmanager
+def upload_slot() -> Iterator[None]:
+    """One of the ``UPLOAD_SLOTS`` for the duration of the block, taken at once or ``server-busy``."""
+    if _held.get():
+        yield
+        return
+    if not _slots.acquire(blocking=False):
+        raise VoiceLibraryError(
+            "server-busy", f"{UPLOAD_SLOTS} reference clips are being processed; try again"
+        )
+    token = _held.set(True)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        _slots.release()
 
 
 def decode_reference_audio(
@@ -30,11 +56,7 @@ def decode_reference_audio(
     """Validates and decodes a reference clip (file path, bytes, base64 or ``(array, sr)``): returns the
     24 kHz mono float32 waveform and the soft warnings (validation.check_audio). Raises VoiceLibraryError:
     audio-unreadable, audio-too-large, audio-too-long, audio-too-short, audio-silent, server-busy."""
-    if not _slots.acquire(blocking=False):
-        raise VoiceLibraryError(
-            "server-busy", f"{UPLOAD_SLOTS} reference clips are being processed; try again"
-        )
-    try:
+    with upload_slot():
         try:
             wave, sr = load_audio(source, max_seconds=MAX_SECONDS, max_bytes=MAX_BYTES)
         except AudioError as err:
@@ -44,5 +66,3 @@ def decode_reference_audio(
         warnings = check_audio(wave, sr, transcript, label)
         wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave
         return wave, warnings
-    finally:
-        _slots.release()
