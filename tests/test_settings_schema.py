@@ -40,6 +40,7 @@ def test_every_declaration_is_complete_and_its_default_passes_its_check():
             assert spec.flag == (SWITCH if spec.default is False else spec.flag), spec.name
             assert spec.default is False or spec.flag in (NEGATE, BOTH), spec.name
         assert spec.check(spec.default, False) == spec.default, f"{spec.name}: the default fails its check"
+        assert not (spec.debug and spec.addon), f"{spec.name}: a testing-only setting is no add-on option"
     assert repr(Settings(http_api_key="s3cret")).count("s3cret") == 0, "secrets stay out of logs"
 
 
