@@ -79,7 +79,11 @@ def with_table(text: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wyoming_qwen3tts.settings.docs", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m wyoming_qwen3tts.settings.docs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--write", action="store_true", help="rewrite the table in README.md")
     parser.add_argument("--readme", type=Path, default=README, help="the README to rewrite")
     args = parser.parse_args(argv)
