@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -371,8 +372,20 @@ def test_addon_install_serves_a_tiny_checkpoint_through_the_run_script(
                 assert proc.poll() is None, f"server exited with {proc.returncode}: {log_path.read_text()}"
                 assert time.monotonic() < deadline, f"not healthy after 180 s: {log_path.read_text()}"
                 time.sleep(0.5)
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=10) as response:
-                assert response.status == 200
+            # Healthy (describe answers) comes before ready: the weights load after the ports open (issue 28),
+            # so /readyz is 503 until then; wait for it within the same bound.
+            while True:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{http_port}/readyz", timeout=10
+                    ) as response:
+                        assert response.status == 200
+                        break
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 503, exc
+                assert proc.poll() is None, f"server exited with {proc.returncode}: {log_path.read_text()}"
+                assert time.monotonic() < deadline, f"not ready after 180 s: {log_path.read_text()}"
+                time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log_path.read_text()
         finally:

@@ -16,6 +16,7 @@ import yaml
 
 from tests.fixtures.server_process import ROOT, free_port, loaded
 from wyoming_qwen3tts.settings import Settings
+from wyoming_qwen3tts.settings.docs import readme_table, table
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -101,6 +102,20 @@ def test_configuration_table_matches_flags_config_keys_and_addon_options():
         named_options |= set(re.findall(r"`([a-z_0-9]+)`", addon_cell)) & set(addon_schema)
     # Every add-on option but the pass-through one appears in the table.
     assert set(addon_schema) - {"extra_args"} <= named_options
+
+
+def test_configuration_table_is_the_generated_one():
+    """The table is generated from the settings' declarations: `python -m wyoming_qwen3tts.settings.docs
+    --write` rewrites it after a change."""
+    written = readme_table(_section("Configuration"))
+    assert written is not None, "README's configuration table lost its markers"
+    assert (
+        written == table()
+    ), "README's settings table is stale: python -m wyoming_qwen3tts.settings.docs --write"
+    generated = subprocess.run(
+        [sys.executable, "-m", "wyoming_qwen3tts.settings.docs"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert generated.returncode == 0 and generated.stdout == written, generated.stderr
 
 
 def _extra(name: str) -> set[str]:

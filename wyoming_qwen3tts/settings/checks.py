@@ -1,4 +1,6 @@
-"""Value checks of every setting: (value, from_text) -> the normalised value, or ValueError with a reason."""
+"""Value checks of the settings: (value, from_text) -> the normalised value, or ValueError with a reason.
+
+Which check a setting uses is part of its declaration (settings/options_*.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from urllib.parse import urlsplit
 
 from ..core.languages import parse_language
 from .constants import _DTYPES, _QUANTIZE, AUTO, DEFAULT_OPENAI_VOICES
-from .delivery import DELIVERY_CHECKS
 
 # ---------------------------------------------------------------------------------------------------------
 # Value checks. Each takes (value, from_text) and returns the normalised value or raises ValueError with a
@@ -209,55 +210,3 @@ def _optional(check: Callable[[Any, bool], Any]) -> Callable[[Any, bool], Any]:
         return None if value is None else check(value, from_text)
 
     return wrapped
-
-
-_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
-    "uri": _check_uri,
-    "zeroconf": _check_zeroconf,
-    "model": _check_str,
-    "clone_model": _check_model_choice,
-    "design_model": _check_model_choice,
-    "data_dir": _check_path,
-    "voices_dir": _optional(_check_path),
-    "cache_dir": _optional(_check_str),
-    "device": _check_device,
-    "dtype": _check_dtype,
-    "quantize": _check_quantize,
-    "voice": _optional(_check_str),
-    "language": _check_language,
-    "samples_per_chunk": _check_positive_int,
-    "max_concurrent": _check_positive_int,
-    "slots": _check_positive_int,
-    "max_text_chars": _check_positive_int,
-    "local_files_only": _check_bool,
-    "streaming": _check_bool,
-    "debug": _check_bool,
-    "log_format": _check_log_format,
-    "threads": _optional(_check_positive_int),
-    "max_loaded_models": _check_positive_int,
-    "preload": _check_bool,
-    "http": _check_bool,
-    "http_host": _check_host,
-    "http_port": _check_port,
-    "http_api_key": _optional(_check_str),
-    "http_allow": _check_allow,
-    "http_trusted": _check_allow,
-    "openai_voices": _check_voice_map,
-    **DELIVERY_CHECKS,
-    "normalize": _check_bool,
-    "strict_voices": _check_bool,
-    "idle_timeout": _check_positive_int,
-    "write_timeout": _check_positive_int,
-    "max_connections_per_peer": _check_positive_int,
-    "max_connections": _check_positive_int,
-    "connection_idle_timeout": _check_positive_int,
-    "http_host_names": _check_host_names,
-    "max_voices": _check_positive_int,
-    "max_library_mb": _check_positive_int,
-}
-
-# Flag spelling of each field (for error messages); --no-streaming is the one inverted flag.
-_FLAGS = {name: "--" + name.replace("_", "-") for name in _CHECKS}
-_FLAGS["streaming"] = "--no-streaming"
-_FLAGS["http"] = "--no-http"
-_FLAGS["normalize"] = "--no-normalize"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0  # the server's --speed (speech stays natural in this range)
 MAX_SILENCE_S = 5.0
@@ -86,15 +86,3 @@ def _check_slowdown(value: Any, from_text: bool) -> Optional[str]:
     from ..core.slowdown import Slowdown  # no torch
 
     return str(Slowdown.parse(str(value)))
-
-
-# normalize and strict_voices are plain flags: checks._check_bool.
-DELIVERY_CHECKS: dict[str, Callable[[Any, bool], Any]] = {
-    "speed": _check_speed,
-    "sentence_silence": _check_silence,
-    "seed": _check_seed,
-    "unload_after": _check_unload_after,
-    "prebuffer": _check_prebuffer,
-    "max_silence": _check_max_silence,
-    "debug_slowdown": _check_slowdown,
-}
