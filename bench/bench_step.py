@@ -64,13 +64,13 @@ def main() -> None:
     for name in SYNCS:
         setattr(torch.Tensor, name, counted(name))
 
-    def step():
-        rows = len(runner.active)
+    def step(batch):
+        rows = len(batch.seqs)
         counting["n"] = 0
         counting["on"] = threading.current_thread()
         start = time.perf_counter()
         try:
-            return real()
+            return real(batch)
         finally:
             elapsed = time.perf_counter() - start
             counting["on"] = None
