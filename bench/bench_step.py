@@ -43,7 +43,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     engine = Engine.load(
-        args.model, device="cpu", dtype=args.dtype, slots=args.rows, guard=RunawayGuard(enabled=False)
+        args.model,
+        device="cpu",
+        dtype=args.dtype,
+        slots=args.rows,
+        guard=RunawayGuard(enabled=False),
+        quantize="none",
     )
     runner = engine.runner
     real = runner.decode_step
