@@ -48,9 +48,7 @@ def load_engine(
     return _on_fresh_thread(lambda: _load(cls, model, options))
 
 
-def _load(
-    cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str | Path, o: LoadOptions
-) -> E:
+def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str | Path, o: LoadOptions) -> E:
     started = time.monotonic()
     dev = resolve_device(o.device)
     plan = compute_plan(dev, o.dtype, o.quantize, trace=o.trace)

@@ -122,17 +122,25 @@ def plan(
     """The compute plan for `device` (resolved), honouring explicit choices where the hardware runs them.
     `trace`: True = trace the talker and code predictor steps, False = none, None = the code predictor on
     CPU only (jit.tracing_default)."""
-    traced = {
-        "trace_talker": bool(trace),
-        "trace_predictor": tracing_default(device) if trace is None else bool(trace),
-    }
+    trace_talker = bool(trace)
+    trace_predictor = tracing_default(device) if trace is None else bool(trace)
     wanted_dtype = parse_dtype_name(dtype)
     mode = check_quantize(quantize)
     if device.type != "cpu":
         if mode in ("int8", "int4"):
             raise ValueError(f"quantize={mode} runs on CPU only; use dtype bfloat16 on a GPU")
         dt = wanted_dtype or torch.bfloat16
-        return ComputePlan(device, dt, "none", None, dt, None, rule="GPU: no quantization", **traced)
+        return ComputePlan(
+            device,
+            dt,
+            "none",
+            None,
+            dt,
+            None,
+            rule="GPU: no quantization",
+            trace_talker=trace_talker,
+            trace_predictor=trace_predictor,
+        )
 
     cpu = cpu or cpu_info()
     notes: list[str] = []
@@ -179,7 +187,19 @@ def plan(
             "this CPU has no native bfloat16: the codec decoder and the encoders run in float32 "
             "(emulated bf16 convolutions are ~50x slower); --dtype auto would pick float32 throughout"
         )
-    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes), rule, int4, **traced)
+    return ComputePlan(
+        device,
+        wanted_dtype,
+        mode,
+        kernel,
+        codec,
+        cpu,
+        tuple(notes),
+        rule,
+        int4,
+        trace_talker=trace_talker,
+        trace_predictor=trace_predictor,
+    )
 
 
 def _int4_kernel(cpu: CpuInfo) -> Optional[str]:
