@@ -155,6 +155,7 @@ class Scheduler:
 
     # -- one step: schedule -> run -> postprocess ---------------------------------------------------------
     def step(self) -> None:
+        """One frame for every running sequence (the worker thread only)."""
         self._admit()
         batch = self._schedule()
         if batch is None:
