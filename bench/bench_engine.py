@@ -32,7 +32,9 @@ def bench_ours(model: str, dtype: str, frames: int, threads: int, policy: tuple[
 
     torch.set_num_threads(threads)
     t0 = time.monotonic()
-    engine = Engine.load(model, device="cpu", dtype=dtype, slots=1, guard=RunawayGuard(enabled=False))
+    engine = Engine.load(
+        model, device="cpu", dtype=dtype, slots=1, guard=RunawayGuard(enabled=False), quantize="none"
+    )
     load = time.monotonic() - t0
     request = SpeechRequest(
         TEXT,

@@ -43,7 +43,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     engine = Engine.load(
-        args.model, device="cpu", dtype=args.dtype, slots=args.rows, guard=RunawayGuard(enabled=False)
+        args.model,
+        device="cpu",
+        dtype=args.dtype,
+        slots=args.rows,
+        guard=RunawayGuard(enabled=False),
+        quantize="none",
     )
     runner = engine.runner
     real = runner.decode_step
@@ -64,13 +69,13 @@ def main() -> None:
     for name in SYNCS:
         setattr(torch.Tensor, name, counted(name))
 
-    def step():
-        rows = len(runner.active)
+    def step(batch):
+        rows = len(batch.seqs)
         counting["n"] = 0
         counting["on"] = threading.current_thread()
         start = time.perf_counter()
         try:
-            return real()
+            return real(batch)
         finally:
             elapsed = time.perf_counter() - start
             counting["on"] = None

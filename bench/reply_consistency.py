@@ -145,7 +145,7 @@ def main() -> int:
     from wyoming_qwen3tts.engine import Engine
 
     started = time.monotonic()
-    engine = Engine.load(args.model, device=args.device, dtype=args.dtype, slots=1)
+    engine = Engine.load(args.model, device=args.device, dtype=args.dtype, slots=1, quantize="none")
     try:
         results = run(engine, args.speaker, args.language, args.replies, args.seed)
     finally:

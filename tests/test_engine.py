@@ -13,11 +13,14 @@ import torch
 from wyoming_qwen3tts.engine import (
     ChunkPolicy,
     Engine,
+    LoadOptions,
     RunawayGuard,
     SamplingParams,
     SpeechRequest,
 )
+from wyoming_qwen3tts.engine.sequence import SequenceStatus
 from wyoming_qwen3tts.engine.stream import Cancelled
+from wyoming_qwen3tts.settings import Settings
 
 TEXT = "Hello world, this is a small test."
 
@@ -278,11 +281,11 @@ def test_step_failure_fails_the_requests_and_the_engine_goes_on(cv_engine, monke
     real = cv_engine.runner.decode_step
     calls = {"n": 0}
 
-    def flaky():
+    def flaky(batch):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated device failure")
-        return real()
+        return real(batch)
 
     monkeypatch.setattr(cv_engine.runner, "decode_step", flaky)
     streams = [
@@ -291,5 +294,33 @@ def test_step_failure_fails_the_requests_and_the_engine_goes_on(cv_engine, monke
     for stream in streams:
         with pytest.raises(RuntimeError, match="simulated"):
             stream.result(60)
-    assert all(row is None for row in cv_engine.runner.rows)  # slots released
+    assert not cv_engine.scheduler.running  # slots released
     assert len(cv_engine.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=4))).codes) == 3
+
+
+def test_load_options_default_to_the_servers_settings():
+    """A library caller and the server get the same engine unless they ask otherwise (issue 26)."""
+    server, library = Settings(), LoadOptions()
+    assert (library.slots, library.quantize, library.device, library.dtype) == (
+        server.slots,
+        server.quantize,
+        server.device,
+        server.dtype,
+    )
+
+
+def test_a_sequence_has_one_status_from_submit_to_finish(cv_engine, monkeypatch):
+    """RUNNING in every step it takes part in, FINISHED once its stream has ended."""
+    steps: list[list] = []
+    real = cv_engine.runner.decode_step
+
+    def step(batch):
+        steps.append([(s, s.status) for s in batch.seqs])
+        return real(batch)
+
+    monkeypatch.setattr(cv_engine.runner, "decode_step", step)
+    cv_engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=5)), keep=True).result(60)
+    assert len(steps) == 4 and all(status is SequenceStatus.RUNNING for row in steps for _, status in row)
+    (seq,) = {s for row in steps for s, _ in row}
+    assert seq.status is SequenceStatus.FINISHED and len(seq.codes) == 4
+    assert not cv_engine.scheduler.running and cv_engine.scheduler.busy == 0

@@ -69,12 +69,12 @@ def test_a_batched_step_synchronises_once_and_builds_no_tensor_from_lists(engine
     real = runner.decode_step
     per_step: list[tuple[int, dict[str, int]]] = []
 
-    def step():
-        rows = len(runner.active)
+    def step(batch):
+        rows = len(batch.seqs)
         counter.calls = {}
         counter.active = threading.current_thread()
         try:
-            return real()
+            return real(batch)
         finally:
             counter.active = None
             per_step.append((rows, dict(counter.calls)))

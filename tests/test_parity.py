@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import checkpoint_matches_manifest
+from tests.fixtures.recorder import recording
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, VoicePrompt
 
 TEXT = "Hello world, this is a small test."
@@ -76,7 +77,6 @@ def _requests(case: str, g: dict) -> list[SpeechRequest]:
                 voice=voice,
                 sampling=sampling,
                 non_streaming_text=kw["non_streaming_mode"],
-                record=True,
             )
         )
     return out
@@ -100,11 +100,13 @@ CASES = [
 def test_matches_reference(engines, golden, case, kind):
     g = golden(case)
     engine = engines[kind]
-    streams = [engine.submit(r, keep=True) for r in _requests(case, g)]  # batch2: both rows decode together
-    results = [s.result(120) for s in streams]
+    requests = _requests(case, g)
+    with recording(engine) as recorder:
+        streams = [engine.submit(r, keep=True) for r in requests]  # batch2: both rows decode together
+        results = [s.result(120) for s in streams]
     prefill = g["prefill_inputs_embeds"]
     for i, res in enumerate(results):
-        rec = res.record
+        rec = recorder.of(requests[i])
         # Prefill embeddings (the reference left-pads batch rows with zeros).
         ours = rec["prefill"].numpy()
         assert ours.shape[0] == int(g["prefill_attention_mask"][i].sum())

@@ -7,6 +7,7 @@ documented ones of engine/quant.py; timings live in bench/, never here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.fixtures.recorder import recording
 from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest
 from wyoming_qwen3tts.engine.layers import Rotary, as_projection, fast_rms_norm, rms_norm
@@ -48,7 +50,7 @@ def _load(path, dtype="bfloat16", quantize="none") -> Engine:
         else:
             os.environ["WYOMING_QWEN3TTS_PACKED_BF16"] = old
     quantize_talker(engine.talker, "int4")
-    engine.quantize = "int4"
+    engine.plan = dataclasses.replace(engine.plan, quantize="int4")
     return engine
 
 
@@ -242,21 +244,20 @@ def test_traced_steps_equal_eager_steps(tiny_custom_voice, dtype):
         engine = Engine.load(tiny_custom_voice, device="cpu", dtype=dtype, slots=2, trace=trace)
         try:
             reqs = [
-                SpeechRequest(
-                    t, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=9), record=True
-                )
+                SpeechRequest(t, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=9))
                 for t in (TEXT, "See you.")
             ]
-            streams = [engine.submit(r, keep=True) for r in reqs]  # two rows at different positions
-            results.append([s.result(120) for s in streams])
+            with recording(engine) as recorder:
+                streams = [engine.submit(r, keep=True) for r in reqs]  # two rows at different positions
+                results.append([(s.result(120), recorder.of(r)) for s, r in zip(streams, reqs)])
             assert engine.runner.talker_step.enabled is trace
         finally:
             engine.close()
-    for eager, traced in zip(*results):
+    for (eager, eager_rec), (traced, traced_rec) in zip(*results):
         assert np.array_equal(eager.codes, traced.codes)
         assert np.array_equal(eager.audio, traced.audio)
         for key in ("talker_logits", "cp_logits"):
-            assert all(torch.equal(a, b) for a, b in zip(eager.record[key], traced.record[key]))
+            assert all(torch.equal(a, b) for a, b in zip(eager_rec[key], traced_rec[key]))
 
 
 @pytest.mark.skipif(

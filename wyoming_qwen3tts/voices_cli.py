@@ -75,6 +75,7 @@ def _load_engine(args: argparse.Namespace, settings: Any, model: str, role: str)
         device=args.device or settings.device,
         dtype=args.dtype or settings.dtype,
         slots=1,
+        quantize="none",  # unquantized, as before (LoadOptions defaults to the server's auto now)
         cache_dir=args.cache_dir or settings.cache_dir,
         local_files_only=args.local_files_only or settings.local_files_only,
     )

@@ -20,8 +20,7 @@ from .policy import QUANT_CHOICES as QUANT_MODES
 from .policy import ComputePlan
 from .policy import plan as compute_plan
 from .prompt import VoicePrompt
-from .request import ChunkPolicy, SpeechRequest
-from .runner import RunawayGuard
+from .request import ChunkPolicy, RunawayGuard, SpeechRequest
 from .sampling import SamplingParams
 from .stream import AudioChunk, Cancelled, EngineClosed, SpeechResult, SpeechStream
 

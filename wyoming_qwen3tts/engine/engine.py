@@ -11,62 +11,49 @@ import torch
 from ..core.audio import SAMPLE_RATE
 from .audio import load_audio, resample
 from .checkpoint import load_into, load_state_dict
-from .codec.decoder import SpeechDecoder
-from .config import ModelConfig
-from .loading import load_engine
+from .loading import LoadedModel, load_engine
 from .options import LoadOptions
 from .policy import ComputePlan
 from .prompt import PromptBuilder, VoicePrompt
-from .request import ChunkPolicy, SpeechRequest
-from .runner import ModelRunner, RunawayGuard
+from .request import SpeechRequest
+from .runner import ModelRunner
 from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .stream import SpeechResult, SpeechStream
-from .talker import Talker
-from .text import TextTokenizer
 from .threads import ThreadGovernor
 
 
 class Engine:
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        talker: Talker,
-        decoder: SpeechDecoder,
-        tokenizer: TextTokenizer,
-        state: Optional[dict] = None,
-        codec_state: Optional[dict] = None,
-        slots: int = 2,
-        max_len: int = 2048,
-        guard: RunawayGuard = RunawayGuard(),
-        chunk_policy: ChunkPolicy = ChunkPolicy(),
-        quantize: str = "none",
-        trace: bool = False,
-        trace_predictor: Optional[bool] = None,
-        plan: Optional[ComputePlan] = None,
-        adaptive_threads: bool = False,
-    ) -> None:
+    """Built from the loaded model, its one `ComputePlan` (dtype, weight format, tracing: policy.py) and the
+    `LoadOptions` that size it (slots, max_len, guard, chunk policy, adaptive threads); `Engine.load` makes
+    all three."""
+
+    def __init__(self, model: LoadedModel, plan: ComputePlan, options: LoadOptions = LoadOptions()) -> None:
+        cfg, talker = model.config, model.talker
         self.config = cfg
-        self.quantize = quantize  # weight format of the talker and code predictor (see quant.py)
-        self.plan = plan  # what load() chose for this hardware (policy.py); None when built by hand
-        self.codec_dtype = plan.codec_dtype if plan is not None else talker.dtype
+        self.plan = plan  # what load() chose for this hardware
         self.talker = talker
-        self.decoder = decoder
+        self.decoder = model.decoder
         self.device = talker.device
         self.dtype = talker.dtype
-        self.chunk_policy = chunk_policy
-        self._state = state  # Base-model encoders load lazily, from here or from a fresh map of the file
-        self._codec_state = codec_state
+        self.chunk_policy = options.chunk_policy
+        self._codec_state = model.codec_state  # Base: the speech encoder loads lazily from here
         self._speaker_encoder = None
         self._speech_encoder = None
-        self.builder = PromptBuilder(cfg, talker, tokenizer)
-        self.runner = ModelRunner(cfg, talker, slots, max_len, guard, trace=trace)
-        if trace_predictor is not None:
-            talker.code_predictor.trace = trace_predictor
-        cpu = self.device.type == "cpu"
-        governor = ThreadGovernor() if adaptive_threads and cpu else None
-        self.scheduler = Scheduler(self.runner, self.builder, decoder, governor)
+        self.builder = PromptBuilder(cfg, talker, model.tokenizer)
+        self.runner = ModelRunner(cfg, talker, plan, options.slots, options.max_len)
+        governor = ThreadGovernor() if options.adaptive_threads and self.device.type == "cpu" else None
+        self.scheduler = Scheduler(self.runner, self.builder, self.decoder, options.guard, governor)
+
+    @property
+    def quantize(self) -> str:
+        """Weight format of the talker and code predictor (none, int8, int4; see quant.py)."""
+        return self.plan.quantize
+
+    @property
+    def codec_dtype(self) -> torch.dtype:
+        return self.plan.codec_dtype
 
     # -- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -103,7 +90,6 @@ class Engine:
         params = request.sampling.resolve(self.config.generation)
         if request.max_frames is not None and request.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
-        keep = keep or request.record
         seq = Sequence(
             request=request,
             params=params,
@@ -163,10 +149,9 @@ class Engine:
             from .speaker import SpeakerEncoder
 
             enc = SpeakerEncoder.from_config(self.config.speaker_encoder)
-            state = self._state if self._state is not None else load_state_dict(self.config.model_dir)
             load_into(
                 enc,
-                state,
+                load_state_dict(self.config.model_dir),
                 "speaker_encoder.",
                 self.config.model_dir / "model.safetensors",
                 dtype=self.codec_dtype,

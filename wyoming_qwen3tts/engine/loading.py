@@ -6,15 +6,15 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
 from .checkpoint import load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
 from .config import ModelConfig
-from .jit import tracing_default
 from .memory import drop_file_pages, file_storages, release_file_pages, trim_heap
 from .options import LoadOptions, resolve_device
 from .policy import ComputePlan, log_plan
@@ -28,25 +28,35 @@ E = TypeVar("E")
 _LOGGER = logging.getLogger(__name__)
 
 
-def load_engine(cls: Callable[..., E], model: str | Path, options: LoadOptions) -> E:
+@dataclass
+class LoadedModel:
+    """The loaded parts of one checkpoint an engine is built from."""
+
+    config: ModelConfig
+    talker: Talker
+    decoder: SpeechDecoder
+    tokenizer: TextTokenizer
+    codec_state: Optional[dict] = None  # Base models: the speech encoder's weights, loaded on first use
+
+
+def load_engine(
+    cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str | Path, options: LoadOptions
+) -> E:
     """Loads a Qwen3-TTS 12 Hz checkpoint (local directory or Hugging Face id) into a new `cls` engine,
     on a thread of its own, which ends afterwards: loading runs multi-threaded CPU ops, and a caller thread
     that did so would keep an OpenMP pool for good, halving decode speed (see scheduler.py)."""
     return _on_fresh_thread(lambda: _load(cls, model, options))
 
 
-def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
-    device, dtype, slots, max_len = o.device, o.dtype, o.slots, o.max_len
-    cache_dir, local_files_only, revision = o.cache_dir, o.local_files_only, o.revision
-    guard, chunk_policy, quantize, trace = o.guard, o.chunk_policy, o.quantize, o.trace
+def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str | Path, o: LoadOptions) -> E:
     started = time.monotonic()
-    dev = resolve_device(device)
-    plan = compute_plan(dev, dtype, quantize)
-    dt, quantize = plan.dtype, plan.quantize
-    if slots < 1 or max_len < 16:
+    dev = resolve_device(o.device)
+    plan = compute_plan(dev, o.dtype, o.quantize, trace=o.trace)
+    dt = plan.dtype
+    if o.slots < 1 or o.max_len < 16:
         raise ValueError("slots must be >= 1 and max_len >= 16")
     model_dir = resolve_model_dir(
-        model, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision
+        model, cache_dir=o.cache_dir, local_files_only=o.local_files_only, revision=o.revision
     )
     cfg = ModelConfig.load(model_dir)
     _LOGGER.info("Loading %s (%s, %s)", model_dir.name, cfg.tts_model_type, cfg.tts_model_size)
@@ -62,7 +72,7 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
     # Fused, then quantized (or packed), layer by layer, dropping the file pages already rewritten.
     prepare_talker(
         talker,
-        quantize,
+        plan.quantize,
         file_storages(state.values()),
         int8_kernel=plan.int8_kernel,
         int4_kernel=plan.int4_kernel,
@@ -85,26 +95,11 @@ def _load(cls: Callable[..., E], model: str | Path, o: LoadOptions) -> E:
         t for k, t in codec_state.items() if k.startswith("decoder.") and t.dtype != plan.codec_dtype
     ]
     drop_file_pages(decoder_file, file_storages(decoder_file))
-    tokenizer = TextTokenizer(model_dir)
-    engine = cls(
-        cfg,
-        talker,
-        decoder,
-        tokenizer,
-        codec_state=codec_state if cfg.tts_model_type == "base" else None,
-        slots=slots,
-        max_len=max_len,
-        guard=guard,
-        chunk_policy=chunk_policy,
-        quantize=quantize,
-        trace=bool(trace),
-        trace_predictor=tracing_default(dev) if trace is None else trace,
-        plan=plan,
-        adaptive_threads=o.adaptive_threads,
-    )
+    codec = codec_state if cfg.tts_model_type == "base" else None
+    engine = cls(LoadedModel(cfg, talker, decoder, TextTokenizer(model_dir), codec), plan, o)
     trim_heap()
     _LOGGER.info(
-        "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, slots, max_len
+        "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, o.slots, o.max_len
     )
     return engine
 

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import torch
 
+from ..core.vocab import DEFAULT_QUANTIZE, DEFAULT_SLOTS
 from .policy import parse_dtype_name, plan
-from .request import ChunkPolicy
-from .runner import RunawayGuard
+from .request import ChunkPolicy, RunawayGuard
 
 
 def parse_dtype(name: str | torch.dtype, device: str | torch.device) -> torch.dtype:
@@ -34,23 +34,26 @@ def resolve_device(name: Optional[str]) -> torch.device:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Everything `Engine.load` takes besides the model. `dtype` and `quantize` ("auto": the fastest mode
-    that passes the quality gates on this hardware, the server's default; none (the default here:
-    unquantized, exact), int8 or int4 for the talker and code predictor, computed at load from the loaded
-    weights, CPU only) are resolved by engine/policy.py, which logs its choice once. `trace`: TorchScript-
-    traced decode steps (engine/jit.py): True = talker and code predictor, False = none, None = the code
-    predictor on CPU only (tracing the talker costs 10-20 s per new batch size, the predictor ~0.5 s)."""
+    """Everything `Engine.load` takes besides the model; the defaults are the server's (core/vocab.py).
+
+    `device`, `dtype`, `quantize` and `trace` become the engine's one `ComputePlan` (engine/policy.py, which
+    logs its choice once): `quantize` "auto" is the fastest mode that passes the quality gates on this
+    hardware (with `dtype` auto; an explicit dtype runs unquantized), "none" unquantized and exact, "int8" /
+    "int4" weights of the talker and code predictor (CPU only); `trace`: TorchScript-traced decode steps
+    (engine/jit.py): True = talker and code predictor, False = none, None = the code predictor on CPU only
+    (tracing the talker costs 10-20 s per new batch size, the predictor ~0.5 s). The rest sizes and steers
+    the engine itself (`Engine.__init__`)."""
 
     device: Optional[str] = "auto"
     dtype: str | torch.dtype = "auto"
-    slots: int = 2
+    slots: int = DEFAULT_SLOTS
     max_len: int = 2048
     cache_dir: Optional[str | Path] = None
     local_files_only: bool = False
     revision: Optional[str] = None
     guard: RunawayGuard = RunawayGuard()
     chunk_policy: ChunkPolicy = ChunkPolicy()
-    quantize: str = "none"
+    quantize: str = DEFAULT_QUANTIZE
     trace: Optional[bool] = None
     adaptive_threads: bool = False  # CPU: one thread while other processes hold the cores (threads.py)
 

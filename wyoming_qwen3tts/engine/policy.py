@@ -35,8 +35,10 @@ from typing import Optional
 
 import torch
 
+from ..core.vocab import QUANTIZE_MODES
 from . import nbits
 from .cpu import ARM64, ARM64_BF16, AVX2, CpuInfo, cpu_info
+from .jit import tracing_default
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-QUANT_CHOICES = ("auto", "none", "int8", "int4")
+QUANT_CHOICES = QUANTIZE_MODES
 
 # int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
 # "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).
@@ -60,7 +62,8 @@ ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
 
 @dataclass(frozen=True)
 class ComputePlan:
-    """What one engine runs: the talker's dtype and weight format, the codec's dtype, and why."""
+    """What one engine runs: the talker's dtype and weight format, the codec's dtype, which decode steps
+    are TorchScript-traced (engine/jit.py), and why. The engine is built from this one object."""
 
     device: torch.device
     dtype: torch.dtype  # talker and code predictor activations (and their unquantized weights)
@@ -71,6 +74,8 @@ class ComputePlan:
     warnings: tuple[str, ...] = ()
     rule: str = ""  # which rule chose the weight format (shown in the compute-plan log line)
     int4_kernel: Optional[str] = None  # "int4pack" or "onnxruntime" with quantize=int4
+    trace_talker: bool = False  # the talker's decode step (10-20 s of tracing per new batch size)
+    trace_predictor: bool = False  # the code predictor's steps (~0.5 s per batch size; default on CPU)
 
     def describe(self) -> str:
         weights = "no quantization" if self.quantize == "none" else f"{self.quantize} weights"
@@ -112,15 +117,30 @@ def plan(
     dtype: str | torch.dtype = "auto",
     quantize: Optional[str] = "auto",
     cpu: Optional[CpuInfo] = None,
+    trace: Optional[bool] = None,
 ) -> ComputePlan:
-    """The compute plan for `device` (resolved), honouring explicit choices where the hardware runs them."""
+    """The compute plan for `device` (resolved), honouring explicit choices where the hardware runs them.
+    `trace`: True = trace the talker and code predictor steps, False = none, None = the code predictor on
+    CPU only (jit.tracing_default)."""
+    trace_talker = bool(trace)
+    trace_predictor = tracing_default(device) if trace is None else bool(trace)
     wanted_dtype = parse_dtype_name(dtype)
     mode = check_quantize(quantize)
     if device.type != "cpu":
         if mode in ("int8", "int4"):
             raise ValueError(f"quantize={mode} runs on CPU only; use dtype bfloat16 on a GPU")
         dt = wanted_dtype or torch.bfloat16
-        return ComputePlan(device, dt, "none", None, dt, None, rule="GPU: no quantization")
+        return ComputePlan(
+            device,
+            dt,
+            "none",
+            None,
+            dt,
+            None,
+            rule="GPU: no quantization",
+            trace_talker=trace_talker,
+            trace_predictor=trace_predictor,
+        )
 
     cpu = cpu or cpu_info()
     notes: list[str] = []
@@ -167,7 +187,19 @@ def plan(
             "this CPU has no native bfloat16: the codec decoder and the encoders run in float32 "
             "(emulated bf16 convolutions are ~50x slower); --dtype auto would pick float32 throughout"
         )
-    return ComputePlan(device, wanted_dtype, mode, kernel, codec, cpu, tuple(notes), rule, int4)
+    return ComputePlan(
+        device,
+        wanted_dtype,
+        mode,
+        kernel,
+        codec,
+        cpu,
+        tuple(notes),
+        rule,
+        int4,
+        trace_talker=trace_talker,
+        trace_predictor=trace_predictor,
+    )
 
 
 def _int4_kernel(cpu: CpuInfo) -> Optional[str]:

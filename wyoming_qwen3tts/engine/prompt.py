@@ -15,7 +15,15 @@ import torch
 
 from .config import ModelConfig
 from .talker import Talker
-from .text import TextTokenizer
+from .text import (
+    FIRST_TEXT,
+    REFERENCE_TEXT,
+    REST_TEXT,
+    ROLE,
+    TARGET_TEMPLATE_TOKENS,
+    TARGET_TEXT,
+    TextTokenizer,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -144,7 +152,8 @@ class PromptBuilder:
         codec_rows.append(codec([ids_c.pad, ids_c.bos]))
         codec_emb = torch.cat(codec_rows, dim=1)
 
-        role = t.embed_text(ids[:, :3])
+        # Slices of the chat template by position, as the reference takes them (token layout: text.py).
+        role = t.embed_text(ids[:, ROLE])
         head = torch.cat((tts_pad.expand(-1, codec_emb.shape[1] - 2, -1), tts_bos), dim=1) + codec_emb[:, :-1]
         parts += [role, head]
 
@@ -154,23 +163,25 @@ class PromptBuilder:
             ref_codes = voice.ref_codes.to(device=device, dtype=torch.long)
             ref_ids = self.tok.reference_ids(voice.ref_text)[None].to(device)
             icl, trailing = self._icl(
-                ids[:, 3:-5], ref_ids[:, 3:-2], ref_codes, tts_pad, tts_eos, non_streaming
+                ids[:, TARGET_TEXT], ref_ids[:, REFERENCE_TEXT], ref_codes, tts_pad, tts_eos, non_streaming
             )
             parts.append(icl)
         elif non_streaming:
-            n = ids[:, 3:-5].shape[1]
-            text_rows = torch.cat((t.embed_text(ids[:, 3:-5]), tts_eos), dim=1) + codec([ids_c.pad] * (n + 1))
+            n = ids[:, TARGET_TEXT].shape[1]
+            text_rows = torch.cat((t.embed_text(ids[:, TARGET_TEXT]), tts_eos), dim=1) + codec(
+                [ids_c.pad] * (n + 1)
+            )
             parts += [text_rows, tts_pad + codec([ids_c.bos])]
             trailing = tts_pad
         else:
-            parts.append(t.embed_text(ids[:, 3:4]) + codec_emb[:, -1:])
-            trailing = torch.cat((t.embed_text(ids[:, 4:-5]), tts_eos), dim=1)
+            parts.append(t.embed_text(ids[:, FIRST_TEXT]) + codec_emb[:, -1:])
+            trailing = torch.cat((t.embed_text(ids[:, REST_TEXT]), tts_eos), dim=1)
 
         return Prompt(
             prefill=torch.cat(parts, dim=1)[0],
             trailing=trailing[0],
             tts_pad=tts_pad[0, 0],
-            text_tokens=int(ids.shape[1] - 8),
+            text_tokens=int(ids.shape[1] - TARGET_TEMPLATE_TOKENS),
             ref_codes=ref_codes,
         )
 

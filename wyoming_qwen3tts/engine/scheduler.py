@@ -1,8 +1,10 @@
 """The one worker thread that owns the device.
 
-Loop: admit waiting requests into free KV slots (prompt embedding + prefill), advance every active slot
-by one frame in a single batched step, turn finished frames into PCM with each request's exact streaming
-decoder, and hand chunks to the request's stream. Cancelled requests free their slot at the next step.
+`step()` = schedule -> run -> postprocess, as nano-vllm's: admit waiting sequences into free KV slots
+(prompt, frame bound, prefill) and plan one frame for every running one (`Batch`); the runner computes it;
+then this module reads the outcome: kept codes, EOS, the frame bound, PCM from each request's exact
+streaming decoder handed to its stream. Cancelled requests free their slot at the next step. A sequence's
+`status` (sequence.py) says where it is; only this thread changes it.
 Other device work (voice-prompt extraction) runs on the same thread between steps via `call()`.
 
 The thread ends after `IDLE_EXIT_S` without work and is started again by the next request. Why: every
@@ -21,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from ..core.slowdown import Slowdown
@@ -28,8 +31,9 @@ from .codec.decoder import SpeechDecoder
 from .memory import trim_heap
 from .prompt import PromptBuilder, VoicePrompt
 from .request import ChunkPolicy  # noqa: F401 (its home before request.py)
-from .runner import ModelRunner
-from .sequence import Sequence
+from .request import RunawayGuard
+from .runner import Batch, ModelRunner, StepOutput
+from .sequence import Sequence, SequenceStatus
 from .stream import EngineClosed, SpeechStream
 from .threads import ThreadGovernor
 
@@ -44,9 +48,11 @@ class Scheduler:
         runner: ModelRunner,
         builder: PromptBuilder,
         decoder: SpeechDecoder,
+        guard: RunawayGuard = RunawayGuard(),
         governor: Optional[ThreadGovernor] = None,
     ) -> None:
         self.runner = runner
+        self.guard = guard
         self.governor = governor  # fewer CPU threads while other processes hold the cores (threads.py)
         self.builder = builder
         self.decoder = decoder
@@ -54,7 +60,7 @@ class Scheduler:
         self._calls: "collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]]" = (
             collections.deque()
         )
-        self._seqs: list[Sequence] = []
+        self._running: list[Sequence] = []  # status RUNNING, each in its own slot
         self._cond = threading.Condition()
         self._closed = False
         self._ref_states: "collections.OrderedDict[int, tuple[Any, Any]]" = collections.OrderedDict()
@@ -99,14 +105,21 @@ class Scheduler:
 
     @property
     def busy(self) -> int:
-        return len(self._seqs) + len(self._waiting)
+        return len(self._running) + len(self._waiting)
+
+    @property
+    def running(self) -> list[Sequence]:
+        return list(self._running)
 
     # -- worker ----------------------------------------------------------------------------------------------
+    def _has_work(self) -> bool:
+        return bool(self._waiting or self._calls or self._running)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._closed or self._waiting or self._calls or self._seqs):
-                    if not self._cond.wait(IDLE_EXIT_S) and not (self._waiting or self._calls or self._seqs):
+                while not (self._closed or self._has_work()):
+                    if not self._cond.wait(IDLE_EXIT_S) and not self._has_work():
                         self._thread = None  # idle: end, freeing this thread's OpenMP pool (see above)
                         if self.governor is not None:
                             self.governor.reset()
@@ -125,28 +138,41 @@ class Scheduler:
             try:
                 if self.governor is not None:
                     self.governor.tick()
-                self._admit()
-                self._step()
+                self.step()
             except Exception as exc:  # a bug or device failure must not leave callers hanging
                 _LOGGER.exception("engine step failed")
-                for seq in list(self._seqs):
+                for seq in list(self._running):
                     self._end(seq, exc)
         self._shutdown()
 
     def _shutdown(self) -> None:
         error = EngineClosed("engine closed")
-        for seq in list(self._seqs) + list(self._waiting):
+        for seq in list(self._running) + list(self._waiting):
             self._end(seq, error)
         self._waiting.clear()
         for _, future in self._calls:
             future.cancel()
 
+    # -- one step: schedule -> run -> postprocess ---------------------------------------------------------
+    def step(self) -> None:
+        """One frame for every running sequence (the worker thread only)."""
+        self._admit()
+        batch = self._schedule()
+        if batch is None:
+            return
+        began = time.monotonic()
+        out = self.runner.decode_step(batch)
+        if self.slowdown is not None:
+            time.sleep(self.slowdown.delay(time.monotonic() - began))
+        self._postprocess(batch, out)
+
     def _admit(self) -> None:
+        """WAITING -> RUNNING while a slot is free: prompt, frame bound, decoder state, prefill."""
         while True:
             with self._cond:
                 if not self._waiting:
                     return
-                slot = self.runner.free_slot()
+                slot = self._free_slot()
                 if slot is None:
                     return
                 seq = self._waiting.popleft()
@@ -159,19 +185,77 @@ class Scheduler:
                     r.text, r.language, r.speaker, r.instruct, r.voice, r.non_streaming_text
                 )
                 seq.prompt = prompt
-                self.runner.bound(seq)
+                self._bound(seq)
                 seq.stream.max_frames = seq.max_frames
-                if r.record:
-                    seq.record = {"prefill": prompt.prefill.float().cpu()}
                 seq.decoder_state = self._start_decoder(r.voice, prompt.ref_codes)
-                self._seqs.append(seq)
-                self.runner.prefill(seq, slot)
+                seq.slot, seq.status, seq.position = slot, SequenceStatus.RUNNING, prompt.prefill.shape[0]
+                self._running.append(seq)
+                self.runner.prefill(seq)
                 seq.stream.prefilled_at = time.monotonic()
             except Exception as exc:
                 self._end(seq, exc)
-                continue
-            if seq.finished:  # EOS cannot come first (min 2 tokens), but stay safe
+
+    def _free_slot(self) -> Optional[int]:
+        taken = {s.slot for s in self._running}
+        return next((i for i in range(self.runner.slots) if i not in taken), None)
+
+    def _bound(self, seq: Sequence) -> None:
+        """The sequence's frame bound, the guard's expected length and its generator, from its prompt and
+        parameters."""
+        assert seq.prompt is not None
+        params, guard = seq.params, self.guard
+        length = seq.prompt.prefill.shape[0]
+        room = self.runner.max_len - length
+        if room < 2:
+            raise ValueError(
+                f"prompt of {length} tokens does not fit the KV cache of {self.runner.max_len} tokens"
+            )
+        assert params.max_new_tokens is not None
+        limit = guard.max_frames(seq.prompt.text_tokens, params.max_new_tokens)
+        if seq.request.max_frames is not None:
+            limit = min(limit, seq.request.max_frames)
+        seq.max_frames = max(1, min(limit, room - 1))
+        seq.expected_frames = guard.expected_frames(seq.prompt.text_tokens) if guard.enabled else 1 << 40
+        if params.do_sample or params.subtalker_do_sample:
+            generator = torch.Generator(device=self.runner.device)
+            if params.seed is not None:
+                generator.manual_seed(int(params.seed))
+            else:
+                generator.seed()
+            seq.generator = generator
+
+    def _schedule(self) -> Optional[Batch]:
+        """Cancelled sequences leave; every running one makes a frame, those below their bound go on."""
+        for seq in [s for s in self._running if s.cancelled]:
+            self._end(seq, cancelled=True)
+        if not self._running:
+            return None
+        seqs = list(self._running)
+        going_on = [s for s in seqs if s.frames + 1 < s.max_frames]
+        eos_bias = None
+        if self.guard.enabled and any(s.frames + 1 > s.expected_frames for s in seqs):
+            eos_bias = self.guard.eos_bias_per_frame
+        return Batch(seqs, going_on, eos_bias)
+
+    def _postprocess(self, batch: Batch, out: StepOutput) -> None:
+        """The step's outcome per sequence: kept codes, then the frame bound or EOS ends it; else its next
+        KV position, and PCM once enough frames wait."""
+        for seq in batch.seqs:
+            row = out.read[seq.slot]
+            seq.frames += 1
+            if seq.keep:
+                seq.codes.append(np.asarray(row[:16], dtype=np.int64))
+            seq.pending.append(out.frames[seq.slot])
+            if seq.frames >= seq.max_frames:  # the bound: its last frame (no talker step was taken)
+                seq.truncated = True
                 self._end(seq)
+            elif row[16] == self.runner.eos:
+                self._end(seq)
+            else:
+                seq.position += 1
+                need = seq.policy.first_frames if seq.emitted_frames == 0 else seq.policy.frames
+                if len(seq.pending) >= need:
+                    self._emit(seq)
 
     def _start_decoder(self, voice: Optional[VoicePrompt], ref_codes: Optional[torch.Tensor]) -> Any:
         """A fresh decoder state; for ICL, the state after decoding the reference codes (cached per voice,
@@ -195,23 +279,6 @@ class Scheduler:
     def decoder_device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
-    def _step(self) -> None:
-        for seq in [s for s in self._seqs if s.cancelled]:
-            self._end(seq, cancelled=True)
-        if not self._seqs:
-            return
-        began = time.monotonic()
-        made = self.runner.decode_step()
-        if self.slowdown is not None:
-            time.sleep(self.slowdown.delay(time.monotonic() - began))
-        for seq, frame in made:
-            seq.pending.append(frame)
-            need = seq.policy.first_frames if seq.emitted_frames == 0 else seq.policy.frames
-            if len(seq.pending) >= need and not seq.finished:
-                self._emit(seq)
-        for seq in [s for s in self._seqs if s.finished]:
-            self._end(seq)
-
     def _emit(self, seq: Sequence) -> None:
         if not seq.pending:
             return
@@ -222,13 +289,13 @@ class Scheduler:
         seq.stream.push(wave.float().cpu().numpy())
 
     def _end(self, seq: Sequence, error: Optional[BaseException] = None, cancelled: bool = False) -> None:
-        if seq.slot >= 0 or seq in self._seqs:
+        """-> FINISHED: the tail of its audio (unless it failed or was cancelled), its slot freed."""
+        if seq.running:
             if error is None and not cancelled:
                 try:
                     self._emit(seq)
                 except Exception as exc:  # decoder failure on the tail
                     error = exc
-            self.runner.release(seq)
-        if seq in self._seqs:
-            self._seqs.remove(seq)
+            self.runner.free(seq.slot)
+            self._running.remove(seq)
         seq.finish(error, cancelled=cancelled)

@@ -44,7 +44,6 @@ class SpeechResult:
     sample_rate: int = SAMPLE_RATE
     time_to_first_audio: Optional[float] = None
     elapsed: float = 0.0
-    record: Optional[dict] = None  # logits captured when the request asked for it
 
     @property
     def pcm(self) -> bytes:
@@ -74,7 +73,6 @@ class _Outcome:
     cancelled: bool = False
     truncated: bool = False
     codes: Optional[np.ndarray] = None  # only when the whole utterance was asked for
-    record: Optional[dict] = None
 
 
 class SpeechStream:
@@ -121,11 +119,10 @@ class SpeechStream:
         cancelled: bool = False,
         truncated: bool = False,
         codes: Optional[np.ndarray] = None,
-        record: Optional[dict] = None,
     ) -> None:
         if self._done.is_set():
             return
-        self.outcome = _Outcome(error, cancelled, truncated, codes, record)
+        self.outcome = _Outcome(error, cancelled, truncated, codes)
         self.finished_at = time.monotonic()
         self._done.set()
         self._put(_END)
@@ -198,5 +195,4 @@ class SpeechStream:
             truncated=out.truncated,
             time_to_first_audio=ttfa,
             elapsed=(self.finished_at or time.monotonic()) - self.started,
-            record=out.record,
         )

@@ -63,6 +63,27 @@ def reference_swaps_split(config: dict, vocab_size: int) -> bool:
     return True
 
 
+# Token layout of the chat templates below, which the reference slices by position (MODEL_NOTES 5.1):
+#
+#   target     <|im_start|> assistant \n  t_0 t_1 ... t_{N-1}  <|im_end|> \n <|im_start|> assistant \n
+#              '-------- ROLE --------'  '---- TARGET_TEXT ---'  '------------ TARGET_TAIL -----------'
+#                                         FIRST_TEXT  REST_TEXT
+#   reference  <|im_start|> assistant \n  r_0 ... r_{M-1}       <|im_end|> \n
+#              '-------- ROLE --------'  '- REFERENCE_TEXT -'    '- REFERENCE_TAIL -'
+#
+# "assistant" and "\n" are single tokens in the Qwen2 vocabulary; the text is tokenised inside the template
+# (BPE merges across the newline can differ from the bare text's).
+ROLE_TOKENS = 3  # <|im_start|> assistant \n
+TARGET_TAIL_TOKENS = 5  # <|im_end|> \n <|im_start|> assistant \n
+REFERENCE_TAIL_TOKENS = 2  # <|im_end|> \n
+TARGET_TEMPLATE_TOKENS = ROLE_TOKENS + TARGET_TAIL_TOKENS  # a target's length minus its N text tokens
+ROLE = slice(0, ROLE_TOKENS)
+TARGET_TEXT = slice(ROLE_TOKENS, -TARGET_TAIL_TOKENS)  # t_0 .. t_{N-1}
+FIRST_TEXT = slice(ROLE_TOKENS, ROLE_TOKENS + 1)  # t_0 (streaming text: fed with the prefill)
+REST_TEXT = slice(ROLE_TOKENS + 1, -TARGET_TAIL_TOKENS)  # t_1 .. t_{N-1} (streaming text: one per frame)
+REFERENCE_TEXT = slice(ROLE_TOKENS, -REFERENCE_TAIL_TOKENS)  # r_0 .. r_{M-1}
+
+
 def assistant_text(text: str) -> str:
     return f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -101,14 +122,14 @@ class TextTokenizer:
         return torch.tensor(ids, dtype=torch.long)
 
     def target_ids(self, text: str) -> torch.Tensor:
-        """Full assistant template; [:3] role prefix, [3:-5] the text tokens."""
+        """Full assistant template; [ROLE] role prefix, [TARGET_TEXT] the text tokens (layout above)."""
         ids = self.encode(assistant_text(text))
-        if ids.numel() < 9:
+        if ids.numel() <= TARGET_TEMPLATE_TOKENS:
             raise ValueError("text is empty after tokenisation")
         return ids
 
     def reference_ids(self, text: str) -> torch.Tensor:
-        """Full reference template; [3:-2] the reference text tokens."""
+        """Full reference template; [REFERENCE_TEXT] the reference text tokens (layout above)."""
         return self.encode(reference_text(text))
 
     def instruct_ids(self, instruct: str) -> torch.Tensor:
