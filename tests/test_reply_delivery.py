@@ -241,7 +241,9 @@ def test_a_seed_reproduces_the_audio_exactly(tiny_custom_voice, tmp_path):
     try:
         runs = {}
         for seed in (1234, None):
-            srv = _server(sampling, tiny_custom_voice, tmp_path, seed=seed)
+            # --prebuffer off: pacing cuts long sentences by the host's measured speed (issue 27), which a
+            # busy machine changes between two runs; the seed promise is about the same segments.
+            srv = _server(sampling, tiny_custom_voice, tmp_path, seed=seed, prebuffer="off")
             try:
                 runs[seed] = [b"".join(_pcm(_stream(srv.port, TEXT, "ryan@en"))) for _ in range(2)]
             finally:
