@@ -79,7 +79,9 @@ BENCHMARKS = (
 )
 
 
-@pytest.mark.parametrize("name", BENCHMARKS + ("reply_consistency", "cpu_worker", "kernels_4bit"))
+@pytest.mark.parametrize(
+    "name", BENCHMARKS + ("reply_consistency", "cpu_worker", "kernels_4bit", "int8_recovery")
+)
 def test_every_engine_benchmark_takes_isa(name):
     """Each benchmark that runs the engine builds its parser with add_isa_argument and applies it."""
     source = (ROOT / "bench" / f"{name}.py").read_text()
