@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from .core.vocab import ErrorCode
 from .service.roles import role_models
 from .voices.commands import add_profile_options, add_style_parsers, cmd_set, cmd_style
 from .voices.commands import describe as _describe
@@ -208,7 +209,7 @@ def _table(profiles: list[VoiceProfile]) -> str:
 def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
     check_speed(args.speed)  # before anything is written
     if not Path(args.audio).is_file():  # a clearer message than the decoder's
-        raise VoiceLibraryError("audio-unreadable", f"{args.audio}: no such file")
+        raise VoiceLibraryError(ErrorCode.AUDIO_UNREADABLE, f"{args.audio}: no such file")
     with _quiet("wyoming_qwen3tts.voices.library"):
         profile = library.add_clone(
             args.name,
@@ -250,7 +251,7 @@ def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> i
         raise CliError("no-model", "no VoiceDesign model: pass --model or set design_model in the settings")
     key = normalize_name(args.name)  # fail before the slow model load and synthesis, not after
     if not args.force and (library.root / key).exists():
-        raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists")
+        raise VoiceLibraryError(ErrorCode.VOICE_EXISTS, f"a voice named {key!r} already exists")
     print(f"Loading {model} ...", flush=True)
     engine = _load_engine(args, settings, model, "voice_design")
     try:

@@ -22,6 +22,7 @@ import logging
 from typing import Optional
 
 from ..core.languages import BCP47, from_bcp47
+from ..core.vocab import ErrorCode
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
 from .models import ModelPool
@@ -94,7 +95,7 @@ class VoiceCatalog:
         voice = self.lookup(wanted)
         if voice is None:
             available = ", ".join(v.name for v in self.voices()) or "none"
-            raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
+            raise ServiceError(ErrorCode.VOICE_NOT_FOUND, f"voice {name!r} not found; available: {available}")
         self.models.check_enabled(voice.role)
         return voice
 
@@ -105,7 +106,7 @@ class VoiceCatalog:
         try:
             return self.find(name)
         except ServiceError as exc:
-            if exc.code != "voice-not-found" or self.strict or not (name or "").strip():
+            if exc.code != ErrorCode.VOICE_NOT_FOUND or self.strict or not (name or "").strip():
                 raise
         voice = self._default()
         _LOGGER.warning(
@@ -137,9 +138,11 @@ class VoiceCatalog:
         try:
             profile = self.library.get(bare)
         except VoiceLibraryError as err:
-            if err.code not in ("voice-not-found", "invalid-name"):
+            if err.code not in (ErrorCode.VOICE_NOT_FOUND, ErrorCode.INVALID_NAME):
                 _LOGGER.warning("Voice %r is unusable: %s", wanted, err.message)
-                raise ServiceError("voice-unusable", f"voice {wanted!r} is unusable: {err.message}") from None
+                raise ServiceError(
+                    ErrorCode.VOICE_UNUSABLE, f"voice {wanted!r} is unusable: {err.message}"
+                ) from None
             return None
         if prefix and prefix != profile.kind:
             return None
@@ -153,5 +156,5 @@ class VoiceCatalog:
             _LOGGER.warning("Default voice %r is not available; using the first voice", self.default_voice)
         voices = self.voices()
         if not voices:
-            raise ServiceError("voice-not-found", "no voices are available")
+            raise ServiceError(ErrorCode.VOICE_NOT_FOUND, "no voices are available")
         return voices[0]

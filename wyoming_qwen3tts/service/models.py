@@ -24,6 +24,7 @@ import logging
 import time
 from typing import Any, AsyncIterator, Callable, Optional
 
+from ..core.vocab import ErrorCode
 from ..engine import Engine
 from .errors import ServiceError
 from .pacing import meter_for
@@ -44,14 +45,14 @@ class ModelNotLoaded(ServiceError):
     """A request needs a model that is off, failed to load, or (with --preload) is not loaded."""
 
     def __init__(self, text: str) -> None:
-        super().__init__("model-not-loaded", text)
+        super().__init__(ErrorCode.MODEL_NOT_LOADED, text)
 
 
 class ModelLoading(ServiceError):
     """A request arrived while the start-up load runs and it did not finish within ``load_wait``."""
 
     def __init__(self, text: str) -> None:
-        super().__init__("model-loading", text)
+        super().__init__(ErrorCode.MODEL_LOADING, text)
 
 
 Loader = Callable[[str], Engine]

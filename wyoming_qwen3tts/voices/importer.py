@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 import soundfile as sf
 
+from ..core.vocab import ErrorCode
 from ..engine.audio import AudioError, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
 from .library import (
@@ -131,7 +132,7 @@ def read_text(path: Path, root: Path, limit: int) -> str:
 def find_sources(directory: Path) -> list[Source]:
     """Every profile and flat clip under ``directory``, sorted by path."""
     if not directory.is_dir():
-        raise VoiceLibraryError("invalid-argument", f"{directory} is not a directory")
+        raise VoiceLibraryError(ErrorCode.INVALID_ARGUMENT, f"{directory} is not a directory")
     profiles = directory / "profiles"
     if not (profiles.is_dir() and inside(profiles, directory)):
         profiles = directory
@@ -216,7 +217,7 @@ def _same_voice(library: VoiceLibrary, name: str, source: Source) -> Optional[bo
     try:
         existing = library.get(name)
     except VoiceLibraryError as err:
-        if err.code == "voice-not-found":
+        if err.code == ErrorCode.VOICE_NOT_FOUND:
             return None
         return False
     transcript = " ".join(source.transcript.split()) if source.transcript else None

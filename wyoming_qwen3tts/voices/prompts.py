@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
+from ..core.vocab import ErrorCode
 from ..engine import VoicePrompt
 from ..engine.audio import load_audio, resample
 from .library import (
@@ -114,7 +115,9 @@ class PromptCache:
     # -- internals -----------------------------------------------------------------------------------------
     def _get(self, profile: VoiceProfile, engine: Any, model_id: str, force: bool) -> VoicePrompt:
         if profile.kind != "clone" or profile.audio_path is None:
-            raise VoiceLibraryError("invalid-argument", f"voice {profile.name!r} is not a clone voice")
+            raise VoiceLibraryError(
+                ErrorCode.INVALID_ARGUMENT, f"voice {profile.name!r} is not a clone voice"
+            )
         key = (profile.name, model_id)
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
