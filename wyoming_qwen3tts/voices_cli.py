@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .core.vocab import ErrorCode
+from .core.vocab import ErrorCode, ModelRole
 from .service.roles import role_models
 from .voices.commands import add_profile_options, add_style_parsers, cmd_set, cmd_style
 from .voices.commands import describe as _describe
@@ -246,14 +246,14 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
 def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
     from .voices.freeze import freeze_design
 
-    model = args.model or role_models(settings)["voice_design"]
+    model = args.model or role_models(settings)[ModelRole.VOICE_DESIGN]
     if not model:
         raise CliError("no-model", "no VoiceDesign model: pass --model or set design_model in the settings")
     key = normalize_name(args.name)  # fail before the slow model load and synthesis, not after
     if not args.force and (library.root / key).exists():
         raise VoiceLibraryError(ErrorCode.VOICE_EXISTS, f"a voice named {key!r} already exists")
     print(f"Loading {model} ...", flush=True)
-    engine = _load_engine(args, settings, model, "voice_design")
+    engine = _load_engine(args, settings, model, ModelRole.VOICE_DESIGN)
     try:
         print("Speaking the sample clip ...", flush=True)
         with _quiet("wyoming_qwen3tts.voices.library"):
@@ -333,7 +333,7 @@ def _progress(total: int):
 
 
 def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
-    model = args.model or role_models(settings)["base"]
+    model = args.model or role_models(settings)[ModelRole.BASE]
     if not model:
         raise CliError("no-model", "no Base model given: pass --model or set clone_model in the settings")
     if args.names:
@@ -350,7 +350,7 @@ def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any)
 
     from .voices.prompts import PromptCache
 
-    engine = _load_engine(args, settings, model, "base")
+    engine = _load_engine(args, settings, model, ModelRole.BASE)
     try:
         report, bar = _progress(len(clones))
         with _quiet("wyoming_qwen3tts.voices.prompts"):

@@ -23,13 +23,12 @@ import soundfile as sf
 from aiohttp import web
 
 from ..core.languages import BCP47
-from ..core.vocab import ErrorCode
+from ..core.vocab import MAX_INSTRUCT_CHARS, ErrorCode, ModelRole
 from ..service.models import ROLE_LABELS
 from ..service.public import model_label
 from ..service.voice import Voice
 from ..voices.errors import VoiceLibraryError
 from ..voices.importer import voice_name
-from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import context, optional_str, read_json, refuse_unknown_fields
 from .encode import Format, get_format
 from .errors import ApiError
@@ -173,9 +172,9 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
 def _speakers(request: web.Request) -> tuple[Optional[str], list[str], Optional[str]]:
     """(model, speakers, default speaker) for the ``model`` query (default: the CustomVoice model)."""
     state = context(request).state
-    role = model_role(request, request.query.get("model")) or "custom_voice"
+    role = model_role(request, request.query.get("model")) or ModelRole.CUSTOM_VOICE
     model = state.models.models.get(role)
-    names = [v.name for v in state.catalog.builtin] if model and role == "custom_voice" else []
+    names = [v.name for v in state.catalog.builtin] if model and role == ModelRole.CUSTOM_VOICE else []
     default: Optional[str] = state.catalog.default_voice
     if default not in names:
         default = names[0] if names else None

@@ -30,11 +30,11 @@ from typing import Any, Optional
 
 from aiohttp import web
 
-from ..core.vocab import ErrorCode
+from ..core.vocab import MAX_TRANSCRIPT_CHARS, ErrorCode, ModelRole
 from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.inline import InlineVoices
-from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
+from ..voices.library import MAX_BYTES
 from ..voices.reference import upload_slot
 from .context import context, json_object, refuse_unknown_fields
 from .errors import ApiError
@@ -183,7 +183,7 @@ async def inline_voice(request: web.Request, body: dict[str, Any]) -> Optional[V
         clone = await asyncio.to_thread(clone_request, body)  # base64: off the event loop
         assert clone is not None
         body["ref_audio"] = None  # the base64 text is not kept for the whole synthesis
-        state.models.check_enabled("base")  # model-not-loaded before any decoding work
+        state.models.check_enabled(ModelRole.BASE)  # model-not-loaded before any decoding work
         holder = request.app[INLINE]
         if holder.voices is None:
             holder.voices = InlineVoices.beside(state.catalog.library, state.prompts)
@@ -220,11 +220,11 @@ def check_task_type(body: dict[str, Any], voice: Voice) -> None:
 async def capabilities(request: web.Request) -> web.Response:
     """GET /v1/audio/voice-clone/capabilities"""
     models = context(request).state.models
-    supported = models.enabled("base")
+    supported = models.enabled(ModelRole.BASE)
     return web.json_response(
         {
             "supported": supported,
-            "model_type": "base" if supported else None,
+            "model_type": ModelRole.BASE.value if supported else None,
             "icl_mode_available": supported,
             "x_vector_mode_available": supported,
         }

@@ -28,18 +28,17 @@ from aiohttp import web
 from ..core.audio import SAMPLE_RATE
 from ..core.errors import CodedError
 from ..core.languages import BCP47, from_bcp47
-from ..core.vocab import ErrorCode
+from ..core.vocab import MAX_INSTRUCT_CHARS, MAX_STRETCH, MIN_STRETCH, ErrorCode
 from ..service.errors import ServiceError
 from ..service.speech import segments_of, speak
 from ..service.ssml import is_ssml, ssml_segments
 from ..service.state import check_length
 from ..service.voice import Voice
-from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import STARTED, context, optional_str
 from .encode import Encoder, Format, available_formats, get_format
 from .errors import ApiError
 from .inline_clone import check_fields, check_task_type, inline_voice, read_speech_json
-from .tempo import MAX_SPEED, MIN_SPEED, TimeStretch
+from .tempo import TimeStretch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,9 +99,13 @@ def language_hint(model: Optional[str], language: Optional[str]) -> Optional[str
 def speed_of(value: Any) -> float:
     if value is None:
         return 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_SPEED <= value <= MAX_SPEED:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not MIN_STRETCH <= value <= MAX_STRETCH
+    ):
         raise ApiError(
-            ErrorCode.INVALID_FIELD, f"speed must be a number from {MIN_SPEED} to {MAX_SPEED}", "speed"
+            ErrorCode.INVALID_FIELD, f"speed must be a number from {MIN_STRETCH} to {MAX_STRETCH}", "speed"
         )
     return float(value)
 

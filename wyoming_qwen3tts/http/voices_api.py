@@ -27,13 +27,11 @@ from typing import Any, Optional
 from aiohttp import BodyPartReader, web
 
 from ..core.languages import to_bcp47
-from ..core.vocab import ErrorCode
+from ..core.vocab import LIBRARY_KINDS, MAX_INSTRUCT_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode
 from ..service.voice import ROLES, Voice, language_codes
 from ..voices.commands import with_speed
 from ..voices.library import (
     MAX_BYTES,
-    MAX_INSTRUCT_CHARS,
-    MAX_TRANSCRIPT_CHARS,
     VoiceLibrary,
     VoiceProfile,
     normalize_name,
@@ -142,7 +140,7 @@ def builtin_json(request: web.Request, voice: Voice, names: Optional[Names] = No
 def _key(raw: str) -> str:
     """A library key from a path segment; ``clone:anna`` and ``design:anna`` name ``anna``."""
     prefix, sep, bare = raw.partition(":")
-    return normalize_name(bare if sep and prefix.lower() in ("clone", "design", "style") else raw)
+    return normalize_name(bare if sep and prefix.lower() in LIBRARY_KINDS else raw)
 
 
 # -- routes -------------------------------------------------------------------------------------------------

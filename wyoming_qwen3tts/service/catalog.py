@@ -22,7 +22,7 @@ import logging
 from typing import Optional
 
 from ..core.languages import BCP47, from_bcp47
-from ..core.vocab import ErrorCode
+from ..core.vocab import LIBRARY_KINDS, ErrorCode, ModelRole
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
 from .models import ModelPool
@@ -30,7 +30,7 @@ from .voice import Voice, bind
 
 _LOGGER = logging.getLogger(__name__)
 
-PREFIXES = ("clone", "design", "style")
+PREFIXES = LIBRARY_KINDS  # clone:NAME, design:NAME, style:NAME
 
 
 def library_voice(profile: VoiceProfile) -> Voice:
@@ -66,7 +66,7 @@ class VoiceCatalog:
 
     def voices(self) -> list[Voice]:
         """The plain voices (one per speaker / library voice) whose model is configured."""
-        voices = list(self.builtin) if self.models.enabled("custom_voice") else []
+        voices = list(self.builtin) if self.models.enabled(ModelRole.CUSTOM_VOICE) else []
         if self.library is not None:
             for profile in self.library.list():
                 voice = library_voice(profile)

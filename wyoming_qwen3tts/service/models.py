@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any, AsyncIterator, Callable, Optional
 
-from ..core.vocab import ErrorCode
+from ..core.vocab import ErrorCode, ModelRole
 from ..engine import Engine
 from .errors import ServiceError
 from .pacing import meter_for
@@ -33,8 +33,8 @@ _LOGGER = logging.getLogger(__name__)
 
 WARM_UP_FRAMES = 3  # Engine.warm_up: max_new_tokens=4
 
-ROLE_LABELS = {"custom_voice": "CustomVoice", "base": "Base", "voice_design": "VoiceDesign"}
-ROLE_SETTINGS = {"custom_voice": "--model", "base": "--clone-model", "voice_design": "--design-model"}
+ROLE_LABELS = {role.value: role.label for role in ModelRole}  # custom_voice -> CustomVoice (core.vocab)
+ROLE_SETTINGS = {role.value: role.setting for role in ModelRole}  # custom_voice -> --model
 RETRY_AFTER_S = 30.0
 # How long a request that arrives while the start-up load runs waits for it before `model-loading` (a warm
 # restart loads in 15-60 s on a 2-core CPU; Home Assistant's TTS read has no timeout of its own).

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..core.languages import BCP47
+from ..core.vocab import VoiceKind
 
 # The 9 built-in CustomVoice speakers: display name and a short character (from the model card).
 SPEAKER_CARDS = {
@@ -21,7 +22,7 @@ SPEAKER_CARDS = {
 }
 
 
-ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design", "style": "custom_voice"}
+ROLES = {kind.value: kind.role for kind in VoiceKind}  # voice kind -> the model role that speaks it
 # How a language-bound voice's display name says its language (Home Assistant shows the description).
 NATIVE_NAMES = {
     "english": "English",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from ..core.vocab import ErrorCode
+from ..core.vocab import ErrorCode, ModelRole
 from ..engine import SamplingParams, SpeechRequest
 from .library import MAX_SECONDS, MIN_SECONDS, VoiceLibrary, VoiceLibraryError, VoiceProfile
 
@@ -57,7 +57,7 @@ def freeze_design(
 ) -> VoiceProfile:
     """Synthesize ``text`` (default: a sample in the voice's language) with the VoiceDesign ``engine`` and
     store the clip as the ICL clone voice ``name``; the library validates the clip like any upload."""
-    if engine.model_type != "voice_design":
+    if engine.model_type != ModelRole.VOICE_DESIGN:
         raise VoiceLibraryError(
             ErrorCode.INVALID_ARGUMENT, f"freezing needs a VoiceDesign model; this one is {engine.model_type}"
         )

@@ -35,15 +35,13 @@ from typing import Any, Optional
 import numpy as np
 import soundfile as sf
 
-from ..core.vocab import ErrorCode
+from ..core.vocab import MAX_DISPLAY_NAME_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode
 from ..engine.audio import AudioError, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
 from .library import (
     FLAT_AUDIO_EXTS,
     MAX_BYTES,
-    MAX_DISPLAY_NAME_CHARS,
     MAX_SECONDS,
-    MAX_TRANSCRIPT_CHARS,
     SAMPLE_RATE,
     VoiceLibrary,
     normalize_language,

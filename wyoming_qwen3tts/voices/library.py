@@ -38,7 +38,13 @@ import soundfile as sf
 
 from ..core.files import atomic_write_bytes  # noqa: F401 (used here and by prompts.py)
 from ..core.languages import from_bcp47, parse_language
-from ..core.vocab import ErrorCode
+from ..core.vocab import (
+    LIBRARY_KINDS,
+    MAX_DISPLAY_NAME_CHARS,
+    MAX_INSTRUCT_CHARS,
+    MAX_TRANSCRIPT_CHARS,
+    ErrorCode,
+)
 from ..engine.audio import AudioSource, to_pcm16
 from . import store
 from .errors import VoiceLibraryError
@@ -46,10 +52,6 @@ from .reference import decode_reference_audio
 from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, read_speed  # noqa: F401 (API)
 
 _LOGGER = logging.getLogger(__name__)
-
-MAX_INSTRUCT_CHARS = 2000
-MAX_TRANSCRIPT_CHARS = 5000
-MAX_DISPLAY_NAME_CHARS = 100  # advertised in every describe: bounded, so is the describe
 
 META_FILE = "meta.json"
 AUDIO_FILE = "reference.wav"
@@ -62,7 +64,6 @@ RESERVED_NAMES = frozenset(
     + [f"lpt{i}" for i in range(10)]
 )
 
-KINDS = ("clone", "design", "style")  # style: a built-in speaker + instruct (voices/styles.py)
 MODES = ("icl", "xvector")
 
 
@@ -249,7 +250,7 @@ class VoiceLibrary:
         if not isinstance(meta, dict):
             raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{META_FILE} is not a JSON object")
         kind = meta.get("kind")
-        if kind not in KINDS:
+        if kind not in LIBRARY_KINDS:
             raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"unknown kind {kind!r}")
         if meta.get("name", name) != name:
             _LOGGER.debug("meta.json of %s names %r; the directory name wins", directory, meta.get("name"))

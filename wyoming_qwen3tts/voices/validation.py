@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.audio import SAMPLE_RATE  # noqa: F401 (API: the rate a reference clip is stored at)
 from ..core.scripts import CJK_RE
-from ..core.vocab import ErrorCode
+from ..core.vocab import MAX_SPEED, MIN_SPEED, ErrorCode  # a voice's speed: the user range
 from .errors import VoiceLibraryError
 
 MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
@@ -68,9 +68,6 @@ def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: st
                 f"({wps:.1f}/s); it probably does not match the clip, which makes ICL cloning unstable"
             )
     return warnings
-
-
-MIN_SPEED, MAX_SPEED = 0.5, 2.0  # a voice's speaking rate (the stretcher handles 0.25-4; speech: 0.5-2)
 
 
 def check_speed(value: object) -> Optional[float]:
