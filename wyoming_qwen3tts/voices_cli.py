@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .core.vocab import ErrorCode, ModelRole
+from .core.vocab import ErrorCode, ModelRole, VoiceKind
 from .service.roles import role_models
 from .voices.commands import add_profile_options, add_style_parsers, cmd_set, cmd_style
 from .voices.commands import describe as _describe
@@ -343,7 +343,7 @@ def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any)
     for p in profiles if args.names else ():  # only worth saying for voices the user named
         if p.kind != "clone":
             print(f"{p.name}: {p.kind} voice, no prompt to build")
-    clones = [p for p in profiles if p.kind == "clone"]
+    clones = [p for p in profiles if p.kind == VoiceKind.CLONE]
     if not clones:
         print("No clone voices to rebuild")
         return 0

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from aiohttp import BodyPartReader, web
 
 from ..core.languages import to_bcp47
-from ..core.vocab import LIBRARY_KINDS, MAX_INSTRUCT_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode
+from ..core.vocab import LIBRARY_KINDS, MAX_INSTRUCT_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode, VoiceKind
 from ..service.voice import ROLES, Voice, language_codes
 from ..voices.commands import with_speed
 from ..voices.library import (
@@ -123,7 +123,7 @@ def builtin_json(request: web.Request, voice: Voice, names: Optional[Names] = No
     return {
         "id": voice.name,
         "name": voice.name,
-        "kind": "builtin",
+        "kind": VoiceKind.BUILTIN.value,
         "display_name": voice.description,
         "language": None,
         "speaker": voice.speaker,
@@ -133,7 +133,7 @@ def builtin_json(request: web.Request, voice: Voice, names: Optional[Names] = No
         "has_audio": False,
         "read_only": True,
         "deletable": False,
-        "usable": _usable(request, "builtin"),
+        "usable": _usable(request, VoiceKind.BUILTIN),
     }
 
 

@@ -22,7 +22,7 @@ import logging
 from typing import Optional
 
 from ..core.languages import BCP47, from_bcp47
-from ..core.vocab import LIBRARY_KINDS, ErrorCode, ModelRole
+from ..core.vocab import LIBRARY_KINDS, ErrorCode, ModelRole, VoiceKind
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
 from .models import ModelPool
@@ -42,7 +42,7 @@ def library_voice(profile: VoiceProfile) -> Voice:
         profile=profile,
         speaker=getattr(profile, "speaker", None),
         speed=getattr(profile, "speed", None),
-        instruct=profile.instruct if profile.kind == "style" else None,
+        instruct=profile.instruct if profile.kind == VoiceKind.STYLE else None,
         bound=profile.language is not None,
     )
 

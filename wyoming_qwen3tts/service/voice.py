@@ -46,7 +46,7 @@ class Voice:
     description: str  # what Home Assistant shows
     speaker: Optional[str] = None  # built-in CustomVoice speaker
     language: Optional[str] = None  # the voice's own language (engine name), if it has one
-    kind: str = "builtin"  # builtin | clone | design | style
+    kind: str = VoiceKind.BUILTIN.value  # core.vocab.VoiceKind
     profile: Any = None  # the library's VoiceProfile of clone/design/style voices
     bound: bool = False  # the language is part of the name ("ryan@de"): never guessed
     speed: Optional[float] = None  # the library's per-voice speaking rate (None: the server's --speed)

@@ -44,6 +44,7 @@ from ..core.vocab import (
     MAX_INSTRUCT_CHARS,
     MAX_TRANSCRIPT_CHARS,
     ErrorCode,
+    VoiceKind,
 )
 from ..engine.audio import AudioSource, to_pcm16
 from . import store
@@ -264,12 +265,12 @@ class VoiceLibrary:
             updated=meta.get("updated"),
             speed=read_speed(meta.get("speed")),
         )
-        if kind in ("design", "style"):
+        if kind in (VoiceKind.DESIGN, VoiceKind.STYLE):
             instruct = meta.get("instruct")
             if not isinstance(instruct, str) or not instruct.strip():
                 raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{kind} voice without instruct text")
-            speaker = meta.get("speaker") if kind == "style" else None
-            if kind == "style" and not (isinstance(speaker, str) and speaker.strip()):
+            speaker = meta.get("speaker") if kind == VoiceKind.STYLE else None
+            if kind == VoiceKind.STYLE and not (isinstance(speaker, str) and speaker.strip()):
                 raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, "style voice without a speaker")
             return VoiceProfile(**common, instruct=instruct, speaker=speaker)
         audio = directory / AUDIO_FILE

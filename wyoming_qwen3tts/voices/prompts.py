@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
-from ..core.vocab import ErrorCode
+from ..core.vocab import ErrorCode, VoiceKind
 from ..engine import VoicePrompt
 from ..engine.audio import load_audio, resample
 from .library import (
@@ -93,7 +93,7 @@ class PromptCache:
         progress: Optional[ProgressCallback] = None,
     ) -> dict[str, Optional[Exception]]:
         """Recompute the prompts of all clone voices in ``profiles``; name -> None or the error (logged)."""
-        clones = [p for p in profiles if p.kind == "clone"]
+        clones = [p for p in profiles if p.kind == VoiceKind.CLONE]
         results: dict[str, Optional[Exception]] = {}
         for done, profile in enumerate(clones, start=1):
             try:
