@@ -22,7 +22,7 @@ SPEAKER_CARDS = {
 }
 
 
-ROLES = {kind.value: kind.role for kind in VoiceKind}  # voice kind -> the model role that speaks it
+ROLES = {kind.value: kind.role.value for kind in VoiceKind}  # voice kind -> the model role that speaks it
 # How a language-bound voice's display name says its language (Home Assistant shows the description).
 NATIVE_NAMES = {
     "english": "English",
