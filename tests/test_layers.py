@@ -139,3 +139,76 @@ def test_engine_face_only_reexports():
     tree = ast.parse((ROOT / "engine" / "__init__.py").read_text())
     kinds = {type(node).__name__ for node in tree.body}
     assert kinds <= {"Expr", "ImportFrom", "Assign"}, kinds
+
+
+# -- one vocabulary (core/vocab.py): no second definition ----------------------------------------------
+VOCAB = ROOT / "core" / "vocab.py"
+
+
+def _vocabulary() -> tuple[set[str], dict[frozenset, str]]:
+    """The names core/vocab.py defines, and each enum's (and each tuple constant's) set of values."""
+    from wyoming_qwen3tts.core import vocab
+
+    tree = ast.parse(VOCAB.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Name):
+                        names.add(leaf.id)
+    names = {n for n in names if not n.startswith("_")}
+    sets: dict[frozenset, str] = {}
+    for name in names:
+        value = getattr(vocab, name)
+        if isinstance(value, type) and issubclass(value, vocab.Enum):
+            sets[frozenset(member.value for member in value)] = name
+        elif isinstance(value, tuple) and len(value) > 1 and all(isinstance(v, str) for v in value):
+            sets[frozenset(value)] = name
+    return names, sets
+
+
+def _second_definitions(path: Path, names: set[str], sets: dict[frozenset, str], where: str) -> list[str]:
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Name) and leaf.id in names:
+                        found.append(f"{where}:{node.lineno}: assigns {leaf.id}")
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in names:
+            found.append(f"{where}:{node.lineno}: defines {node.name}")
+        elif isinstance(node, (ast.Tuple, ast.Set, ast.List)) and len(node.elts) > 1:
+            if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                values = frozenset(e.value for e in node.elts)  # type: ignore[attr-defined]
+                if values in sets:
+                    found.append(
+                        f"{where}:{node.lineno}: a literal {sorted(values)} (core.vocab.{sets[values]})"
+                    )
+    return found
+
+
+def test_vocabulary_is_declared_once():
+    names, sets = _vocabulary()
+    assert {"ModelRole", "VoiceKind", "QuantizeMode", "ErrorCode", "MIN_SPEED", "MAX_SPEED"} <= names
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path != VOCAB:
+            found += _second_definitions(path, names, sets, path.relative_to(ROOT).as_posix())
+    assert not found, "a second definition of core/vocab.py's vocabulary:\n" + "\n".join(found)
+
+
+def test_a_second_definition_is_caught(tmp_path):
+    names, sets = _vocabulary()
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'MIN_SPEED = 0.5\nMODES = ("none", "int8", "int4")\nKINDS = {"clone", "design", "style"}\n'
+    )
+    found = _second_definitions(probe, names, sets, "probe.py")
+    assert len(found) == 3, found
+    assert not _second_definitions(VOCAB.parent / "tempo.py", names, sets, "tempo.py")  # imports are fine

@@ -124,7 +124,7 @@ def test_failures_and_off_roles_are_model_not_loaded(roles, tmp_path):
 
     try:
         asyncio.run(go())
-        assert "missing" in pool.failures["base"][1]
+        assert "missing" in pool.roles["base"].failure[1]
     finally:
         pool.close()
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Coroutine, Optional
 from wyoming.server import AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from .core.slowdown import Slowdown
+from .core.vocab import ModelRole
 from .engine import CheckpointError, Engine, ModelConfig, peek_config, resolve_device
 from .http.app import HttpServer
 from .server.discovery import DiscoveryError, ServiceAnnouncer
@@ -96,7 +97,9 @@ def state_for(
     pool.assign(settings.model, config.tts_model_type)
     engine_languages = config.supported_languages
     languages = language_codes(engine_languages)
-    builtin = builtin_voices(config.supported_speakers) if config.tts_model_type == "custom_voice" else []
+    builtin = (
+        builtin_voices(config.supported_speakers) if config.tts_model_type == ModelRole.CUSTOM_VOICE else []
+    )
     library = VoiceLibrary(
         settings.voices_path, max_voices=settings.max_voices, max_bytes=settings.max_library_mb << 20
     )
@@ -247,7 +250,7 @@ async def load_models(settings: Settings, state: ServerState, started: float) ->
     warm: list[float] = []
 
     def prepare(engine: Engine) -> None:
-        warm.append(warm_up(engine, speaker if engine.model_type == "custom_voice" else None))
+        warm.append(warm_up(engine, speaker if engine.model_type == ModelRole.CUSTOM_VOICE else None))
 
     try:
         await pool.load_at_start(roles, prepare)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .core.audio import wav_header
 from .core.files import atomic_write_bytes
+from .core.vocab import QUANTIZE_CHOICES
 
 _LOGGER = logging.getLogger("wyoming_qwen3tts.synth")
 
@@ -62,7 +63,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument(
         "--quantize",
         default="auto",
-        choices=("auto", "none", "int8", "int4"),
+        choices=QUANTIZE_CHOICES,
         help="weights of the talker and code predictor (CPU): auto (int8 where the CPU has a fast int8 "
         "kernel), none, int8, int4 (experimental, AVX-512 only)",
     )

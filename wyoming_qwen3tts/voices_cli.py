@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from .core.vocab import ErrorCode, ModelRole, VoiceKind
 from .service.roles import role_models
 from .voices.commands import add_profile_options, add_style_parsers, cmd_set, cmd_style
 from .voices.commands import describe as _describe
@@ -209,7 +210,7 @@ def _table(profiles: list[VoiceProfile]) -> str:
 def _cmd_add(library: VoiceLibrary, args: argparse.Namespace) -> int:
     check_speed(args.speed)  # before anything is written
     if not Path(args.audio).is_file():  # a clearer message than the decoder's
-        raise VoiceLibraryError("audio-unreadable", f"{args.audio}: no such file")
+        raise VoiceLibraryError(ErrorCode.AUDIO_UNREADABLE, f"{args.audio}: no such file")
     with _quiet("wyoming_qwen3tts.voices.library"):
         profile = library.add_clone(
             args.name,
@@ -246,14 +247,14 @@ def _cmd_design(library: VoiceLibrary, args: argparse.Namespace, settings: Any) 
 def _freeze(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
     from .voices.freeze import freeze_design
 
-    model = args.model or role_models(settings)["voice_design"]
+    model = args.model or role_models(settings)[ModelRole.VOICE_DESIGN]
     if not model:
         raise CliError("no-model", "no VoiceDesign model: pass --model or set design_model in the settings")
     key = normalize_name(args.name)  # fail before the slow model load and synthesis, not after
     if not args.force and (library.root / key).exists():
-        raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists")
+        raise VoiceLibraryError(ErrorCode.VOICE_EXISTS, f"a voice named {key!r} already exists")
     print(f"Loading {model} ...", flush=True)
-    engine = _load_engine(args, settings, model, "voice_design")
+    engine = _load_engine(args, settings, model, ModelRole.VOICE_DESIGN)
     try:
         print("Speaking the sample clip ...", flush=True)
         with _quiet("wyoming_qwen3tts.voices.library"):
@@ -333,7 +334,7 @@ def _progress(total: int):
 
 
 def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any) -> int:
-    model = args.model or role_models(settings)["base"]
+    model = args.model or role_models(settings)[ModelRole.BASE]
     if not model:
         raise CliError("no-model", "no Base model given: pass --model or set clone_model in the settings")
     if args.names:
@@ -343,14 +344,14 @@ def _cmd_rebuild(library: VoiceLibrary, args: argparse.Namespace, settings: Any)
     for p in profiles if args.names else ():  # only worth saying for voices the user named
         if p.kind != "clone":
             print(f"{p.name}: {p.kind} voice, no prompt to build")
-    clones = [p for p in profiles if p.kind == "clone"]
+    clones = [p for p in profiles if p.kind == VoiceKind.CLONE]
     if not clones:
         print("No clone voices to rebuild")
         return 0
 
     from .voices.prompts import PromptCache
 
-    engine = _load_engine(args, settings, model, "base")
+    engine = _load_engine(args, settings, model, ModelRole.BASE)
     try:
         report, bar = _progress(len(clones))
         with _quiet("wyoming_qwen3tts.voices.prompts"):

@@ -20,3 +20,13 @@ CYRILLIC_RE = re.compile(f"[{CYRILLIC}]")
 LATIN_RE = re.compile(f"[{LATIN}]")
 HAN_KANA_RE = re.compile(f"[{KANA}{HAN}]")  # Chinese and Japanese: no spaces between words
 CJK_RE = re.compile(f"[{KANA}{HAN}{HANGUL}]")  # one character ~ one word
+
+
+def is_cjk(char: str) -> bool:
+    """Han, kana or Hangul (segmentation: a sentence may end right before one, without a space)."""
+    return bool(CJK_RE.match(char))
+
+
+def is_unspaced(char: str) -> bool:
+    """Han or kana: scripts written without spaces between words (Hangul uses spaces, so it is not one)."""
+    return bool(HAN_KANA_RE.match(char))

@@ -21,10 +21,10 @@ import logging
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .vocab import MAX_STRETCH, MIN_STRETCH
 
 _LOGGER = logging.getLogger(__name__)
 
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
 FRAME_MS, TOLERANCE_MS = 30, 10
 
 
@@ -32,8 +32,8 @@ class TimeStretch:
     """``feed(pcm) -> pcm`` and ``finish() -> pcm``; int16 little-endian mono bytes in and out."""
 
     def __init__(self, speed: float, rate: int = SAMPLE_RATE) -> None:
-        if not MIN_SPEED <= speed <= MAX_SPEED:
-            raise ValueError(f"speed must be in {MIN_SPEED}..{MAX_SPEED}, got {speed}")
+        if not MIN_STRETCH <= speed <= MAX_STRETCH:
+            raise ValueError(f"speed must be in {MIN_STRETCH}..{MAX_STRETCH}, got {speed}")
         self.speed = speed
         self.win = 2 * (rate * FRAME_MS // 2000)
         self.hop = self.win // 2

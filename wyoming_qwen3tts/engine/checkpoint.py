@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.vocab import MODEL_TYPES
+
 _LOGGER = logging.getLogger(__name__)
 
 MODEL_TYPE = "qwen3_tts"
-TTS_MODEL_TYPES = ("custom_voice", "base", "voice_design")
 SPEECH_TOKENIZER_MODEL_TYPE = "qwen3_tts_tokenizer_12hz"
 
 WEIGHTS_NAME = "model.safetensors"
@@ -219,9 +220,9 @@ def validate_model_config(cfg: Mapping[str, Any], source: str | os.PathLike[str]
             f"{source}: model_type is {model_type!r}, expected {MODEL_TYPE!r} (a Qwen3-TTS 12 Hz model)"
         )
     tts_model_type = cfg.get("tts_model_type")
-    if tts_model_type not in TTS_MODEL_TYPES:
+    if tts_model_type not in MODEL_TYPES:
         raise CheckpointError(
-            f"{source}: tts_model_type is {tts_model_type!r}, expected one of {', '.join(TTS_MODEL_TYPES)}"
+            f"{source}: tts_model_type is {tts_model_type!r}, expected one of {', '.join(MODEL_TYPES)}"
         )
     return tts_model_type
 

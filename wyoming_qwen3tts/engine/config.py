@@ -12,8 +12,6 @@ from typing import Any, Optional
 
 from .checkpoint import CheckpointError, read_json, resolve_model_dir, validate_model_config
 
-MODEL_TYPES = ("custom_voice", "base", "voice_design")
-
 
 @dataclass(frozen=True)
 class TransformerConfig:

@@ -35,22 +35,15 @@ from typing import Optional
 
 import torch
 
-from ..core.vocab import QUANTIZE_MODES
+from ..core.vocab import DTYPE_NAMES
+from ..core.vocab import QUANTIZE_CHOICES as QUANT_CHOICES  # with auto; engine.QUANT_MODES
 from . import nbits
 from .cpu import ARM64, ARM64_BF16, AVX2, CpuInfo, cpu_info
 from .jit import tracing_default
 
 _LOGGER = logging.getLogger(__name__)
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-QUANT_CHOICES = QUANTIZE_MODES
+DTYPES = {spelling: getattr(torch, name) for spelling, name in DTYPE_NAMES.items()}  # core.vocab's names
 
 # int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
 # "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 import torch
 from torch import nn
 
+from ..core.vocab import QUANTIZE_MODES as QUANT_MODES  # none, int8, int4 (what an engine runs)
 from .memory import drop_file_pages
 from .nbits import BLOCK as NBITS_BLOCK
 from .nbits import NBitsLinear
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-QUANT_MODES = ("none", "int8", "int4")
 DEFAULT_GROUP_SIZE = 64  # 32 streams 12 % more bytes (scales) for ~12 % less weight error; 128 the reverse
 
 # Documented error gates against bf16, teacher-forced over 100 frames (quant_check.py), enforced on the tiny

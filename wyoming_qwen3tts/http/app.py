@@ -27,16 +27,16 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
-from ..service.errors import ServiceError
+from ..core.errors import CodedError
+from ..core.vocab import ErrorCode
 from ..service.logsafe import safe
 from ..service.models import ROLE_LABELS
 from ..service.state import ServerState
 from ..settings import Settings
-from ..voices.library import VoiceLibraryError
 from . import coqui_api, inline_clone, openai_api, voices_api
 from .auth import Access
 from .context import CONTEXT, STARTED, HttpContext, context
-from .errors import STATUS, ApiError, error_response, from_http_exception
+from .errors import ApiError, error_response, from_http_exception
 from .gate import ConnectionGate, GatedSite
 from .guard import RequestGuard, local_names
 from .watchdog import ConnectionWatchdog, quiet_protocol_errors
@@ -69,19 +69,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception as exc:
         if request.get(STARTED):  # a stream already sent its headers: only cutting it short is left
             raise
-        if isinstance(exc, ApiError):
+        if isinstance(exc, CodedError):  # ApiError, ServiceError, VoiceLibraryError: one table of statuses
             return error_response(exc.code, exc.message, exc.param)
-        if isinstance(exc, ServiceError):
-            return error_response(exc.code, exc.text)
-        if isinstance(exc, VoiceLibraryError):
-            code = exc.code if exc.code in STATUS else "bad-request"
-            return error_response(code, exc.message)
         if isinstance(exc, web.HTTPException):
             if exc.status < 400:
                 raise  # redirects
             return from_http_exception(exc)
         _LOGGER.exception("HTTP %s %s failed", request.method, safe(request.path))
-        return error_response("internal-error", f"internal error: {exc}")
+        return error_response(ErrorCode.INTERNAL_ERROR, f"internal error: {exc}")
 
 
 @web.middleware
@@ -96,7 +91,7 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
             safe(request.path),
             request.content_length,
         )
-        raise ApiError("request-too-large", f"the body exceeds {cap} bytes")
+        raise ApiError(ErrorCode.REQUEST_TOO_LARGE, f"the body exceeds {cap} bytes")
     return await handler(request)
 
 
@@ -131,7 +126,9 @@ async def page(request: web.Request) -> web.Response:
     try:
         html = render_page(request.headers.get("X-Ingress-Path"))
     except (FileNotFoundError, ModuleNotFoundError) as exc:
-        raise ApiError("internal-error", f"the web page is missing from this installation: {exc}") from exc
+        raise ApiError(
+            ErrorCode.INTERNAL_ERROR, f"the web page is missing from this installation: {exc}"
+        ) from exc
     headers = {"Cache-Control": "no-cache", "Content-Security-Policy": _PAGE_CSP}
     return web.Response(text=html, content_type="text/html", headers=headers)
 
@@ -143,7 +140,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     state = context(request).state
     if not state.warm:
-        return error_response("not-ready", "the model is loading or warming up")
+        return error_response(ErrorCode.NOT_READY, "the model is loading or warming up")
     loaded = [ROLE_LABELS[role] for role in state.models.loaded_roles()]
     return web.json_response({"status": "ready", "models": loaded, "active_requests": state.active_jobs})
 

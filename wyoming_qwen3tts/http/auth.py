@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 
 from aiohttp import web
 
+from ..core.vocab import ErrorCode
 from ..service.logsafe import safe
 from .errors import ApiError
 
@@ -63,13 +64,15 @@ class Access:
             _LOGGER.info(
                 "HTTP %s %s from %s: not in the allow-list", request.method, safe(request.path), host
             )
-            raise ApiError("forbidden", f"address {host} is not allowed to use this server")
+            raise ApiError(ErrorCode.FORBIDDEN, f"address {host} is not allowed to use this server")
         if (
             key_required
             and not self.peer_trusted(host)
             and not self.key_ok(request.headers.get("Authorization"))
         ):
-            raise ApiError("invalid-api-key", "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            raise ApiError(
+                ErrorCode.INVALID_API_KEY, "missing or wrong API key: send 'Authorization: Bearer <key>'"
+            )
 
 
 def _networks(items: Sequence[str]) -> list[Network]:

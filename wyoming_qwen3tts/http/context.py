@@ -9,6 +9,7 @@ from typing import Any, Optional, Union
 
 from aiohttp import web
 
+from ..core.vocab import ErrorCode
 from ..service.state import ServerState
 from .auth import Access
 from .errors import ApiError
@@ -44,16 +45,16 @@ def json_object(request: web.Request, data: Union[bytes, bytearray]) -> dict[str
     body is never read as JSON."""
     if request.content_type != "application/json":
         raise ApiError(
-            "invalid-json", f"send the body as application/json, not {request.content_type[:80]!r}"
+            ErrorCode.INVALID_JSON, f"send the body as application/json, not {request.content_type[:80]!r}"
         )
     try:
         body = json.loads(data.decode(request.charset or "utf-8"))
     except (ValueError, LookupError) as exc:
-        raise ApiError("invalid-json", f"the body is not valid JSON: {exc}") from None
+        raise ApiError(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # deeply nested JSON
-        raise ApiError("invalid-json", "the body is nested too deeply") from None
+        raise ApiError(ErrorCode.INVALID_JSON, "the body is nested too deeply") from None
     if not isinstance(body, dict):
-        raise ApiError("invalid-json", "the body must be a JSON object")
+        raise ApiError(ErrorCode.INVALID_JSON, "the body must be a JSON object")
     return body
 
 
@@ -63,7 +64,7 @@ def refuse_unknown_fields(params: Any, known: frozenset[str], route: str) -> Non
     unknown = sorted(set(params) - known)
     if unknown:
         raise ApiError(
-            "invalid-field",
+            ErrorCode.INVALID_FIELD,
             f"unknown field {unknown[0]!r}; {route} takes {', '.join(sorted(known))}",
             param=unknown[0],
         )
@@ -74,7 +75,7 @@ def optional_str(body: dict[str, Any], key: str, limit: int = 100_000) -> Option
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ApiError("invalid-field", f"{key} must be a string", param=key)
+        raise ApiError(ErrorCode.INVALID_FIELD, f"{key} must be a string", param=key)
     if len(value) > limit:
-        raise ApiError("invalid-field", f"{key} is longer than {limit} characters", param=key)
+        raise ApiError(ErrorCode.INVALID_FIELD, f"{key} is longer than {limit} characters", param=key)
     return value

@@ -23,12 +23,12 @@ import soundfile as sf
 from aiohttp import web
 
 from ..core.languages import BCP47
+from ..core.vocab import MAX_INSTRUCT_CHARS, ErrorCode, ModelRole
 from ..service.models import ROLE_LABELS
 from ..service.public import model_label
 from ..service.voice import Voice
 from ..voices.errors import VoiceLibraryError
 from ..voices.importer import voice_name
-from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import context, optional_str, read_json, refuse_unknown_fields
 from .encode import Format, get_format
 from .errors import ApiError
@@ -77,7 +77,7 @@ def model_role(request: web.Request, value: Optional[str]) -> Optional[str]:
         return names[key]
     loadable = sorted({str(model_label(m)) for m in context(request).state.models.models.values() if m})
     raise ApiError(
-        "invalid-field",
+        ErrorCode.INVALID_FIELD,
         f"unknown model {value!r}; this server can load {', '.join(loadable) or 'no model'} "
         f"(by folder name or as {', '.join(ROLE_LABELS.values())})",
         param="model",
@@ -94,7 +94,7 @@ def pick_voice(request: web.Request, speaker: Any, role: Optional[str]) -> Optio
         voice = resolve_voice(request, speaker)
         if voice.role != role:
             raise ApiError(
-                "invalid-field",
+                ErrorCode.INVALID_FIELD,
                 f"speaker {voice.name!r} is spoken by the {ROLE_LABELS[voice.role]} model, "
                 f"not the {label} model",
                 param="model",
@@ -104,14 +104,18 @@ def pick_voice(request: web.Request, speaker: Any, role: Optional[str]) -> Optio
     catalog.models.check_enabled(role)
     voices: list[Voice] = [v for v in catalog.voices() if v.role == role]
     if not voices:
-        raise ApiError("invalid-field", f"the {label} model has no voice yet; name one (speaker)", "speaker")
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, f"the {label} model has no voice yet; name one (speaker)", "speaker"
+        )
     return voices[0].name
 
 
 def reference_voice(request: web.Request, filename: Any, speaker: Any) -> str:
     """The clone voice ``voices import`` made of a reference file (``anna.wav`` -> ``clone:anna``)."""
     if speaker:
-        raise ApiError("invalid-field", "name a speaker or a reference_audio, not both", "reference_audio")
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, "name a speaker or a reference_audio, not both", "reference_audio"
+        )
     stem = str(filename).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     try:
         name = f"clone:{voice_name(stem)}"
@@ -119,7 +123,7 @@ def reference_voice(request: web.Request, filename: Any, speaker: Any) -> str:
         name = ""
     if not name or context(request).state.catalog.lookup(name) is None:
         raise ApiError(
-            "voice-not-found",
+            ErrorCode.VOICE_NOT_FOUND,
             f"reference_audio {filename!r}: no clone voice {name or stem!r}; import the reference folder "
             "once with `python -m wyoming_qwen3tts voices import DIR`",
             param="reference_audio",
@@ -139,15 +143,15 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
     for key, value in params.items():
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise ApiError(
-                "invalid-field", f"{key} must be a plain value, not a file or an object", param=key
+                ErrorCode.INVALID_FIELD, f"{key} must be a plain value, not a file or an object", param=key
             )
     if not isinstance(params.get("text"), str):
-        raise ApiError("invalid-field", "text (the text to speak) is required", param="text")
+        raise ApiError(ErrorCode.INVALID_FIELD, "text (the text to speak) is required", param="text")
     speed = params.get("speed")
     try:
         speed = float(speed) if isinstance(speed, str) else speed
     except ValueError:
-        raise ApiError("invalid-field", "speed must be a number", param="speed") from None
+        raise ApiError(ErrorCode.INVALID_FIELD, "speed must be a number", param="speed") from None
     role = model_role(request, optional_str(params, "model", 500))
     speaker = params.get("speaker") or params.get("speaker_id") or params.get("voice")
     if params.get("reference_audio"):
@@ -168,9 +172,9 @@ async def coqui_tts(request: web.Request) -> web.StreamResponse:
 def _speakers(request: web.Request) -> tuple[Optional[str], list[str], Optional[str]]:
     """(model, speakers, default speaker) for the ``model`` query (default: the CustomVoice model)."""
     state = context(request).state
-    role = model_role(request, request.query.get("model")) or "custom_voice"
+    role = model_role(request, request.query.get("model")) or ModelRole.CUSTOM_VOICE
     model = state.models.models.get(role)
-    names = [v.name for v in state.catalog.builtin] if model and role == "custom_voice" else []
+    names = [v.name for v in state.catalog.builtin] if model and role == ModelRole.CUSTOM_VOICE else []
     default: Optional[str] = state.catalog.default_voice
     if default not in names:
         default = names[0] if names else None

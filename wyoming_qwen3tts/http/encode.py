@@ -29,6 +29,7 @@ import soundfile as sf
 
 from ..core.audio import SAMPLE_RATE, UNKNOWN_LENGTH
 from ..core.audio import wav_header as core_wav_header
+from ..core.vocab import ErrorCode
 from .errors import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def get_format(name: object) -> Format:
         message = f"{key} is not supported by this libsndfile build; use one of {supported}"
     else:
         message = f"unknown response_format {name!r}; use one of {supported}"
-    raise ApiError("unsupported-format", message, param="response_format")
+    raise ApiError(ErrorCode.UNSUPPORTED_FORMAT, message, param="response_format")
 
 
 def wav_header(data_bytes: int = UNKNOWN_LENGTH) -> bytes:

@@ -1,5 +1,5 @@
 """HTTP errors in OpenAI's JSON shape, ``{"error": {"message", "type", "param", "code"}}``, with our stable
-codes (the Wyoming error codes plus the voice library's and a few HTTP ones) and proper statuses.
+codes (core.vocab.ErrorCode) and the status of each from the one table, core.errors.HTTP_STATUS:
 
 * 400: bad-request, empty-text, invalid-json, invalid-field, unsupported-format, invalid-name,
   invalid-language, invalid-argument, audio-unreadable, audio-too-short, audio-too-long, audio-silent
@@ -19,67 +19,32 @@ from typing import Optional
 
 from aiohttp import web
 
+from ..core.errors import CodedError, http_status
+from ..core.vocab import ErrorCode
 from ..service.public import redact_paths
 
 _LOGGER = logging.getLogger(__name__)
 
-STATUS = {
-    "bad-request": 400,
-    "empty-text": 400,
-    "invalid-json": 400,
-    "invalid-field": 400,
-    "unsupported-format": 400,
-    "invalid-name": 400,
-    "invalid-language": 400,
-    "invalid-argument": 400,
-    "audio-unreadable": 400,
-    "audio-too-short": 400,
-    "audio-too-long": 400,
-    "audio-silent": 400,
-    "invalid-api-key": 401,
-    "forbidden": 403,
-    "voice-not-found": 404,
-    "not-found": 404,
-    "method-not-allowed": 405,
-    "voice-exists": 409,
-    "voice-read-only": 409,
-    "text-too-long": 413,
-    "audio-too-large": 413,
-    "request-too-large": 413,
-    "voice-quota": 507,
-    "voice-unusable": 422,
-    "voice-corrupt": 422,
-    "synthesis-failed": 500,
-    "freeze-failed": 500,
-    "internal-error": 500,
-    "server-busy": 503,
-    "model-not-loaded": 503,
-    "model-loading": 503,
-    "server-stopping": 503,
-    "not-ready": 503,
-}
 # aiohttp's own HTTP errors (unknown route, wrong method, body over client_max_size) -> our codes.
-_HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.REQUEST_TOO_LARGE}
 
 
-class ApiError(Exception):
-    """A request-level HTTP failure: the client gets the JSON error with ``STATUS[code]``."""
+class ApiError(CodedError):
+    """A request-level HTTP failure: the client gets the JSON error with ``http_status(code)``; ``param``
+    names the request field at fault."""
 
-    def __init__(self, code: str, message: str, param: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.param = param
+    def __init__(self, code: ErrorCode, message: str, param: Optional[str] = None) -> None:
+        super().__init__(code, message, param=param)
 
 
 def error_response(code: str, message: str, param: Optional[str] = None) -> web.Response:
-    status = STATUS.get(code, 500)
+    status = http_status(code)
     body = {
         "error": {
             "message": redact_paths(message),  # no server path in any answer (service/public.py)
             "type": "invalid_request_error" if status < 500 else "server_error",
             "param": param,
-            "code": code,
+            "code": str(code),
         }
     }
     headers = {}
@@ -91,7 +56,8 @@ def error_response(code: str, message: str, param: Optional[str] = None) -> web.
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:
-    code = _HTTP_CODES.get(exc.status, "bad-request" if exc.status < 500 else "internal-error")
+    fallback = ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL_ERROR
+    code = _HTTP_CODES.get(exc.status, fallback)
     message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
     response = error_response(code, message or exc.reason)
     if exc.status != response.status:  # statuses without a code of ours keep their own number

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from aiohttp import web
 
+from ..core.vocab import ErrorCode
 from ..service.connections import LINGER_BYTES, LINGER_SECONDS, MAX_LINGERING, client_of
 from ..service.logsafe import safe
 
@@ -26,7 +27,14 @@ _LOGGER = logging.getLogger(__name__)
 
 def busy_answer(message: str) -> bytes:
     body = json.dumps(
-        {"error": {"message": message, "type": "server_error", "param": None, "code": "server-busy"}}
+        {
+            "error": {
+                "message": message,
+                "type": "server_error",
+                "param": None,
+                "code": str(ErrorCode.SERVER_BUSY),
+            }
+        }
     ).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"

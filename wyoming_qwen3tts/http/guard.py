@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..core.vocab import ErrorCode
 from ..service.logsafe import safe
 from .context import context
 from .errors import ApiError
@@ -102,7 +103,7 @@ class RequestGuard:
                 "HTTP %s %s from %s: unknown Host %.80r", request.method, safe(request.path), peer, host
             )
             raise ApiError(
-                "forbidden",
+                ErrorCode.FORBIDDEN,
                 f"unknown host name {split_host(host)[:80]!r}: use the server's address, or add the name "
                 "with --http-host-names",
             )
@@ -112,7 +113,7 @@ class RequestGuard:
             _LOGGER.warning(
                 "HTTP %s %s from %s: cross-site request refused", request.method, safe(request.path), peer
             )
-            raise ApiError("forbidden", "cross-site requests are not allowed")
+            raise ApiError(ErrorCode.FORBIDDEN, "cross-site requests are not allowed")
         if request.method in SAFE_METHODS or "X-Ingress-Path" in request.headers:
             # X-Ingress-Path: a custom header, which a page of another site can only send after a CORS
             # preflight that this server never grants; an ingress proxy forwards its front end's Origin.
@@ -126,7 +127,7 @@ class RequestGuard:
                 peer,
                 origin,
             )
-            raise ApiError("forbidden", "requests from another web site are not allowed")
+            raise ApiError(ErrorCode.FORBIDDEN, "requests from another web site are not allowed")
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -30,10 +30,11 @@ from typing import Any, Optional
 
 from aiohttp import web
 
+from ..core.vocab import MAX_TRANSCRIPT_CHARS, ErrorCode, ModelRole
 from ..service.models import ROLE_LABELS
 from ..service.voice import Voice
 from ..voices.inline import InlineVoices
-from ..voices.library import MAX_BYTES, MAX_TRANSCRIPT_CHARS
+from ..voices.library import MAX_BYTES
 from ..voices.reference import upload_slot
 from .context import context, json_object, refuse_unknown_fields
 from .errors import ApiError
@@ -71,7 +72,7 @@ async def read_speech_json(request: web.Request, slots: contextlib.ExitStack) ->
     enters an upload slot into ``slots`` (the caller holds it until the clip is decoded)."""
     declared = request.content_length
     if declared is not None and declared > MAX_SPEECH_BODY:
-        raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
+        raise ApiError(ErrorCode.REQUEST_TOO_LARGE, f"the body exceeds {MAX_SPEECH_BODY} bytes")
     admitted = False
     if declared is not None and declared > SMALL_BODY:
         slots.enter_context(upload_slot())  # before a byte of the body is read
@@ -80,7 +81,7 @@ async def read_speech_json(request: web.Request, slots: contextlib.ExitStack) ->
     async for chunk in request.content.iter_chunked(1 << 16):
         data += chunk
         if len(data) > MAX_SPEECH_BODY:
-            raise ApiError("request-too-large", f"the body exceeds {MAX_SPEECH_BODY} bytes")
+            raise ApiError(ErrorCode.REQUEST_TOO_LARGE, f"the body exceeds {MAX_SPEECH_BODY} bytes")
         if not admitted and len(data) > SMALL_BODY:  # chunked, or more than it said
             slots.enter_context(upload_slot())
             admitted = True
@@ -94,35 +95,41 @@ def check_fields(body: dict[str, Any]) -> None:
     refuse_unknown_fields(body, SPEECH_FIELDS, "/v1/audio/speech")
     options = body.get("normalization_options")
     if options is not None and not isinstance(options, dict):
-        raise ApiError("invalid-field", "normalization_options must be an object", "normalization_options")
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, "normalization_options must be an object", "normalization_options"
+        )
 
 
 def decode_audio(value: Any) -> bytes:
     """The bytes of a base64 ``ref_audio`` (plain, or a ``data:`` URL with ``;base64``)."""
     if not isinstance(value, str) or not value.strip():
-        raise ApiError("invalid-field", "ref_audio must be a base64-encoded audio file", param="ref_audio")
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, "ref_audio must be a base64-encoded audio file", param="ref_audio"
+        )
     text = value.strip()
     match = _DATA_URL.match(text)
     if match:
         if not match.group(3):
-            raise ApiError("invalid-field", "a ref_audio data: URL must be base64 (;base64,)", "ref_audio")
+            raise ApiError(
+                ErrorCode.INVALID_FIELD, "a ref_audio data: URL must be base64 (;base64,)", "ref_audio"
+            )
         text = text[match.end() :]
     # Not base64 (":", "." and "~" are outside its alphabet), so no clip: a URL or a path. A plain "/..." may
     # well be base64 (an MP3 frame starts with 0xFF), so only one with a dot counts as a path.
     elif ":" in text or text.startswith(("./", "~")) or (text.startswith("/") and "." in text):
         raise ApiError(
-            "invalid-field",
+            ErrorCode.INVALID_FIELD,
             "ref_audio must be the clip itself, base64-encoded; URLs and paths are not read",
             "ref_audio",
         )
     text = re.sub(r"\s+", "", text)
     if len(text) * 3 // 4 > MAX_BYTES:
-        raise ApiError("audio-too-large", f"ref_audio exceeds {MAX_BYTES} bytes", param="ref_audio")
+        raise ApiError(ErrorCode.AUDIO_TOO_LARGE, f"ref_audio exceeds {MAX_BYTES} bytes", param="ref_audio")
     try:
         altchars = b"-_" if ("-" in text or "_" in text) else None  # URL-safe base64 too
         return base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError("invalid-field", "ref_audio is not valid base64", param="ref_audio") from None
+        raise ApiError(ErrorCode.INVALID_FIELD, "ref_audio is not valid base64", param="ref_audio") from None
 
 
 def _bool(body: dict[str, Any], key: str) -> bool:
@@ -132,7 +139,7 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     if not isinstance(value, bool):
-        raise ApiError("invalid-field", f"{key} must be true or false", param=key)
+        raise ApiError(ErrorCode.INVALID_FIELD, f"{key} must be true or false", param=key)
     return value
 
 
@@ -142,18 +149,22 @@ def clone_request(body: dict[str, Any]) -> Optional[tuple[bytes, Optional[str], 
     if body.get("ref_audio") is None:
         for key in ("ref_text", "x_vector_only_mode"):
             if body.get(key) not in (None, False, ""):
-                raise ApiError("invalid-field", f"{key} needs ref_audio (the reference clip)", param=key)
+                raise ApiError(
+                    ErrorCode.INVALID_FIELD, f"{key} needs ref_audio (the reference clip)", param=key
+                )
         return None
     xvector = _bool(body, "x_vector_only_mode")
     transcript = body.get("ref_text")
     if transcript is not None and not isinstance(transcript, str):
-        raise ApiError("invalid-field", "ref_text must be a string", param="ref_text")
+        raise ApiError(ErrorCode.INVALID_FIELD, "ref_text must be a string", param="ref_text")
     transcript = " ".join(transcript.split()) if transcript else None
     if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
-        raise ApiError("invalid-field", f"ref_text is longer than {MAX_TRANSCRIPT_CHARS} chars", "ref_text")
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, f"ref_text is longer than {MAX_TRANSCRIPT_CHARS} chars", "ref_text"
+        )
     if not xvector and not transcript:
         raise ApiError(
-            "invalid-field",
+            ErrorCode.INVALID_FIELD,
             "ref_text (the clip's transcript) is required unless x_vector_only_mode is true",
             param="ref_text",
         )
@@ -172,7 +183,7 @@ async def inline_voice(request: web.Request, body: dict[str, Any]) -> Optional[V
         clone = await asyncio.to_thread(clone_request, body)  # base64: off the event loop
         assert clone is not None
         body["ref_audio"] = None  # the base64 text is not kept for the whole synthesis
-        state.models.check_enabled("base")  # model-not-loaded before any decoding work
+        state.models.check_enabled(ModelRole.BASE)  # model-not-loaded before any decoding work
         holder = request.app[INLINE]
         if holder.voices is None:
             holder.voices = InlineVoices.beside(state.catalog.library, state.prompts)
@@ -193,11 +204,13 @@ def check_task_type(body: dict[str, Any], voice: Voice) -> None:
     labels = {label.lower(): role for role, label in ROLE_LABELS.items()}
     if not isinstance(task, str) or task.strip().lower() not in labels:
         raise ApiError(
-            "invalid-field", f"task_type must be one of {', '.join(ROLE_LABELS.values())}", "task_type"
+            ErrorCode.INVALID_FIELD,
+            f"task_type must be one of {', '.join(ROLE_LABELS.values())}",
+            "task_type",
         )
     if labels[task.strip().lower()] != voice.role:
         raise ApiError(
-            "invalid-field",
+            ErrorCode.INVALID_FIELD,
             f"task_type {task} does not fit voice {voice.name!r} "
             f"(spoken by the {ROLE_LABELS[voice.role]} model)",
             param="task_type",
@@ -207,11 +220,11 @@ def check_task_type(body: dict[str, Any], voice: Voice) -> None:
 async def capabilities(request: web.Request) -> web.Response:
     """GET /v1/audio/voice-clone/capabilities"""
     models = context(request).state.models
-    supported = models.enabled("base")
+    supported = models.enabled(ModelRole.BASE)
     return web.json_response(
         {
             "supported": supported,
-            "model_type": "base" if supported else None,
+            "model_type": ModelRole.BASE.value if supported else None,
             "icl_mode_available": supported,
             "x_vector_mode_available": supported,
         }

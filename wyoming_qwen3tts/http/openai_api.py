@@ -26,18 +26,19 @@ from typing import Any, AsyncGenerator, Optional
 from aiohttp import web
 
 from ..core.audio import SAMPLE_RATE
+from ..core.errors import CodedError
 from ..core.languages import BCP47, from_bcp47
+from ..core.vocab import MAX_INSTRUCT_CHARS, MAX_STRETCH, MIN_STRETCH, ErrorCode
 from ..service.errors import ServiceError
 from ..service.speech import segments_of, speak
 from ..service.ssml import is_ssml, ssml_segments
 from ..service.state import check_length
 from ..service.voice import Voice
-from ..voices.library import MAX_INSTRUCT_CHARS
 from .context import STARTED, context, optional_str
 from .encode import Encoder, Format, available_formats, get_format
 from .errors import ApiError
 from .inline_clone import check_fields, check_task_type, inline_voice, read_speech_json
-from .tempo import MAX_SPEED, MIN_SPEED, TimeStretch
+from .tempo import TimeStretch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def resolve_voice(request: web.Request, value: Any) -> Voice:
     if isinstance(value, dict):  # OpenAI's custom voice object {"id": "..."}
         value = value.get("id")
     if value is not None and not isinstance(value, str):
-        raise ApiError("invalid-field", 'voice must be a string or {"id": ...}', param="voice")
+        raise ApiError(ErrorCode.INVALID_FIELD, 'voice must be a string or {"id": ...}', param="voice")
     name = (value or "").strip()
     key = name.lower()
     if not name or catalog.lookup(name) is not None:
@@ -83,7 +84,9 @@ def language_hint(model: Optional[str], language: Optional[str]) -> Optional[str
         if name is None:
             codes = ", ".join(sorted(BCP47.values()))
             raise ApiError(
-                "invalid-language", f"unsupported language {language!r}; use one of {codes}", "language"
+                ErrorCode.INVALID_LANGUAGE,
+                f"unsupported language {language!r}; use one of {codes}",
+                "language",
             )
         return name
     parts = (model or "").strip().lower().split("-")
@@ -96,8 +99,14 @@ def language_hint(model: Optional[str], language: Optional[str]) -> Optional[str
 def speed_of(value: Any) -> float:
     if value is None:
         return 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_SPEED <= value <= MAX_SPEED:
-        raise ApiError("invalid-field", f"speed must be a number from {MIN_SPEED} to {MAX_SPEED}", "speed")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not MIN_STRETCH <= value <= MAX_STRETCH
+    ):
+        raise ApiError(
+            ErrorCode.INVALID_FIELD, f"speed must be a number from {MIN_STRETCH} to {MAX_STRETCH}", "speed"
+        )
     return float(value)
 
 
@@ -106,7 +115,7 @@ def flag(body: dict[str, Any], key: str, default: bool) -> bool:
     if isinstance(value, str) and value.lower() in _TRUE + _FALSE:  # form and query values
         value = value.lower() in _TRUE
     if not isinstance(value, bool):
-        raise ApiError("invalid-field", f"{key} must be true or false", param=key)
+        raise ApiError(ErrorCode.INVALID_FIELD, f"{key} must be true or false", param=key)
     return value
 
 
@@ -128,12 +137,12 @@ class Job:
     ) -> None:
         state = context(request).state
         if not isinstance(text, str):
-            raise ApiError("invalid-field", "input must be a string", param="input")
+            raise ApiError(ErrorCode.INVALID_FIELD, "input must be a string", param="input")
         check_length(state, text)
         try:
             ssml = is_ssml(text_format)
         except ServiceError as exc:
-            raise ApiError("invalid-field", exc.text, param="text_format") from None
+            raise ApiError(ErrorCode.INVALID_FIELD, exc.message, param="text_format") from None
         self.segments = [] if ssml else segments_of(text)
         self.voice = resolved or resolve_voice(request, voice)  # resolved: an inline clone voice
         if ssml:  # say-as reads in the reply's language: known once the voice is
@@ -144,7 +153,9 @@ class Job:
         self.instruct = instruct.strip() if instruct and instruct.strip() else None
         if self.instruct and len(self.instruct) > MAX_INSTRUCT_CHARS:
             raise ApiError(
-                "invalid-field", f"instructions are longer than {MAX_INSTRUCT_CHARS} chars", "instructions"
+                ErrorCode.INVALID_FIELD,
+                f"instructions are longer than {MAX_INSTRUCT_CHARS} chars",
+                "instructions",
             )
         self.state = state
         self.chars = len(text)
@@ -208,7 +219,9 @@ async def respond(request: web.Request, job: Job, stream: bool, sse: bool = Fals
             raise
         except Exception as exc:  # after the headers: cut the stream short (SSE: say why first)
             code, text = (
-                (exc.code, exc.text) if isinstance(exc, ServiceError) else ("synthesis-failed", str(exc))
+                (exc.code, exc.message)
+                if isinstance(exc, CodedError)
+                else (ErrorCode.SYNTHESIS_FAILED, str(exc))
             )
             _LOGGER.warning(
                 "HTTP stream failed after its start: %s: %s",
@@ -250,11 +263,13 @@ async def speech(request: web.Request) -> web.StreamResponse:
         body = await read_speech_json(request, slots)
         check_fields(body)
         if "input" not in body:
-            raise ApiError("invalid-field", "input (the text to speak) is required", param="input")
+            raise ApiError(ErrorCode.INVALID_FIELD, "input (the text to speak) is required", param="input")
         model = optional_str(body, "model", 200)
         stream_format = (optional_str(body, "stream_format", 20) or "audio").lower()
         if stream_format not in ("audio", "sse"):
-            raise ApiError("invalid-field", "stream_format must be audio or sse", param="stream_format")
+            raise ApiError(
+                ErrorCode.INVALID_FIELD, "stream_format must be audio or sse", param="stream_format"
+            )
         job = Job(
             request,
             body["input"],

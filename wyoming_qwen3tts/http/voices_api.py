@@ -27,12 +27,11 @@ from typing import Any, Optional
 from aiohttp import BodyPartReader, web
 
 from ..core.languages import to_bcp47
+from ..core.vocab import LIBRARY_KINDS, MAX_INSTRUCT_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode, VoiceKind
 from ..service.voice import ROLES, Voice, language_codes
 from ..voices.commands import with_speed
 from ..voices.library import (
     MAX_BYTES,
-    MAX_INSTRUCT_CHARS,
-    MAX_TRANSCRIPT_CHARS,
     VoiceLibrary,
     VoiceProfile,
     normalize_name,
@@ -67,7 +66,7 @@ Names = dict[str, list[dict[str, Any]]]
 def _library(request: web.Request) -> VoiceLibrary:
     library = context(request).state.catalog.library
     if library is None:
-        raise ApiError("not-found", "this server has no voice library")
+        raise ApiError(ErrorCode.NOT_FOUND, "this server has no voice library")
     return library
 
 
@@ -124,7 +123,7 @@ def builtin_json(request: web.Request, voice: Voice, names: Optional[Names] = No
     return {
         "id": voice.name,
         "name": voice.name,
-        "kind": "builtin",
+        "kind": VoiceKind.BUILTIN.value,
         "display_name": voice.description,
         "language": None,
         "speaker": voice.speaker,
@@ -134,14 +133,14 @@ def builtin_json(request: web.Request, voice: Voice, names: Optional[Names] = No
         "has_audio": False,
         "read_only": True,
         "deletable": False,
-        "usable": _usable(request, "builtin"),
+        "usable": _usable(request, VoiceKind.BUILTIN),
     }
 
 
 def _key(raw: str) -> str:
     """A library key from a path segment; ``clone:anna`` and ``design:anna`` name ``anna``."""
     prefix, sep, bare = raw.partition(":")
-    return normalize_name(bare if sep and prefix.lower() in ("clone", "design", "style") else raw)
+    return normalize_name(bare if sep and prefix.lower() in LIBRARY_KINDS else raw)
 
 
 # -- routes -------------------------------------------------------------------------------------------------
@@ -167,7 +166,7 @@ async def set_voice(request: web.Request) -> web.Response:
     fields = await read_json(request)
     if set(fields) != {"speed"}:
         raise ApiError(
-            "invalid-field", 'send {"speed": X}: only the speed can be changed here', param="speed"
+            ErrorCode.INVALID_FIELD, 'send {"speed": X}: only the speed can be changed here', param="speed"
         )
     profile = await asyncio.to_thread(
         set_speed, _library(request), _key(request.match_info["name"]), fields["speed"]
@@ -181,7 +180,7 @@ async def voice_audio(request: web.Request) -> web.StreamResponse:
     """GET /v1/voices/{name}/audio: the stored reference clip of a clone voice."""
     profile = await asyncio.to_thread(_library(request).get, _key(request.match_info["name"]))
     if profile.audio_path is None:
-        raise ApiError("not-found", f"voice {profile.name!r} has no reference audio")
+        raise ApiError(ErrorCode.NOT_FOUND, f"voice {profile.name!r} has no reference audio")
     return web.FileResponse(profile.audio_path, headers={"Cache-Control": "no-cache"})
 
 
@@ -189,7 +188,7 @@ async def add_voice(request: web.Request) -> web.Response:
     """POST /v1/voices: a clone voice (with a clip) or a design voice (with an instruct text)."""
     if request.content_type.startswith("multipart/"):  # a clip: admitted before its body is read
         if request.content_length is not None and request.content_length > MAX_UPLOAD_BODY:
-            raise ApiError("request-too-large", f"the body exceeds {MAX_UPLOAD_BODY} bytes")
+            raise ApiError(ErrorCode.REQUEST_TOO_LARGE, f"the body exceeds {MAX_UPLOAD_BODY} bytes")
         with upload_slot():  # server-busy at once without a free slot; held until the clip is stored
             fields, audio = await _read_multipart(request)
             return await _add_voice(request, fields, audio)
@@ -199,7 +198,9 @@ async def add_voice(request: web.Request) -> web.Response:
     elif request.content_type == "application/x-www-form-urlencoded":
         fields, audio = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}, None
     else:
-        raise ApiError("bad-request", "send multipart/form-data (a clip), or a form or JSON (a design voice)")
+        raise ApiError(
+            ErrorCode.BAD_REQUEST, "send multipart/form-data (a clip), or a form or JSON (a design voice)"
+        )
     return await _add_voice(request, fields, audio)
 
 
@@ -207,10 +208,10 @@ async def _add_voice(request: web.Request, fields: dict[str, Any], audio: Option
     for key, value in fields.items():
         numeric = key == "speed" and isinstance(value, (int, float))
         if key in TEXT_FIELDS and value is not None and not isinstance(value, (str, bool)) and not numeric:
-            raise ApiError("invalid-field", f"{key} must be a string", param=key)
+            raise ApiError(ErrorCode.INVALID_FIELD, f"{key} must be a string", param=key)
     name = fields.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ApiError("invalid-name", "a voice name is required", param="name")
+        raise ApiError(ErrorCode.INVALID_NAME, "a voice name is required", param="name")
     normalize_name(name)  # invalid-name (path traversal and friends) before any work
     library = _library(request)
     common: dict[str, Any] = {
@@ -248,7 +249,9 @@ async def _add_voice(request: web.Request, fields: dict[str, Any], audio: Option
         kind = "design"
         profile = await asyncio.to_thread(library.add_design, name, fields["instruct"], language, **common)
     else:
-        raise ApiError("invalid-argument", "send a reference clip (audio) or a voice description (instruct)")
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, "send a reference clip (audio) or a voice description (instruct)"
+        )
     if speed is not None:
         profile = await asyncio.to_thread(with_speed, library, profile, speed)
     state = context(request).state
@@ -284,19 +287,23 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Optiona
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
-            raise ApiError("bad-request", "nested multipart bodies are not supported")
+            raise ApiError(ErrorCode.BAD_REQUEST, "nested multipart bodies are not supported")
         if part.name in AUDIO_FIELDS:
-            data = await _read_part(part, MAX_BYTES, "audio-too-large", f"the clip exceeds {MAX_BYTES} bytes")
+            data = await _read_part(
+                part, MAX_BYTES, ErrorCode.AUDIO_TOO_LARGE, f"the clip exceeds {MAX_BYTES} bytes"
+            )
             audio = data or None
         elif part.name in TEXT_FIELDS:
-            data = await _read_part(part, FIELD_LIMIT, "invalid-field", f"field {part.name} is too long")
+            data = await _read_part(
+                part, FIELD_LIMIT, ErrorCode.INVALID_FIELD, f"field {part.name} is too long"
+            )
             fields[part.name] = data.decode(part.get_charset("utf-8"), errors="replace")
         else:
             await part.release()  # unknown fields are ignored
     return fields, audio
 
 
-async def _read_part(part: BodyPartReader, limit: int, code: str, message: str) -> bytes:
+async def _read_part(part: BodyPartReader, limit: int, code: ErrorCode, message: str) -> bytes:
     data = bytearray()
     while True:
         chunk = await part.read_chunk(1 << 16)

@@ -28,6 +28,8 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from ..core.audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from ..core.errors import wyoming_code
+from ..core.vocab import ErrorCode
 from ..service.connections import LINGER_BYTES, LINGER_SECONDS
 from ..service.errors import ServiceError
 from ..service.logsafe import safe
@@ -91,7 +93,7 @@ class AudioJob:
         try:
             if not await self.utterance.wait_first():  # a stream closed without text: nothing to admit
                 if not self.streaming:
-                    raise ServiceError("empty-text", "nothing to speak after text cleanup")
+                    raise ServiceError(ErrorCode.EMPTY_TEXT, "nothing to speak after text cleanup")
                 return
             with admitted(self.state):
                 async with contextlib.aclosing(self.utterance.pcm()) as chunks:
@@ -100,16 +102,16 @@ class AudioJob:
             if self.audio_started:
                 await self.handler.write_event(AudioStop().event())
             elif not self.streaming:
-                raise ServiceError("empty-text", "nothing to speak after text cleanup")
+                raise ServiceError(ErrorCode.EMPTY_TEXT, "nothing to speak after text cleanup")
         except ServiceError as exc:
-            await self._fail(exc.code, exc.text)
+            await self._fail(exc.code, exc.message)
         except asyncio.CancelledError:
             raise
         except ConnectionError as exc:
             _LOGGER.debug("client went away: %s", exc)
         except Exception as exc:  # never let one request take the connection down
             _LOGGER.exception("synthesis failed")
-            await self._fail("synthesis-failed", str(exc))
+            await self._fail(ErrorCode.SYNTHESIS_FAILED, str(exc))
 
     async def _fail(self, code: str, text: str) -> None:
         await self.handler.send_error(code, text)
@@ -144,7 +146,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
     async def send_error(self, code: str, text: str) -> None:
         _LOGGER.info("error %s: %s", code, safe(text))
         try:
-            await self.write_event(Error(text=redact_paths(text), code=code).event())
+            await self.write_event(Error(text=redact_paths(text), code=wyoming_code(code)).event())
         except (ConnectionError, RuntimeError):
             pass
 
@@ -177,7 +179,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
                     break
                 except FramingError as exc:
                     _LOGGER.warning("Wyoming: bad event from %s: %s", peer, exc)
-                    await self.send_error("bad-request", str(exc))
+                    await self.send_error(ErrorCode.BAD_REQUEST, str(exc))
                     break
                 except asyncio.TimeoutError:
                     _LOGGER.warning("Wyoming: %s idle for %g s; closing", peer, self.limits.idle_timeout)
@@ -202,7 +204,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         if counter.may_linger():
             counter.lingering += 1
             try:
-                await self.send_error("server-busy", reason)
+                await self.send_error(ErrorCode.SERVER_BUSY, reason)
                 with contextlib.suppress(OSError, RuntimeError):
                     if self.writer.can_write_eof():
                         self.writer.write_eof()
@@ -216,7 +218,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
     async def _timed_out(self) -> None:
         if self.job is not None:
             self.job.cancel()
-        await self.send_error("timeout", f"no event for {self.limits.idle_timeout:g} s")
+        await self.send_error(ErrorCode.TIMEOUT, f"no event for {self.limits.idle_timeout:g} s")
         if self.stream_segmenter is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.write_event(SynthesizeStopped().event())
@@ -225,9 +227,9 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         try:
             await self._dispatch(event)
         except ServiceError as exc:
-            if exc.code == "bad-request":
-                _LOGGER.warning("Wyoming: bad %s: %s", safe(event.type, 40), safe(exc.text))
-            await self.send_error(exc.code, exc.text)
+            if exc.code == ErrorCode.BAD_REQUEST:
+                _LOGGER.warning("Wyoming: bad %s: %s", safe(event.type, 40), safe(exc.message))
+            await self.send_error(exc.code, exc.message)
             # A failed non-streaming synthesize closes the connection (see the module doc).
             return not (Synthesize.is_type(event.type) and self.stream_segmenter is None)
         except (ConnectionError, RuntimeError):
@@ -292,7 +294,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
 
     async def _stream_start(self, start: Event) -> None:
         if self.stream_segmenter is not None:
-            raise ServiceError("bad-request", "synthesize-start while a stream is open")
+            raise ServiceError(ErrorCode.BAD_REQUEST, "synthesize-start while a stream is open")
         await self._wait_previous()
         self.stream_segmenter = StreamSegmenter()
         self.stream_chars = 0
@@ -314,7 +316,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         if self.stream_chars > self.state.max_text_chars:
             self._fail_stream()
             raise ServiceError(
-                "text-too-long", f"streamed text exceeds {self.state.max_text_chars} characters"
+                ErrorCode.TEXT_TOO_LONG, f"streamed text exceeds {self.state.max_text_chars} characters"
             )
         assert self.job is not None
         for segment in self.stream_segmenter.feed(text or ""):
@@ -354,7 +356,7 @@ class Qwen3TtsEventHandler(AsyncEventHandler):
         """Server stopping: in-flight work gets an error event, a stream still gets synthesize-stopped."""
         if self.job is not None and not self.job.task.done():
             self.job.cancel()
-            await self.send_error("server-stopping", "the server is shutting down")
+            await self.send_error(ErrorCode.SERVER_STOPPING, "the server is shutting down")
             if self.stream_segmenter is not None:
                 try:
                     await self.write_event(SynthesizeStopped().event())

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from wyoming.event import Event
 
 from ..core.languages import from_bcp47
+from ..core.vocab import ErrorCode
 from ..service.errors import ServiceError
 from ..service.ssml import is_ssml
 
@@ -17,10 +18,12 @@ def _str_field(data: dict[str, Any], key: str, what: str, required: bool = False
     value = data.get(key)
     if value is None:
         if required:
-            raise ServiceError("bad-request", f"{what} needs a {key!r} string")
+            raise ServiceError(ErrorCode.BAD_REQUEST, f"{what} needs a {key!r} string")
         return None
     if not isinstance(value, str):
-        raise ServiceError("bad-request", f"{what}: {key!r} must be a string, got {type(value).__name__}")
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST, f"{what}: {key!r} must be a string, got {type(value).__name__}"
+        )
     return value
 
 
@@ -30,7 +33,7 @@ def voice_name(event: Event) -> Optional[str]:
     if voice is None:
         return None
     if not isinstance(voice, dict):
-        raise ServiceError("bad-request", f"{event.type}: 'voice' must be an object")
+        raise ServiceError(ErrorCode.BAD_REQUEST, f"{event.type}: 'voice' must be an object")
     return _str_field(voice, "name", f"{event.type} voice")
 
 

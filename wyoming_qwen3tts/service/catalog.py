@@ -22,6 +22,7 @@ import logging
 from typing import Optional
 
 from ..core.languages import BCP47, from_bcp47
+from ..core.vocab import LIBRARY_KINDS, ErrorCode, ModelRole, VoiceKind
 from ..voices.library import VoiceLibrary, VoiceLibraryError, VoiceProfile
 from .errors import ServiceError
 from .models import ModelPool
@@ -29,7 +30,7 @@ from .voice import Voice, bind
 
 _LOGGER = logging.getLogger(__name__)
 
-PREFIXES = ("clone", "design", "style")
+PREFIXES = LIBRARY_KINDS  # clone:NAME, design:NAME, style:NAME
 
 
 def library_voice(profile: VoiceProfile) -> Voice:
@@ -41,7 +42,7 @@ def library_voice(profile: VoiceProfile) -> Voice:
         profile=profile,
         speaker=getattr(profile, "speaker", None),
         speed=getattr(profile, "speed", None),
-        instruct=profile.instruct if profile.kind == "style" else None,
+        instruct=profile.instruct if profile.kind == VoiceKind.STYLE else None,
         bound=profile.language is not None,
     )
 
@@ -65,7 +66,7 @@ class VoiceCatalog:
 
     def voices(self) -> list[Voice]:
         """The plain voices (one per speaker / library voice) whose model is configured."""
-        voices = list(self.builtin) if self.models.enabled("custom_voice") else []
+        voices = list(self.builtin) if self.models.enabled(ModelRole.CUSTOM_VOICE) else []
         if self.library is not None:
             for profile in self.library.list():
                 voice = library_voice(profile)
@@ -94,7 +95,7 @@ class VoiceCatalog:
         voice = self.lookup(wanted)
         if voice is None:
             available = ", ".join(v.name for v in self.voices()) or "none"
-            raise ServiceError("voice-not-found", f"voice {name!r} not found; available: {available}")
+            raise ServiceError(ErrorCode.VOICE_NOT_FOUND, f"voice {name!r} not found; available: {available}")
         self.models.check_enabled(voice.role)
         return voice
 
@@ -105,7 +106,7 @@ class VoiceCatalog:
         try:
             return self.find(name)
         except ServiceError as exc:
-            if exc.code != "voice-not-found" or self.strict or not (name or "").strip():
+            if exc.code != ErrorCode.VOICE_NOT_FOUND or self.strict or not (name or "").strip():
                 raise
         voice = self._default()
         _LOGGER.warning(
@@ -137,9 +138,11 @@ class VoiceCatalog:
         try:
             profile = self.library.get(bare)
         except VoiceLibraryError as err:
-            if err.code not in ("voice-not-found", "invalid-name"):
+            if err.code not in (ErrorCode.VOICE_NOT_FOUND, ErrorCode.INVALID_NAME):
                 _LOGGER.warning("Voice %r is unusable: %s", wanted, err.message)
-                raise ServiceError("voice-unusable", f"voice {wanted!r} is unusable: {err.message}") from None
+                raise ServiceError(
+                    ErrorCode.VOICE_UNUSABLE, f"voice {wanted!r} is unusable: {err.message}"
+                ) from None
             return None
         if prefix and prefix != profile.kind:
             return None
@@ -153,5 +156,5 @@ class VoiceCatalog:
             _LOGGER.warning("Default voice %r is not available; using the first voice", self.default_voice)
         voices = self.voices()
         if not voices:
-            raise ServiceError("voice-not-found", "no voices are available")
+            raise ServiceError(ErrorCode.VOICE_NOT_FOUND, "no voices are available")
         return voices[0]

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from ..core.tempo import MAX_SPEED, MIN_SPEED, TimeStretch
+from ..core.tempo import TimeStretch
+from ..core.vocab import MAX_STRETCH, MIN_STRETCH
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class PcmShaper:
         ``rate`` times the reply's speed from here on (a new stretcher, after flushing the old one)."""
         self.sentences += 1
         out: list[bytes] = []
-        speed = max(MIN_SPEED, min(MAX_SPEED, self.base_speed * rate))
+        speed = max(MIN_STRETCH, min(MAX_STRETCH, self.base_speed * rate))  # SSML: voice x prosody
         if speed != self.speed:
             out += self._blocks(self.stretcher.finish() if self.stretcher is not None else b"", final=False)
             self.speed = speed

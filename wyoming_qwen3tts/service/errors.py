@@ -1,17 +1,13 @@
-"""Errors the server answers with a Wyoming `error` event; `code` values are stable (documented in README).
-
-Codes: voice-not-found, empty-text, text-too-long, server-busy, synthesis-failed, bad-request,
-server-stopping, model-not-loaded, model-loading (the start-up load did not finish in time), voice-unusable,
-timeout (Wyoming: an open stream idle too long).
-"""
+"""Errors the server answers with a Wyoming `error` event; codes are core.vocab.ErrorCode (documented in
+README), their HTTP statuses in core/errors.py."""
 
 from __future__ import annotations
 
+from ..core.errors import CodedError
+from ..core.vocab import ErrorCode
 
-class ServiceError(Exception):
-    """A request-level failure: the client gets `error(code, text)`, the connection stays usable."""
+__all__ = ["ErrorCode", "ServiceError"]
 
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
+
+class ServiceError(CodedError):
+    """A request-level failure: the client gets `error(code, message)`, the connection stays usable."""

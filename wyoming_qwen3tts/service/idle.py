@@ -21,11 +21,10 @@ async def unload_idle(pool: ModelPool) -> list[str]:
     now = time.monotonic()
     gone = []
     async with pool._condition():
-        for role in list(pool.engines):
-            if pool.users.get(role, 0) == 0 and now - pool.last_used.get(role, now) >= pool.unload_after:
-                engine = pool.engines.pop(role)
-                pool.users.pop(role, None)
-                gone.append((role, engine))
+        for role, state in pool.roles.items():
+            if state.engine is not None and state.users == 0 and now - state.last_used >= pool.unload_after:
+                gone.append((role, state.engine))
+                state.engine = None
     for role, engine in gone:
         _LOGGER.info(
             "Unloading the %s model %s: idle for %.0f s (--unload-after); the next request reloads it",

@@ -22,8 +22,10 @@ import contextlib
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Optional
 
+from ..core.vocab import ErrorCode, ModelRole
 from ..engine import Engine
 from .errors import ServiceError
 from .pacing import meter_for
@@ -32,8 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 
 WARM_UP_FRAMES = 3  # Engine.warm_up: max_new_tokens=4
 
-ROLE_LABELS = {"custom_voice": "CustomVoice", "base": "Base", "voice_design": "VoiceDesign"}
-ROLE_SETTINGS = {"custom_voice": "--model", "base": "--clone-model", "voice_design": "--design-model"}
+ROLE_LABELS = {role.value: role.label for role in ModelRole}  # custom_voice -> CustomVoice (core.vocab)
+ROLE_SETTINGS = {role.value: role.setting for role in ModelRole}  # custom_voice -> --model
 RETRY_AFTER_S = 30.0
 # How long a request that arrives while the start-up load runs waits for it before `model-loading` (a warm
 # restart loads in 15-60 s on a 2-core CPU; Home Assistant's TTS read has no timeout of its own).
@@ -44,17 +46,27 @@ class ModelNotLoaded(ServiceError):
     """A request needs a model that is off, failed to load, or (with --preload) is not loaded."""
 
     def __init__(self, text: str) -> None:
-        super().__init__("model-not-loaded", text)
+        super().__init__(ErrorCode.MODEL_NOT_LOADED, text)
 
 
 class ModelLoading(ServiceError):
     """A request arrived while the start-up load runs and it did not finish within ``load_wait``."""
 
     def __init__(self, text: str) -> None:
-        super().__init__("model-loading", text)
+        super().__init__(ErrorCode.MODEL_LOADING, text)
 
 
 Loader = Callable[[str], Engine]
+
+
+@dataclass
+class RoleState:
+    """What the pool knows about one role at run time (its configured model is ``ModelPool.models``)."""
+
+    engine: Optional[Engine] = None  # None while not in memory
+    users: int = 0  # requests in flight on the engine: never unloaded while > 0
+    last_used: float = 0.0  # time.monotonic() of the last lease's end (least recently used unloads first)
+    failure: Optional[tuple[float, str]] = None  # (when, message) of the last failed load
 
 
 class ModelPool:
@@ -73,10 +85,7 @@ class ModelPool:
         self.max_loaded = max(1, max_loaded)
         self.on_demand = on_demand
         self.unload_after = unload_after  # seconds idle before an engine is unloaded (service/idle.py)
-        self.engines: dict[str, Engine] = {}
-        self.users: dict[str, int] = {}
-        self.last_used: dict[str, float] = {}
-        self.failures: dict[str, tuple[float, str]] = {}
+        self.roles: dict[str, RoleState] = {}  # role -> its engine, users, last use and last failure
         self.loads = 0  # engines loaded so far (tests, logs)
         self._loading: Optional[asyncio.Future] = None
         self._cond: Optional[asyncio.Condition] = None
@@ -87,9 +96,7 @@ class ModelPool:
     def load_now(self, role: str) -> Engine:
         """Loads a role's model synchronously (start-up); raises what the loader raises."""
         engine = self._load_checked(role)
-        self.engines[role] = engine
-        self.users[role] = 0
-        self.last_used[role] = time.monotonic()
+        self._register(role, engine)
         return engine
 
     def assign(self, model: str, role: str) -> str:
@@ -103,14 +110,25 @@ class ModelPool:
     def adopt(self, engine: Engine, model: str) -> str:
         """Registers an already loaded engine under the role of its real type; returns the role."""
         role = self.assign(model, engine.model_type)
-        self.engines[role] = engine
-        self.users[role] = 0
-        self.last_used[role] = time.monotonic()
+        self._register(role, engine)
         return role
+
+    def _state(self, role: str) -> RoleState:
+        return self.roles.setdefault(role, RoleState())
+
+    def _register(self, role: str, engine: Engine) -> None:
+        """``engine`` is loaded for ``role`` and idle."""
+        state = self._state(role)
+        state.engine, state.users, state.last_used, state.failure = engine, 0, time.monotonic(), None
 
     # -- facts ------------------------------------------------------------------------------------------
     def enabled(self, role: str) -> bool:
         return self.models.get(role) is not None
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """The loaded engines by role (a snapshot: the pool changes ``roles``)."""
+        return {role: state.engine for role, state in self.roles.items() if state.engine is not None}
 
     def loaded_roles(self) -> list[str]:
         return list(self.engines)
@@ -132,8 +150,9 @@ class ModelPool:
             yield engine
         finally:
             async with self._condition():
-                self.users[role] -= 1
-                self.last_used[role] = time.monotonic()
+                state = self.roles[role]
+                state.users -= 1
+                state.last_used = time.monotonic()
                 self._condition().notify_all()
 
     async def load_at_start(self, roles: list[str], prepare: Callable[[Engine], Any]) -> None:
@@ -156,14 +175,12 @@ class ModelPool:
 
                 engine = await asyncio.to_thread(load)
                 async with cond:
-                    self.engines[role] = engine
-                    self.users[role] = 0
-                    self.last_used[role] = time.monotonic()
+                    self._register(role, engine)
                     cond.notify_all()
         except BaseException as exc:
             for role in roles:  # waiting requests get this failure, not a second load attempt
-                if role not in self.engines:
-                    self.failures[role] = (time.monotonic(), f"the model failed to load: {exc}")
+                if self._state(role).engine is None:
+                    self._state(role).failure = (time.monotonic(), f"the model failed to load: {exc}")
             raise
         finally:
             self.starting.set_result(None)
@@ -171,7 +188,7 @@ class ModelPool:
     async def _wait_start(self, role: str) -> None:
         """A request during the start-up load waits for it, at most ``load_wait`` seconds."""
         starting = self.starting
-        if starting is None or starting.done() or role in self.engines:
+        if starting is None or starting.done() or self._state(role).engine is not None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(starting), self.load_wait)
@@ -187,15 +204,16 @@ class ModelPool:
         while True:
             async with cond:
                 while True:
-                    if role in self.engines:
-                        self.users[role] += 1
-                        return self.engines[role]
+                    state = self._state(role)
+                    if state.engine is not None:
+                        state.users += 1
+                        return state.engine
                     if not self.on_demand:
                         label = ROLE_LABELS[role]
                         raise ModelNotLoaded(
                             f"the {label} model is not loaded (--preload loads at start only)"
                         )
-                    failed = self.failures.get(role)
+                    failed = state.failure
                     if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
                         raise ModelNotLoaded(failed[1])
                     if self._loading is None and await self._make_room():
@@ -225,28 +243,26 @@ class ModelPool:
             message = f"cannot load the {ROLE_LABELS[role]} model {model}: {exc}"
             _LOGGER.error("%s", message)
             async with cond:
-                self.failures[role] = (time.monotonic(), message)
+                self._state(role).failure = (time.monotonic(), message)
                 self._loading = None
                 cond.notify_all()
             raise ModelNotLoaded(message) from exc
         _LOGGER.info("%s model ready in %.1f s", ROLE_LABELS[role], time.monotonic() - started)
         async with cond:
-            self.failures.pop(role, None)
-            self.engines[role] = engine
-            self.users[role] = 0
-            self.last_used[role] = time.monotonic()
+            self._register(role, engine)
             self._loading = None
             cond.notify_all()
 
     async def _make_room(self) -> bool:
         """Unloads least recently used idle engines until one more fits; False when all are busy."""
         while len(self.engines) >= self.max_loaded:
-            idle = [r for r in self.engines if self.users.get(r, 0) == 0]
+            idle = [r for r, s in self.roles.items() if s.engine is not None and s.users == 0]
             if not idle:
                 return False
-            victim = min(idle, key=lambda r: self.last_used.get(r, 0.0))
-            engine = self.engines.pop(victim)
-            self.users.pop(victim, None)
+            victim = min(idle, key=lambda r: self.roles[r].last_used)
+            engine = self.roles[victim].engine
+            assert engine is not None
+            self.roles[victim].engine = None
             _LOGGER.info(
                 "Unloading the %s model %s (least recently used)", ROLE_LABELS[victim], self.models[victim]
             )
@@ -273,9 +289,10 @@ class ModelPool:
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        for engine in self.engines.values():
-            engine.close()
-        self.engines.clear()
+        for state in self.roles.values():
+            if state.engine is not None:
+                state.engine.close()
+                state.engine = None
 
 
 def _release(engine: Engine) -> None:

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..settings import AUTO, MODEL_TYPES, Settings, SettingsError
+from ..core.vocab import AUTO, MODEL_TYPES, ModelRole
+from ..settings import Settings, SettingsError
 
 _HUB_RE = re.compile(r"(Qwen/Qwen3-TTS-12Hz-)(0\.6B|1\.7B)-(CustomVoice|Base|VoiceDesign)")
-_HUB_TYPES = {"CustomVoice": "custom_voice", "Base": "base", "VoiceDesign": "voice_design"}
+_HUB_TYPES = {role.label: role.value for role in ModelRole}  # the hub id's suffix -> the model type
 
 
 def model_type_of(model: str) -> str:
@@ -28,7 +29,7 @@ def model_type_of(model: str) -> str:
             kind = None
         if kind in MODEL_TYPES:
             return kind
-    return "custom_voice"
+    return ModelRole.CUSTOM_VOICE.value
 
 
 def role_models(settings: Settings) -> dict[str, Optional[str]]:
@@ -38,13 +39,14 @@ def role_models(settings: Settings) -> dict[str, Optional[str]]:
     main model (the Base model of the same size; the only VoiceDesign model, 1.7B) and means "off"
     when the main model is a local directory (we cannot guess where its siblings are)."""
     main_type = model_type_of(settings.model)
-    roles: dict[str, Optional[str]] = {"custom_voice": None, "base": None, "voice_design": None}
+    roles: dict[str, Optional[str]] = {role: None for role in MODEL_TYPES}
     hub = _HUB_RE.fullmatch(settings.model.strip())
-    for role, value in (("base", settings.clone_model), ("voice_design", settings.design_model)):
+    clone, design = ModelRole.BASE.value, ModelRole.VOICE_DESIGN.value
+    for role, value in ((clone, settings.clone_model), (design, settings.design_model)):
         if value == AUTO:
             if hub is None:
                 value = None
-            elif role == "base":
+            elif role == clone:
                 value = f"{hub.group(1)}{hub.group(2)}-Base"
             else:
                 value = f"{hub.group(1)}1.7B-VoiceDesign"

@@ -37,7 +37,7 @@ import logging
 import re
 from typing import Optional
 
-from ..core.scripts import CJK_RE, HAN_KANA_RE
+from ..core.scripts import HAN_KANA_RE, is_cjk
 from .textclean import FENCE_LINE, clean_line, clean_text
 
 __all__ = ["ABBREVIATIONS", "StreamSegmenter", "clean_text", "split_text"]
@@ -64,10 +64,6 @@ _SPACE = re.compile(r"\s")
 FENCE_MAX = 256  # an unfinished line longer than this is text, not a fence line still arriving
 _WAIT = -1  # decision: the boundary cannot be decided until more text arrives
 _NO = -2  # decision: not a boundary
-
-
-def _is_cjk(char: str) -> bool:
-    return bool(CJK_RE.match(char))
 
 
 def _word_units(text: str) -> float:
@@ -223,7 +219,7 @@ class StreamSegmenter:
         if cut == len(buf):
             return cut if final else _WAIT
         nxt = buf[cut]
-        if any(ch in _CJK_TERMINATORS for ch in run) or _is_cjk(nxt):
+        if any(ch in _CJK_TERMINATORS for ch in run) or is_cjk(nxt):
             return cut
         if HAN_KANA_RE.match(buf[match.start() - 1 : match.start()]) and not nxt.isdigit():
             return cut  # "中文!English": half-width punctuation in unspaced CJK text
@@ -278,7 +274,7 @@ class StreamSegmenter:
         if buf[before - 1 : before] == ".":
             return _NO  # "e.g.," belongs to what follows
         nxt = buf[cut]
-        return cut if nxt.isspace() or _is_cjk(nxt) else _NO  # never 1,000 or 10:45
+        return cut if nxt.isspace() or is_cjk(nxt) else _NO  # never 1,000 or 10:45
 
     def _overlong_cut(self, final: bool) -> Optional[int]:
         """Cut for a sentence longer than max_chars; never inside a word."""
@@ -290,7 +286,7 @@ class StreamSegmenter:
             cut = self._clause_decision(match, final) if _CLAUSE.fullmatch(match.group()) else None
             if cut is None:
                 cut = self._after_closers(match.end())
-                if cut >= len(buf) or not (buf[cut].isspace() or _is_cjk(buf[cut])):
+                if cut >= len(buf) or not (buf[cut].isspace() or is_cjk(buf[cut])):
                     cut = _NO
             if 0 < cut <= limit:
                 best = cut

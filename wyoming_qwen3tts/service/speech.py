@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator, Iterable, Optional, cast
 
+from ..core.vocab import ErrorCode
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
 from .clauses import split_long
@@ -77,7 +78,7 @@ def segments_of(text: str) -> list[str]:
     """A whole text's speakable segments; raises empty-text."""
     segments = split_text(text)
     if not segments:
-        raise ServiceError("empty-text", "nothing to speak after text cleanup")
+        raise ServiceError(ErrorCode.EMPTY_TEXT, "nothing to speak after text cleanup")
     return segments
 
 
@@ -100,7 +101,7 @@ async def voice_args(
         assert state.prompts is not None and model_id is not None
         prompt = await asyncio.to_thread(state.prompts.get, voice.profile, engine, model_id)
     except (VoiceLibraryError, OSError, ValueError) as exc:
-        raise ServiceError("voice-unusable", f"voice {voice.name!r} is unusable: {exc}") from exc
+        raise ServiceError(ErrorCode.VOICE_UNUSABLE, f"voice {voice.name!r} is unusable: {exc}") from exc
     return {"voice": prompt}
 
 
@@ -284,7 +285,7 @@ class Utterance:
         try:
             self.inflight.append(self.engine.submit(request))
         except ValueError as exc:
-            raise ServiceError("synthesis-failed", str(exc)) from exc
+            raise ServiceError(ErrorCode.SYNTHESIS_FAILED, str(exc)) from exc
         self.texts.append(part)
 
     def _take_ready(self) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..core.languages import from_bcp47, to_bcp47
+from ..core.vocab import ErrorCode
 from .errors import ServiceError
 from .segmenter import split_text
 from .speech import decide_language
@@ -314,7 +315,9 @@ def is_ssml(text_format: object, field: str = "text_format") -> bool:
         return False
     if text_format == "ssml":
         return True
-    raise ServiceError("bad-request", f"{field} must be 'text' or 'ssml', got {str(text_format)[:40]!r}")
+    raise ServiceError(
+        ErrorCode.BAD_REQUEST, f"{field} must be 'text' or 'ssml', got {str(text_format)[:40]!r}"
+    )
 
 
 def ssml_segments(state: ServerState, voice: Voice, text: str, requested: Optional[str] = None) -> list[str]:
@@ -323,5 +326,5 @@ def ssml_segments(state: ServerState, voice: Voice, text: str, requested: Option
     language = decide_language(voice, state.default_language, plain_text(text), requested)
     segments = parse(text, None if language == "auto" else language)
     if not segments:
-        raise ServiceError("empty-text", "nothing to speak after text cleanup")
+        raise ServiceError(ErrorCode.EMPTY_TEXT, "nothing to speak after text cleanup")
     return segments

@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from ..core.vocab import ErrorCode
 from ..voices.prompts import PromptCache
 from .catalog import VoiceCatalog
 from .delivery import Delivery
@@ -54,7 +55,7 @@ def check_length(state: ServerState, text: str) -> None:
     error, not a synthesis failure)."""
     if len(text) > state.max_text_chars:
         raise ServiceError(
-            "text-too-long", f"text has {len(text)} characters; the limit is {state.max_text_chars}"
+            ErrorCode.TEXT_TOO_LONG, f"text has {len(text)} characters; the limit is {state.max_text_chars}"
         )
     check_unicode(text)
 
@@ -64,7 +65,8 @@ def check_unicode(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ServiceError(
-            "bad-request", f"the text holds an invalid character (a lone surrogate) at position {exc.start}"
+            ErrorCode.BAD_REQUEST,
+            f"the text holds an invalid character (a lone surrogate) at position {exc.start}",
         ) from None
 
 
@@ -72,7 +74,9 @@ def check_unicode(text: str) -> None:
 def admitted(state: ServerState) -> Iterator[None]:
     """One admitted request for the duration of the block; server-busy when all slots are taken."""
     if state.active_jobs >= state.max_concurrent:
-        raise ServiceError("server-busy", f"all {state.max_concurrent} synthesis slots are busy; try again")
+        raise ServiceError(
+            ErrorCode.SERVER_BUSY, f"all {state.max_concurrent} synthesis slots are busy; try again"
+        )
     state.active_jobs += 1
     try:
         yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..core.vocab import ErrorCode
 from .errors import ServiceError
 from .models import ModelNotLoaded
 from .voice import Voice
@@ -23,7 +24,7 @@ def style_args(voice: Voice, engine: Any, instruct: Optional[str] = None) -> dic
         )
     if voice.speaker not in engine.speakers:
         raise ServiceError(
-            "voice-unusable", f"style voice {voice.name!r}: no built-in speaker {voice.speaker!r}"
+            ErrorCode.VOICE_UNUSABLE, f"style voice {voice.name!r}: no built-in speaker {voice.speaker!r}"
         )
     text = voice.instruct or ""
     return {"speaker": voice.speaker, "instruct": f"{text} {instruct}".strip() if instruct else text}

@@ -35,7 +35,7 @@ import html
 import logging
 import re
 
-from ..core.scripts import HAN_KANA_RE
+from ..core.scripts import is_unspaced
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -162,16 +162,11 @@ def join_lines(lines: list[str]) -> str:
     joined = ""
     for index, line in enumerate(lines):
         if index < len(lines) - 1 and not _LINE_END_PUNCT.search(line):
-            line += "。" if _is_cjk(line[-1]) else "."
-        if joined and not (joined[-1] in _CJK_PUNCT or (_is_cjk(joined[-1]) and _is_cjk(line[0]))):
+            line += "。" if is_unspaced(line[-1]) else "."
+        if joined and not (joined[-1] in _CJK_PUNCT or (is_unspaced(joined[-1]) and is_unspaced(line[0]))):
             joined += " "
         joined += line
     return joined
-
-
-def _is_cjk(char: str) -> bool:
-    """Han or kana: scripts written without spaces (Hangul uses spaces, so it is not included)."""
-    return bool(HAN_KANA_RE.match(char))
 
 
 def clean_text(text: str) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..core.languages import BCP47
+from ..core.vocab import VoiceKind
 
 # The 9 built-in CustomVoice speakers: display name and a short character (from the model card).
 SPEAKER_CARDS = {
@@ -21,7 +22,7 @@ SPEAKER_CARDS = {
 }
 
 
-ROLES = {"builtin": "custom_voice", "clone": "base", "design": "voice_design", "style": "custom_voice"}
+ROLES = {kind.value: kind.role.value for kind in VoiceKind}  # voice kind -> the model role that speaks it
 # How a language-bound voice's display name says its language (Home Assistant shows the description).
 NATIVE_NAMES = {
     "english": "English",
@@ -45,7 +46,7 @@ class Voice:
     description: str  # what Home Assistant shows
     speaker: Optional[str] = None  # built-in CustomVoice speaker
     language: Optional[str] = None  # the voice's own language (engine name), if it has one
-    kind: str = "builtin"  # builtin | clone | design | style
+    kind: str = VoiceKind.BUILTIN.value  # core.vocab.VoiceKind
     profile: Any = None  # the library's VoiceProfile of clone/design/style voices
     bound: bool = False  # the language is part of the name ("ryan@de"): never guessed
     speed: Optional[float] = None  # the library's per-voice speaking rate (None: the server's --speed)

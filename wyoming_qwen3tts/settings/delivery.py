@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-MIN_SPEED, MAX_SPEED = 0.5, 2.0  # the server's --speed (speech stays natural in this range)
+from ..core.vocab import MAX_SPEED, MIN_SPEED  # the server's --speed
+
 MAX_SILENCE_S = 5.0
 MAX_PREBUFFER_S = 30.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..core.vocab import DEFAULT_QUANTIZE, DEFAULT_SLOTS
 from .checks import (
     _check_bool,
     _check_device,
@@ -83,7 +84,7 @@ class ModelSettings:
     )
     # int8/int4 weights of the talker and code predictor (CPU only); engine/policy.py
     quantize: str = setting(
-        "auto",
+        DEFAULT_QUANTIZE,
         check=_check_quantize,
         help="weights of the talker and code predictor on CPU: auto (int8 where this CPU has a fast int8 "
         "kernel: x86-64 AVX2 and up, ARM64), none, int8, int4 (experimental, AVX-512 only; elsewhere "
@@ -102,7 +103,7 @@ class ModelSettings:
         addon=Addon("int(1,256)?"),
     )
     slots: int = setting(  # KV-cache slots of the engine
-        4,
+        DEFAULT_SLOTS,
         check=_check_positive_int,
         metavar="N",
         help="engine KV-cache slots (default: {default})",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..core.vocab import DEFAULT_MAX_TEXT_CHARS
 from .checks import (
     _check_bool,
     _check_log_format,
@@ -90,7 +91,7 @@ class ServerSettings:
         addon=Addon("int(1,16)", default=2),
     )
     max_text_chars: int = setting(
-        5000,
+        DEFAULT_MAX_TEXT_CHARS,
         check=_check_positive_int,
         metavar="N",
         help="longest accepted text (default: {default})",

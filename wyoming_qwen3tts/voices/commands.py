@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from typing import Any, Optional
 
+from ..core.vocab import VoiceKind
 from .library import VoiceLibrary, VoiceProfile
 from .styles import add_style, set_speed
 from .validation import check_speed
@@ -46,7 +47,7 @@ def add_style_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argum
 def describe(profile: VoiceProfile) -> str:
     lines = [f"{profile.kind} voice {profile.name!r} ({profile.display_name})"]
     lines.append(f"  language: {profile.language or 'auto'}")
-    if profile.kind == "clone":
+    if profile.kind == VoiceKind.CLONE:
         lines.append(f"  mode: {profile.mode}")
         if profile.transcript:
             lines.append(f"  transcript: {profile.transcript}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+from ..core.vocab import ErrorCode, ModelRole
 from ..engine import SamplingParams, SpeechRequest
 from .library import MAX_SECONDS, MIN_SECONDS, VoiceLibrary, VoiceLibraryError, VoiceProfile
 
@@ -56,16 +57,16 @@ def freeze_design(
 ) -> VoiceProfile:
     """Synthesize ``text`` (default: a sample in the voice's language) with the VoiceDesign ``engine`` and
     store the clip as the ICL clone voice ``name``; the library validates the clip like any upload."""
-    if engine.model_type != "voice_design":
+    if engine.model_type != ModelRole.VOICE_DESIGN:
         raise VoiceLibraryError(
-            "invalid-argument", f"freezing needs a VoiceDesign model; this one is {engine.model_type}"
+            ErrorCode.INVALID_ARGUMENT, f"freezing needs a VoiceDesign model; this one is {engine.model_type}"
         )
     from .library import normalize_language  # the same language rules as every other library write
 
     lang = normalize_language(language)
     instruct = " ".join(instruct.split())  # as stored, so re-freezing the stored text gives the same clip
     if not instruct:
-        raise VoiceLibraryError("invalid-argument", "a design voice needs an instruct text")
+        raise VoiceLibraryError(ErrorCode.INVALID_ARGUMENT, "a design voice needs an instruct text")
     spoken = " ".join((text or sample_text(lang)).split())
     _LOGGER.info("Freezing design voice %r: speaking %d characters", name, len(spoken))
     result = engine.synthesize(
@@ -75,7 +76,7 @@ def freeze_design(
     seconds = result.seconds
     if not MIN_SECONDS <= seconds <= MAX_SECONDS or result.truncated:
         raise VoiceLibraryError(
-            "freeze-failed",
+            ErrorCode.FREEZE_FAILED,
             f"the VoiceDesign model produced {seconds:.1f} s of audio"
             + (" and was cut off" if result.truncated else "")
             + f" (a usable clip is {MIN_SECONDS:g}-{MAX_SECONDS:g} s); try another --seed or --sample-text",

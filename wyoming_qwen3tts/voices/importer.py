@@ -35,14 +35,13 @@ from typing import Any, Optional
 import numpy as np
 import soundfile as sf
 
+from ..core.vocab import MAX_DISPLAY_NAME_CHARS, MAX_TRANSCRIPT_CHARS, ErrorCode
 from ..engine.audio import AudioError, load_audio, resample, to_pcm16
 from .errors import VoiceLibraryError
 from .library import (
     FLAT_AUDIO_EXTS,
     MAX_BYTES,
-    MAX_DISPLAY_NAME_CHARS,
     MAX_SECONDS,
-    MAX_TRANSCRIPT_CHARS,
     SAMPLE_RATE,
     VoiceLibrary,
     normalize_language,
@@ -131,7 +130,7 @@ def read_text(path: Path, root: Path, limit: int) -> str:
 def find_sources(directory: Path) -> list[Source]:
     """Every profile and flat clip under ``directory``, sorted by path."""
     if not directory.is_dir():
-        raise VoiceLibraryError("invalid-argument", f"{directory} is not a directory")
+        raise VoiceLibraryError(ErrorCode.INVALID_ARGUMENT, f"{directory} is not a directory")
     profiles = directory / "profiles"
     if not (profiles.is_dir() and inside(profiles, directory)):
         profiles = directory
@@ -216,7 +215,7 @@ def _same_voice(library: VoiceLibrary, name: str, source: Source) -> Optional[bo
     try:
         existing = library.get(name)
     except VoiceLibraryError as err:
-        if err.code == "voice-not-found":
+        if err.code == ErrorCode.VOICE_NOT_FOUND:
             return None
         return False
     transcript = " ".join(source.transcript.split()) if source.transcript else None

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from ..core.vocab import ErrorCode
 from .errors import VoiceLibraryError
 from .library import VoiceLibrary, VoiceProfile
 from .prompts import PromptCache
@@ -79,7 +80,7 @@ class InlineVoices:
                 # whose mtime changed.
                 os.utime(self.root / key)
             except VoiceLibraryError as err:
-                if err.code != "voice-not-found":
+                if err.code != ErrorCode.VOICE_NOT_FOUND:
                     _LOGGER.warning(
                         "Inline clip %s is unusable (%s); storing it again", key[:12], err.message
                     )

@@ -38,6 +38,14 @@ import soundfile as sf
 
 from ..core.files import atomic_write_bytes  # noqa: F401 (used here and by prompts.py)
 from ..core.languages import from_bcp47, parse_language
+from ..core.vocab import (
+    LIBRARY_KINDS,
+    MAX_DISPLAY_NAME_CHARS,
+    MAX_INSTRUCT_CHARS,
+    MAX_TRANSCRIPT_CHARS,
+    ErrorCode,
+    VoiceKind,
+)
 from ..engine.audio import AudioSource, to_pcm16
 from . import store
 from .errors import VoiceLibraryError
@@ -45,10 +53,6 @@ from .reference import decode_reference_audio
 from .validation import MAX_BYTES, MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, read_speed  # noqa: F401 (API)
 
 _LOGGER = logging.getLogger(__name__)
-
-MAX_INSTRUCT_CHARS = 2000
-MAX_TRANSCRIPT_CHARS = 5000
-MAX_DISPLAY_NAME_CHARS = 100  # advertised in every describe: bounded, so is the describe
 
 META_FILE = "meta.json"
 AUDIO_FILE = "reference.wav"
@@ -61,7 +65,6 @@ RESERVED_NAMES = frozenset(
     + [f"lpt{i}" for i in range(10)]
 )
 
-KINDS = ("clone", "design", "style")  # style: a built-in speaker + instruct (voices/styles.py)
 MODES = ("icl", "xvector")
 
 
@@ -91,15 +94,17 @@ class VoiceProfile:
 def normalize_name(name: str) -> str:
     """Lower-case and validate a voice name; raises ``invalid-name``."""
     if not isinstance(name, str):
-        raise VoiceLibraryError("invalid-name", f"voice name must be a string, got {type(name).__name__}")
+        raise VoiceLibraryError(
+            ErrorCode.INVALID_NAME, f"voice name must be a string, got {type(name).__name__}"
+        )
     key = name.strip().lower()
     if not NAME_RE.fullmatch(key):
         raise VoiceLibraryError(
-            "invalid-name",
+            ErrorCode.INVALID_NAME,
             f"invalid voice name {name[:80]!r}: use 1-64 of a-z 0-9 _ - (starting with a letter or digit)",
         )
     if key in RESERVED_NAMES:
-        raise VoiceLibraryError("invalid-name", f"voice name {key!r} is reserved")
+        raise VoiceLibraryError(ErrorCode.INVALID_NAME, f"voice name {key!r} is reserved")
     return key
 
 
@@ -108,16 +113,18 @@ def normalize_language(language: Optional[str]) -> Optional[str]:
     try:
         return parse_language(language)
     except ValueError:
-        raise VoiceLibraryError("invalid-language", f"unsupported language {language!r}") from None
+        raise VoiceLibraryError(ErrorCode.INVALID_LANGUAGE, f"unsupported language {language!r}") from None
 
 
 def clean_instruct(instruct: Optional[str], missing: str) -> str:
     """A voice's instruction on one line, checked: ``missing`` when empty, too long over the limit."""
     text = " ".join((instruct or "").split())
     if not text:
-        raise VoiceLibraryError("invalid-argument", missing)
+        raise VoiceLibraryError(ErrorCode.INVALID_ARGUMENT, missing)
     if len(text) > MAX_INSTRUCT_CHARS:
-        raise VoiceLibraryError("invalid-argument", f"instruct longer than {MAX_INSTRUCT_CHARS} chars")
+        raise VoiceLibraryError(
+            ErrorCode.INVALID_ARGUMENT, f"instruct longer than {MAX_INSTRUCT_CHARS} chars"
+        )
     return text
 
 
@@ -126,7 +133,7 @@ def clean_display_name(value: Optional[str], fallback: str) -> str:
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in (value or "")).split())
     if len(text) > MAX_DISPLAY_NAME_CHARS:
         raise VoiceLibraryError(
-            "invalid-argument", f"display name longer than {MAX_DISPLAY_NAME_CHARS} chars"
+            ErrorCode.INVALID_ARGUMENT, f"display name longer than {MAX_DISPLAY_NAME_CHARS} chars"
         )
     return text or fallback
 
@@ -209,12 +216,12 @@ class VoiceLibrary:
             except VoiceLibraryError:
                 raise
             except Exception as err:  # noqa: BLE001 - anything unreadable is "corrupt"
-                raise VoiceLibraryError("voice-corrupt", f"voice {key!r} is corrupt: {err}") from None
+                raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"voice {key!r} is corrupt: {err}") from None
         if self.root.is_dir():
             for audio in sorted(self.root.iterdir()):
                 if audio.suffix.lower() in FLAT_AUDIO_EXTS and audio.stem.lower() == key and audio.is_file():
                     return self._load_flat(audio)
-        raise VoiceLibraryError("voice-not-found", f"no voice named {key!r}")
+        raise VoiceLibraryError(ErrorCode.VOICE_NOT_FOUND, f"no voice named {key!r}")
 
     def _try_load(self, path: Path) -> Optional[VoiceProfile]:
         try:
@@ -232,18 +239,20 @@ class VoiceLibrary:
     def _load_dir(self, directory: Path) -> VoiceProfile:
         name = normalize_name(directory.name)
         if name != directory.name:
-            raise VoiceLibraryError("invalid-name", f"directory name {directory.name!r} is not lower-case")
+            raise VoiceLibraryError(
+                ErrorCode.INVALID_NAME, f"directory name {directory.name!r} is not lower-case"
+            )
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is missing") from None
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{META_FILE} is missing") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is unreadable: {err}") from None
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{META_FILE} is unreadable: {err}") from None
         if not isinstance(meta, dict):
-            raise VoiceLibraryError("voice-corrupt", f"{META_FILE} is not a JSON object")
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{META_FILE} is not a JSON object")
         kind = meta.get("kind")
-        if kind not in KINDS:
-            raise VoiceLibraryError("voice-corrupt", f"unknown kind {kind!r}")
+        if kind not in LIBRARY_KINDS:
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"unknown kind {kind!r}")
         if meta.get("name", name) != name:
             _LOGGER.debug("meta.json of %s names %r; the directory name wins", directory, meta.get("name"))
         language = meta.get("language")
@@ -256,21 +265,21 @@ class VoiceLibrary:
             updated=meta.get("updated"),
             speed=read_speed(meta.get("speed")),
         )
-        if kind in ("design", "style"):
+        if kind in (VoiceKind.DESIGN, VoiceKind.STYLE):
             instruct = meta.get("instruct")
             if not isinstance(instruct, str) or not instruct.strip():
-                raise VoiceLibraryError("voice-corrupt", f"{kind} voice without instruct text")
-            speaker = meta.get("speaker") if kind == "style" else None
-            if kind == "style" and not (isinstance(speaker, str) and speaker.strip()):
-                raise VoiceLibraryError("voice-corrupt", "style voice without a speaker")
+                raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{kind} voice without instruct text")
+            speaker = meta.get("speaker") if kind == VoiceKind.STYLE else None
+            if kind == VoiceKind.STYLE and not (isinstance(speaker, str) and speaker.strip()):
+                raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, "style voice without a speaker")
             return VoiceProfile(**common, instruct=instruct, speaker=speaker)
         audio = directory / AUDIO_FILE
         if not audio.is_file():
-            raise VoiceLibraryError("voice-corrupt", f"{AUDIO_FILE} is missing")
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"{AUDIO_FILE} is missing")
         transcript = meta.get("transcript")
         mode = meta.get("mode")
         if mode not in MODES or (mode == "icl" and not (isinstance(transcript, str) and transcript.strip())):
-            raise VoiceLibraryError("voice-corrupt", f"bad mode {mode!r} (icl needs a transcript)")
+            raise VoiceLibraryError(ErrorCode.VOICE_CORRUPT, f"bad mode {mode!r} (icl needs a transcript)")
         return VoiceProfile(
             **common,
             transcript=transcript if isinstance(transcript, str) and transcript.strip() else None,
@@ -329,12 +338,12 @@ class VoiceLibrary:
         display = clean_display_name(display_name, name.strip())
         if mode not in MODES:
             raise VoiceLibraryError(
-                "invalid-argument", f"mode must be one of {', '.join(MODES)}, got {mode!r}"
+                ErrorCode.INVALID_ARGUMENT, f"mode must be one of {', '.join(MODES)}, got {mode!r}"
             )
         transcript = " ".join(transcript.split()) if transcript and transcript.strip() else None
         if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
             raise VoiceLibraryError(
-                "invalid-argument", f"transcript longer than {MAX_TRANSCRIPT_CHARS} chars"
+                ErrorCode.INVALID_ARGUMENT, f"transcript longer than {MAX_TRANSCRIPT_CHARS} chars"
             )
         label = str(audio_source) if isinstance(audio_source, (str, os.PathLike)) else "reference audio"
         label = label if len(label) < 200 else "reference audio"
@@ -393,7 +402,7 @@ class VoiceLibrary:
             if not directory.is_dir():
                 profile = self.get(key)  # raises voice-not-found
                 raise VoiceLibraryError(
-                    "voice-read-only", f"{profile.audio_path} is an imported file; delete it by hand"
+                    ErrorCode.VOICE_READ_ONLY, f"{profile.audio_path} is an imported file; delete it by hand"
                 )
             store.remove(self.root, key)
         _LOGGER.info("Removed voice %r", key)
@@ -406,7 +415,7 @@ class VoiceLibrary:
             created = _now()
             if final.exists():
                 if not overwrite:
-                    raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists")
+                    raise VoiceLibraryError(ErrorCode.VOICE_EXISTS, f"a voice named {key!r} already exists")
                 try:
                     created = self._load_dir(final).created or created
                 except Exception:  # noqa: BLE001 - replacing a broken profile is fine

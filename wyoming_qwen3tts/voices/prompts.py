@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
+from ..core.vocab import ErrorCode, VoiceKind
 from ..engine import VoicePrompt
 from ..engine.audio import load_audio, resample
 from .library import (
@@ -92,7 +93,7 @@ class PromptCache:
         progress: Optional[ProgressCallback] = None,
     ) -> dict[str, Optional[Exception]]:
         """Recompute the prompts of all clone voices in ``profiles``; name -> None or the error (logged)."""
-        clones = [p for p in profiles if p.kind == "clone"]
+        clones = [p for p in profiles if p.kind == VoiceKind.CLONE]
         results: dict[str, Optional[Exception]] = {}
         for done, profile in enumerate(clones, start=1):
             try:
@@ -114,7 +115,9 @@ class PromptCache:
     # -- internals -----------------------------------------------------------------------------------------
     def _get(self, profile: VoiceProfile, engine: Any, model_id: str, force: bool) -> VoicePrompt:
         if profile.kind != "clone" or profile.audio_path is None:
-            raise VoiceLibraryError("invalid-argument", f"voice {profile.name!r} is not a clone voice")
+            raise VoiceLibraryError(
+                ErrorCode.INVALID_ARGUMENT, f"voice {profile.name!r} is not a clone voice"
+            )
         key = (profile.name, model_id)
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())

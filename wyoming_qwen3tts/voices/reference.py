@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..core.vocab import ErrorCode
 from ..engine.audio import AudioError, AudioSource, load_audio, resample
 from .errors import VoiceLibraryError
 from .validation import MAX_BYTES, MAX_SECONDS, SAMPLE_RATE, check_audio
@@ -29,7 +30,10 @@ UPLOAD_SLOTS = 2
 _slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
 _held: ContextVar[bool] = ContextVar("qwen3tts_upload_slot", default=False)
 
-_CODES = {"audio_too_long": "audio-too-long", "audio_too_large": "audio-too-large"}
+_CODES = {
+    "audio_too_long": ErrorCode.AUDIO_TOO_LONG,
+    "audio_too_large": ErrorCode.AUDIO_TOO_LARGE,
+}  # core.audio's
 
 
 @contextlib.contextmanager
@@ -40,7 +44,7 @@ def upload_slot() -> Iterator[None]:
         return
     if not _slots.acquire(blocking=False):
         raise VoiceLibraryError(
-            "server-busy", f"{UPLOAD_SLOTS} reference clips are being processed; try again"
+            ErrorCode.SERVER_BUSY, f"{UPLOAD_SLOTS} reference clips are being processed; try again"
         )
     token = _held.set(True)
     try:
@@ -61,7 +65,7 @@ def decode_reference_audio(
             wave, sr = load_audio(source, max_seconds=MAX_SECONDS, max_bytes=MAX_BYTES)
         except AudioError as err:
             raise VoiceLibraryError(
-                _CODES.get(err.code, "audio-unreadable"), f"{label}: {err.message}"
+                _CODES.get(err.code, ErrorCode.AUDIO_UNREADABLE), f"{label}: {err.message}"
             ) from None
         warnings = check_audio(wave, sr, transcript, label)
         wave = resample(wave, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wave

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from ..core.vocab import ErrorCode
 from .errors import VoiceLibraryError
 
 _LOGGER = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def put_in_place(root: Path, tmp: Path, key: str, overwrite: bool) -> None:
     except OSError:  # another writer created it meanwhile (rename onto a non-empty dir fails)
         if parked and not final.exists():
             os.rename(old, final)
-        raise VoiceLibraryError("voice-exists", f"a voice named {key!r} already exists") from None
+        raise VoiceLibraryError(ErrorCode.VOICE_EXISTS, f"a voice named {key!r} already exists") from None
     fsync_dir(root)
     if parked:
         shutil.rmtree(old, ignore_errors=True)
@@ -146,7 +147,7 @@ def check_quota(root: Path, key: str, max_voices: int, max_bytes: int) -> None:
     names = {e.name.lower() if e.is_dir() else e.stem.lower() for e in entries}
     if key not in names and len(names) >= max_voices:
         raise VoiceLibraryError(
-            "voice-quota", f"the library holds {len(names)} voices, the limit is {max_voices}"
+            ErrorCode.VOICE_QUOTA, f"the library holds {len(names)} voices, the limit is {max_voices}"
         )
     used = 0
     for path in _files(root):
@@ -156,5 +157,5 @@ def check_quota(root: Path, key: str, max_voices: int, max_bytes: int) -> None:
             pass
     if used >= max_bytes:
         raise VoiceLibraryError(
-            "voice-quota", f"the library uses {used >> 20} MB, the limit is {max_bytes >> 20} MB"
+            ErrorCode.VOICE_QUOTA, f"the library uses {used >> 20} MB, the limit is {max_bytes >> 20} MB"
         )

@@ -12,6 +12,7 @@ import json
 from typing import Optional
 
 from ..core.files import atomic_write_bytes
+from ..core.vocab import ErrorCode
 from .errors import VoiceLibraryError
 from .library import (
     META_FILE,
@@ -43,7 +44,9 @@ def add_style(
     lang = normalize_language(language)
     who = (speaker or "").strip().lower()
     if not who or any(ch not in SPEAKER_RE_CHARS for ch in who):
-        raise VoiceLibraryError("invalid-argument", f"invalid speaker {speaker!r} (e.g. ryan, ono_anna)")
+        raise VoiceLibraryError(
+            ErrorCode.INVALID_ARGUMENT, f"invalid speaker {speaker!r} (e.g. ryan, ono_anna)"
+        )
     text = clean_instruct(instruct, "a style voice needs an instruction")
     rate = check_speed(speed)
 
@@ -61,7 +64,9 @@ def set_speed(library: VoiceLibrary, name: str, speed: Optional[float]) -> Voice
     key = normalize_name(name)
     profile = library.get(key)  # raises voice-not-found / voice-corrupt
     if profile.read_only:
-        raise VoiceLibraryError("voice-read-only", f"{profile.name!r} is an imported file; add it as a voice")
+        raise VoiceLibraryError(
+            ErrorCode.VOICE_READ_ONLY, f"{profile.name!r} is an imported file; add it as a voice"
+        )
     rate = check_speed(speed)
     path = library.root / key / META_FILE
     with library._lock:

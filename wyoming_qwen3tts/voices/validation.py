@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.audio import SAMPLE_RATE  # noqa: F401 (API: the rate a reference clip is stored at)
 from ..core.scripts import CJK_RE
+from ..core.vocab import MAX_SPEED, MIN_SPEED, ErrorCode  # a voice's speed: the user range
 from .errors import VoiceLibraryError
 
 MIN_SECONDS, MAX_SECONDS = 1.0, 60.0  # hard limits
@@ -35,15 +36,16 @@ def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: st
     seconds = wave.shape[0] / sr
     if seconds < MIN_SECONDS:
         raise VoiceLibraryError(
-            "audio-too-short", f"{source}: {seconds:.2f} s of audio, at least {MIN_SECONDS:g} s needed"
+            ErrorCode.AUDIO_TOO_SHORT,
+            f"{source}: {seconds:.2f} s of audio, at least {MIN_SECONDS:g} s needed",
         )
     if seconds > MAX_SECONDS:
         raise VoiceLibraryError(
-            "audio-too-long", f"{source}: {seconds:.1f} s of audio, limit {MAX_SECONDS:g} s"
+            ErrorCode.AUDIO_TOO_LONG, f"{source}: {seconds:.1f} s of audio, limit {MAX_SECONDS:g} s"
         )
     peak = float(np.max(np.abs(wave)))
     if peak < 1e-4:
-        raise VoiceLibraryError("audio-silent", f"{source}: the audio is silent")
+        raise VoiceLibraryError(ErrorCode.AUDIO_SILENT, f"{source}: the audio is silent")
     warnings = []
     if not REC_MIN_SECONDS <= seconds <= REC_MAX_SECONDS:
         warnings.append(
@@ -68,9 +70,6 @@ def check_audio(wave: np.ndarray, sr: int, transcript: Optional[str], source: st
     return warnings
 
 
-MIN_SPEED, MAX_SPEED = 0.5, 2.0  # a voice's speaking rate (the stretcher handles 0.25-4; speech: 0.5-2)
-
-
 def check_speed(value: object) -> Optional[float]:
     """A voice's speed as given (CLI, API): None or 1 = the server's default, else a number in range."""
     if value is None:
@@ -78,9 +77,13 @@ def check_speed(value: object) -> Optional[float]:
     try:
         speed = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise VoiceLibraryError("invalid-argument", f"speed must be a number, got {value!r}") from None
+        raise VoiceLibraryError(
+            ErrorCode.INVALID_ARGUMENT, f"speed must be a number, got {value!r}"
+        ) from None
     if not MIN_SPEED <= speed <= MAX_SPEED:  # also refuses nan
-        raise VoiceLibraryError("invalid-argument", f"speed must be in {MIN_SPEED}..{MAX_SPEED}, got {value}")
+        raise VoiceLibraryError(
+            ErrorCode.INVALID_ARGUMENT, f"speed must be in {MIN_SPEED}..{MAX_SPEED}, got {value}"
+        )
     return None if speed == 1.0 else speed
 
 
