@@ -63,6 +63,7 @@ class AudioJob:
             self.state, voice, language=language, door="wyoming", block=self.state.samples_per_chunk * WIDTH
         )
         self.audio_started = False
+        self.cancelled = False
         self.task = asyncio.create_task(self._run(), name="qwen3tts audio job")
 
     def add(self, segment: str) -> None:
@@ -72,18 +73,20 @@ class AudioJob:
         self.reply.close()
 
     def cancel(self) -> None:
+        self.cancelled = True
         self.reply.cancel()
         self.task.cancel()
 
+    async def _write(self, event: Event) -> None:
+        if self.cancelled:  # Python 3.11's wait_for (reader.write_event) can swallow a cancel that lands
+            raise asyncio.CancelledError()  # as a write completes: no audio after an error or stopped event
+        await self.handler.write_event(event)
+
     async def _write_audio(self, pcm: bytes) -> None:
         if not self.audio_started:
-            await self.handler.write_event(
-                AudioStart(rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS).event()
-            )
+            await self._write(AudioStart(rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS).event())
             self.audio_started = True
-        await self.handler.write_event(
-            AudioChunk(rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS, audio=pcm).event()
-        )
+        await self._write(AudioChunk(rate=SAMPLE_RATE, width=WIDTH, channels=CHANNELS, audio=pcm).event())
 
     async def _run(self) -> None:
         try:
@@ -96,7 +99,7 @@ class AudioJob:
                     async for pcm in chunks:
                         await self._write_audio(pcm)
             if self.audio_started:
-                await self.handler.write_event(AudioStop().event())
+                await self._write(AudioStop().event())
             elif not self.streaming:
                 raise ServiceError("empty-text", "nothing to speak after text cleanup")
         except ServiceError as exc:
