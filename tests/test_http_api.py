@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ import soundfile as sf
 
 from tests.fixtures.server_process import ROOT, free_port, start_server
 from tests.fixtures.server_thread import GUARD, ServerThread, load_test_engine
+from wyoming_qwen3tts.core.tempo import TimeStretch
 from wyoming_qwen3tts.http import voices_api
 from wyoming_qwen3tts.service.segmenter import split_text
 from wyoming_qwen3tts.settings import Settings
@@ -232,6 +235,37 @@ def test_speed_is_a_pitch_preserving_tempo_change(client, engine):
             model="tts-1", voice="ryan", input=TEXT, response_format="pcm", speed=speed
         )
         assert len(response.content) == 2 * round(samples / speed)
+
+
+def test_request_speed_times_voice_speed_is_one_stretch(server, client, engine, monkeypatch, caplog):
+    """A request's speed multiplies the voice's (here the server's --speed): one WSOLA pass at the
+    product, never a second stretcher after the first, and the log line names the product."""
+    made = []
+    original = TimeStretch.__init__
+
+    def counted(self, speed, *args, **kwargs):
+        made.append(speed)
+        original(self, speed, *args, **kwargs)
+
+    monkeypatch.setattr(TimeStretch, "__init__", counted)  # every stretcher, whoever imported the class
+    caplog.set_level(logging.INFO, logger="wyoming_qwen3tts.request")
+    before = server.state.delivery
+    server.state.delivery = dataclasses.replace(before, speed=1.25)
+    try:
+        response = client.audio.speech.create(
+            model="tts-1",
+            voice="ryan",
+            input=TEXT,
+            response_format="pcm",
+            speed=2.0,
+            extra_body={"stream": False},
+        )
+    finally:
+        server.state.delivery = before
+    assert made == [2.5]
+    assert len(response.content) == 2 * round(expected_samples(engine, TEXT) / 2.5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "wyoming_qwen3tts.request"]
+    assert len(lines) == 1 and "http request" in lines[0] and "speed=2.5," in lines[0], lines
 
 
 def test_voice_names_language_hints_and_instructions(server, client, recorder):

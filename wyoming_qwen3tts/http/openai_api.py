@@ -2,7 +2,7 @@
 
 Request fields of ``/v1/audio/speech``: ``input`` (required), ``voice`` (a voice name, an OpenAI name from
 the alias table, ``{"id": ...}``; missing = the default voice), ``model`` (any name; a ``-<lang>`` suffix
-such as ``tts-1-de`` is a language hint), ``response_format`` (encode.py), ``speed`` (0.25-4.0, tempo.py),
+such as ``tts-1-de`` is a language hint), ``response_format`` (encode.py), ``speed`` (0.25-4.0, x voice's),
 ``instructions`` (or ``instruct``: style for built-in speakers, appended to a design voice's description,
 ignored by clone voices), ``language`` (BCP-47 or a language name; wins over the suffix), ``stream`` (default
 true: audio is sent with chunked transfer as it is generated; false = one complete file with a
@@ -38,7 +38,6 @@ from .context import STARTED, context, optional_str
 from .encode import Encoder, Format, available_formats, get_format
 from .errors import ApiError
 from .inline_clone import check_fields, check_task_type, inline_voice, read_speech_json
-from .tempo import TimeStretch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -163,22 +162,27 @@ class Job:
     async def audio(self, streaming: bool) -> AsyncGenerator[bytes, None]:
         """Encoded bytes as they become ready (streaming) or the whole file at the end."""
         encoder = Encoder(self.format, streaming)
-        tempo = TimeStretch(self.speed) if self.speed != 1.0 else None
 
         def convert(pcm: bytes, final: bool) -> bytes:
-            out = tempo.feed(pcm) if tempo is not None else pcm
-            if final and tempo is not None:
-                out += tempo.finish()
-            data = encoder.feed(out) if out else b""
+            data = encoder.feed(pcm) if pcm else b""
             return data + encoder.finish() if final else data
 
         async def run(pcm: bytes, final: bool = False) -> bytes:
-            if tempo is None and not encoder.heavy:
+            if not encoder.heavy:
                 return convert(pcm, final)
             return await asyncio.to_thread(convert, pcm, final)  # numpy/lame work off the event loop
 
         # A stream is paced for a listener playing it as it arrives (service/pacing.py); a file is not.
-        chunks = speak(self.state, self.voice, self.segments, self.language, self.instruct, paced=streaming)
+        # The request's speed goes into the reply's one stretcher (times the voice's speed): one pass.
+        chunks = speak(
+            self.state,
+            self.voice,
+            self.segments,
+            self.language,
+            self.instruct,
+            paced=streaming,
+            speed=self.speed,
+        )
         async with contextlib.aclosing(chunks):
             async for pcm in chunks:
                 data = await run(pcm)

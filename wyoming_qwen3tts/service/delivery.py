@@ -2,9 +2,10 @@
 normalization, the sampling seed, and the audio's chunk sizes.
 
 * Speed: the voice's own speed (voice library, ``voices add/set/style --speed``) else the server's
-  ``--speed``; applied to the streamed PCM with the pitch-preserving WSOLA stretcher (core/tempo.py), one
+  ``--speed``, times the request's own ``speed`` (HTTP); the product (within the stretcher's 0.25-4 range)
+  is applied to the streamed PCM with the pitch-preserving WSOLA stretcher (core/tempo.py), one
   stretcher over the whole reply, so sentence joins are seamless and streaming is kept (the stretcher holds
-  back only ~40 ms).
+  back only ~40 ms). One pass: never a second stretcher after this one.
 * ``--sentence-silence``: that many seconds of silence between the sentences of a reply (not after the
   last one), fed through the stretcher at ``seconds * speed`` so it comes out exactly that long.
 * Blocks: the Wyoming door wants every audio-chunk event ``--samples-per-chunk`` long whatever the speed;
@@ -47,6 +48,11 @@ class Delivery:
             prebuffer=settings.prebuffer,
             max_silence=settings.max_silence,
         )
+
+    def speed_of(self, voice_speed: Optional[float], request_speed: float = 1.0) -> float:
+        """A reply's one speed: the voice's (else the server's) times the request's, within the stretcher's
+        range (two stretchers in a row would cost two passes and blur the sound)."""
+        return max(MIN_STRETCH, min(MAX_STRETCH, (voice_speed or self.speed) * request_speed))
 
     def request_seed(self) -> int:
         return self.seed if self.seed is not None else secrets.randbits(31)

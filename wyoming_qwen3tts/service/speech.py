@@ -1,11 +1,16 @@
-"""Speaking text with a voice: the synthesis path shared by the Wyoming handler and the HTTP API.
+"""Speaking text with a voice: one PCM pipeline per reply, shared by the Wyoming handler and the HTTP API.
 
-An :class:`Utterance` takes text segments (all at once, or as they arrive from a stream) and yields 24 kHz
-mono int16 PCM in order. It leases the voice's engine from the model pool for its whole life (so the model
-cannot be unloaded under it), prepares the voice once (built-in speaker, design instruct, or a clone prompt
-from the prompt cache in a worker thread), decides the language once, and keeps ``LOOKAHEAD`` segments
-submitted so the next one is prefilled while the current one plays. Closing its PCM generator early (client
-gone, task cancelled) cancels the engine streams at once, which frees their KV slots.
+A :class:`Reply` takes text segments (all at once, or as they arrive from a stream) and yields 24 kHz mono
+int16 PCM in order, through one path::
+
+    segments ──► parts (language, normalization, pacing cuts) ──► engine streams (LOOKAHEAD ahead)
+             ──► PcmShaper (one stretcher at voice × request speed, pauses, blocks) ──► release ──► bytes
+
+It leases the voice's engine from the model pool for its whole life (so the model cannot be unloaded under
+it), prepares the voice once (built-in speaker, design instruct, or a clone prompt from the prompt cache in a
+worker thread), decides the language once, and keeps ``LOOKAHEAD`` parts submitted so the next one is
+prefilled while the current one plays. Closing its PCM generator early (client gone, task cancelled) cancels
+the engine streams at once, which frees their KV slots.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, Iterable, Optional, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Optional
 
 from ..core.vocab import ErrorCode
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
@@ -36,10 +41,9 @@ from .voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
 
-LOOKAHEAD = 2  # segments submitted ahead, so the next one is prefilled while the current one plays
+LOOKAHEAD = 2  # parts submitted ahead, so the next one is prefilled while the current one plays
 FRAME_S = 0.08  # seconds of audio per codec frame
 MIN_PART_S = 0.5  # a sentence is not cut into pieces shorter than this (playback pacing)
-_END = object()
 
 
 @dataclass
@@ -54,9 +58,36 @@ class _Part:
     rate: float = 1.0
 
 
+class _Inbox:
+    """The reply's text segments as they arrive, and whether more may come (``close``)."""
+
+    def __init__(self) -> None:
+        self.items: "collections.deque[str]" = collections.deque()
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    def put(self, segment: str) -> None:
+        self.items.append(segment)
+        self._changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    async def wait(self) -> bool:
+        """Until a segment is there (True) or the inbox is closed and empty (False)."""
+        while not self.items and not self.closed:
+            self._changed.clear()
+            await self._changed.wait()
+        return bool(self.items)
+
+    def take(self) -> Optional[str]:
+        return self.items.popleft() if self.items else None
+
+
 def decide_language(voice: Voice, default_language: str, text: str, requested: Optional[str] = None) -> str:
     """Requested (an HTTP hint) > the voice's own language > configured default > script of the text >
-    auto. Called once per utterance, so a reply does not switch language (and timbre) between sentences."""
+    auto. Called once per reply, so a reply does not switch language (and timbre) between sentences."""
     return language_and_source(voice, default_language, text, requested)[0]
 
 
@@ -105,8 +136,13 @@ async def voice_args(
     return {"voice": prompt}
 
 
-class Utterance:
-    """Text segments in (``add`` ... ``close``), PCM out (``pcm()``), in order."""
+class Reply:
+    """Text segments in (``add`` ... ``close``), the reply's PCM out (``pcm()``), in order.
+
+    ``speed`` is the request's own speed (HTTP ``speed``); it multiplies the voice's speed (else the
+    server's ``--speed``) and the product is applied once, by the one stretcher of the shaper. ``block``:
+    the size of every PCM chunk but the last (the Wyoming door), None: as stretched. ``paced``: released in
+    time for a listener that plays it as it arrives (release.py); False for a whole file."""
 
     def __init__(
         self,
@@ -117,22 +153,23 @@ class Utterance:
         door: str = "http",
         block: Optional[int] = None,
         paced: bool = True,
+        speed: float = 1.0,
     ) -> None:
         self.state = state
         self.voice = voice
         self.requested_language = language
         self.instruct = instruct
         self.language: Optional[str] = None  # decided at the first segment
-        self.segments: "asyncio.Queue[object]" = asyncio.Queue()
-        self.inflight: "collections.deque[SpeechStream]" = collections.deque()
-        self.texts: "collections.deque[_Part]" = collections.deque()  # what each inflight stream speaks
+        self.inbox = _Inbox()
         self.parts: "collections.deque[_Part]" = collections.deque()  # cut, not yet submitted
+        # The submitted parts and their engine streams, in order: the head is the one being spoken.
+        self.inflight: "collections.deque[tuple[_Part, SpeechStream]]" = collections.deque()
         self.meter: Optional[RateMeter] = None  # the leased engine's (pacing.py)
         self.spoken = 0
         self.engine: Any = None  # leased from the model pool while pcm() runs
         self.voice_args: dict[str, Any] = {}
         delivery = state.delivery
-        self.report = RequestReport(door, voice.name, speed=voice.speed or delivery.speed)
+        self.report = RequestReport(door, voice.name, speed=delivery.speed_of(voice.speed, speed))
         self.seed = delivery.request_seed()  # one seed for every sentence of the reply
         self.report.seed = delivery.seed
         self.shaper = PcmShaper(self.report.speed, delivery.sentence_silence, block)
@@ -144,45 +181,36 @@ class Utterance:
                 self.report.started, delivery.max_silence, fixed=fixed, speed=self.report.speed
             )
             self.report.pacer = self.pacer
-        self._first: Optional[object] = None  # taken by wait_first, handed to pcm()
 
+    # -- text in -------------------------------------------------------------------------------------------
     def add(self, segment: str) -> None:
         self.report.chars += len(segment)
-        self.segments.put_nowait(segment)
+        self.inbox.put(segment)
+
+    def close(self) -> None:
+        self.inbox.close()
 
     async def wait_first(self) -> bool:
         """Waits for the first segment; False when closed without any. A stream takes its admission slot
         here, at its first text, so an open but silent stream holds nothing."""
-        if self._first is None:
-            self._first = await self.segments.get()
-        return self._first is not _END
-
-    async def _next(self) -> object:
-        if self.parts:
-            return self.parts.popleft()
-        if self._first is not None:
-            item, self._first = self._first, None
-            return self._cut(item)
-        return self._cut(await self.segments.get())
-
-    def close(self) -> None:
-        self.segments.put_nowait(_END)
+        return await self.inbox.wait()
 
     def cancel(self) -> None:
-        for stream in self.inflight:
+        for _, stream in self.inflight:
             stream.cancel()
 
+    # -- PCM out -------------------------------------------------------------------------------------------
     async def pcm(self) -> AsyncGenerator[bytes, None]:
         """PCM chunks of all segments until ``close()``; use under ``contextlib.aclosing``. Logs the
         request's line (report.py) when it ends, however it ends."""
+        pieces = self._pieces()
+        released = paced(pieces, self.pacer) if self.pacer is not None else _as_made(pieces)
         try:
-            async for pcm in self._shaped():
-                self.report.audio(pcm)
-                yield pcm
-        except asyncio.CancelledError:
-            self.report.outcome = "cancelled"
-            raise
-        except GeneratorExit:
+            async with contextlib.aclosing(released) as chunks:
+                async for pcm in chunks:
+                    self.report.audio(pcm)
+                    yield pcm
+        except (asyncio.CancelledError, GeneratorExit):
             self.report.outcome = "cancelled"
             raise
         except Exception as exc:
@@ -191,42 +219,18 @@ class Utterance:
         finally:
             self.report.log()
 
-    async def _shaped(self) -> AsyncGenerator[bytes, None]:
-        """The reply's PCM: as generated, or released in time for the listener (release.py)."""
-        if self.pacer is not None:
-            async with contextlib.aclosing(paced(self._pieces(), self.pacer)) as chunks:
-                async for pcm in chunks:
-                    yield pcm
-            return
-        async for piece in self._pieces():
-            for out in piece.pcm:
-                yield out
-
     async def _pieces(self) -> AsyncGenerator[Piece, None]:
-        """The engine's PCM per segment through the shaper (speed, pauses, constant blocks), in order."""
-        shaper = self.shaper
-        async for piece in self._engine_pieces():
-            yield piece
-        tail = shaper.finish()
-        if tail:
-            yield Piece("audio", tail)
-
-    async def _engine_pieces(self) -> AsyncGenerator[Piece, None]:
+        """Each part's engine PCM through the shaper (speed, pauses, blocks) as release.py's pieces: start,
+        audio ..., end per part; then the shaper's tail. The engine is leased while parts are spoken."""
         shaper = self.shaper
         async with self.state.models.use(self.voice.role) as engine:
             self.engine = engine
             self.meter = meter_for(engine)
             try:
                 self.voice_args = await voice_args(self.state, self.voice, engine, self.instruct)
-                while True:
-                    if not self.inflight:
-                        item = await self._next()
-                        if item is _END:
-                            break
-                        self._submit(cast(_Part, item))
-                    self._take_ready()
-                    part = self.texts[0]
-                    stream = self.inflight[0]
+                while self.inflight or await self._submit_next():
+                    self._submit_ready()
+                    part, stream = self.inflight[0]
                     yield Piece("start", chars=len(part.text), meter=self.meter, language=part.language)
                     first = True
                     async for chunk in stream:
@@ -234,33 +238,50 @@ class Utterance:
                         out = (shaper.sentence(part.pause, part.rate) if starts else []) + shaper.feed(
                             chunk.pcm
                         )
-                        # (getattr: a stream wrapped by a caller may not carry the engine's timings)
-                        frames = getattr(stream, "max_frames", None)
-                        bound = frames * FRAME_S if frames else None
-                        since = getattr(stream, "prefilled_at", None)
-                        made = getattr(chunk, "made", None) or time.monotonic()
-                        yield Piece("audio", out, chunk.seconds, made, bound, since=since)
+                        yield _audio_piece(stream, chunk, out)
                         first = False
-                        self._take_ready()
+                        self._submit_ready()
                     yield Piece("end")
-                    done = self.inflight.popleft()
-                    self.texts.popleft()
+                    self.inflight.popleft()
                     self.spoken += 1
                     self.report.sentences = self.spoken
-                    self.report.truncated += bool(getattr(getattr(done, "outcome", None), "truncated", False))
+                    self.report.truncated += bool(
+                        getattr(getattr(stream, "outcome", None), "truncated", False)
+                    )
             finally:  # nothing of ours may run on an engine we no longer lease
                 self.cancel()
                 self.inflight.clear()
-                self.texts.clear()
                 self.engine = None  # nor keep it alive (an idle unload must free its memory)
+        tail = shaper.finish()
+        if tail:
+            yield Piece("audio", tail)
 
-    def _cut(self, item: object) -> object:
-        """A segment from the queue as a :class:`_Part`: its first piece, the rest kept in ``parts``.
-        Where holding a whole sentence back would leave the listener silent longer than the bound, it is
-        cut at clauses, then phrases (clauses.py); the pieces keep the reply's voice and seed."""
-        if item is _END:
-            return item
-        text = cast(str, item)
+    # -- parts to the engine -------------------------------------------------------------------------------
+    async def _submit_next(self) -> bool:
+        """Submits the next part, waiting for text; False when the reply's text has ended."""
+        if not self.parts:
+            if not await self.inbox.wait():
+                return False
+            segment = self.inbox.take()
+            assert segment is not None  # wait() said one is there
+            self._cut(segment)
+        self._submit(self.parts.popleft())
+        return True
+
+    def _submit_ready(self) -> None:
+        """Submits parts up to the lookahead, without waiting for more text."""
+        while len(self.inflight) < LOOKAHEAD:
+            if not self.parts:
+                segment = self.inbox.take()
+                if segment is None:
+                    return
+                self._cut(segment)
+            self._submit(self.parts.popleft())
+
+    def _cut(self, text: str) -> None:
+        """A segment as :class:`_Part` s in ``parts``: where holding a whole sentence back would leave the
+        listener silent longer than the bound, it is cut at clauses, then phrases (clauses.py); the pieces
+        keep the reply's voice and seed, and only the first carries the segment's SSML pause and rate."""
         if self.language is None:
             self.language, self.report.decided_by = language_and_source(
                 self.voice, self.state.default_language, text, self.requested_language
@@ -276,32 +297,34 @@ class Utterance:
             if limit is not None:
                 least = int(MIN_PART_S / self.meter.seconds_per_char(language))
                 pieces = split_long(pieces[0], limit, min_chars=max(2, least)) or pieces
+        self.parts.append(_Part(pieces[0], language, pause=pause, rate=rate))
         self.parts.extend(_Part(piece, language, continues=True) for piece in pieces[1:])
-        return _Part(pieces[0], language, pause=pause, rate=rate)
 
     def _submit(self, part: _Part) -> None:
         sampling = SamplingParams(seed=self.seed)
         request = SpeechRequest(part.text, language=part.language, sampling=sampling, **self.voice_args)
         try:
-            self.inflight.append(self.engine.submit(request))
+            self.inflight.append((part, self.engine.submit(request)))
         except ValueError as exc:
             raise ServiceError(ErrorCode.SYNTHESIS_FAILED, str(exc)) from exc
-        self.texts.append(part)
 
-    def _take_ready(self) -> None:
-        """Submits queued segments up to the lookahead, without waiting for more."""
-        while len(self.inflight) < LOOKAHEAD:
-            if self.parts:
-                self._submit(self.parts.popleft())
-                continue
-            if self._first is None and self.segments.empty():
-                return
-            item = self._first if self._first is not None else self.segments.get_nowait()
-            self._first = None
-            if item is _END:
-                self.segments.put_nowait(_END)  # keep it for the main loop
-                return
-            self._submit(cast(_Part, self._cut(item)))
+
+def _audio_piece(stream: SpeechStream, chunk: Any, out: list[bytes]) -> Piece:
+    """Shaped audio of one engine chunk, with the timings the release needs (getattr: a stream wrapped by a
+    caller may not carry the engine's timings)."""
+    frames = getattr(stream, "max_frames", None)
+    bound = frames * FRAME_S if frames else None
+    since = getattr(stream, "prefilled_at", None)
+    made = getattr(chunk, "made", None) or time.monotonic()
+    return Piece("audio", out, chunk.seconds, made, bound, since=since)
+
+
+async def _as_made(pieces: AsyncIterator[Piece]) -> AsyncGenerator[bytes, None]:
+    """The pieces' bytes as they are made (no playback pacing)."""
+    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+        async for piece in pieces:
+            for out in piece.pcm:
+                yield out
 
 
 async def speak(
@@ -311,16 +334,17 @@ async def speak(
     language: Optional[str] = None,
     instruct: Optional[str] = None,
     paced: bool = True,
+    speed: float = 1.0,
 ) -> AsyncGenerator[bytes, None]:
     """Admits one request and yields the PCM of ``segments`` (see :func:`segments_of`); closing the
     generator early cancels the synthesis. Errors are ServiceErrors, raised before the first chunk when
-    the request cannot start (busy, voice unusable, model not loaded). ``paced``: released in time for a
-    listener that plays it as it arrives (a stream); False for a whole file."""
-    utterance = Utterance(state, voice, language, instruct, paced=paced)
+    the request cannot start (busy, voice unusable, model not loaded). ``paced``: see :class:`Reply`;
+    ``speed``: the request's speed, times the voice's."""
+    reply = Reply(state, voice, language, instruct, paced=paced, speed=speed)
     for segment in segments:
-        utterance.add(segment)
-    utterance.close()
+        reply.add(segment)
+    reply.close()
     with admitted(state):
-        async with contextlib.aclosing(utterance.pcm()) as chunks:
+        async with contextlib.aclosing(reply.pcm()) as chunks:
             async for pcm in chunks:
                 yield pcm
