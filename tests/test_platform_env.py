@@ -117,4 +117,5 @@ def test_entry_point_sets_the_cpu_env_before_torch_loads():
         "print(rc, os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["1", "10000", "False"]  # a bad option: exit 1 (issue 28), proc.stderr
+    # a bad option exits 1 (issue 28)
+    assert proc.stdout.split() == ["1", "10000", "False"], proc.stderr
