@@ -81,23 +81,11 @@ def _nbits_node(helper, numpy_helper, np, name: str, n: int, k: int, bits: int, 
 
 
 def ort_session(nodes, inits, inputs, outputs, threads: int):
-    import onnx
-    import onnxruntime as ort
     from onnx import helper
 
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    )
-    model.ir_version = 9
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    onnx.checker.check_model(model)
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from wyoming_qwen3tts.engine.nbits import session_of  # the engine's own session settings
+
+    return session_of(helper.make_graph(nodes, "g", inputs, outputs, initializer=inits), threads)
 
 
 def ort_nbits(mats, bits: int, acc: int, threads: int, repeats: int, one_graph: bool) -> tuple[float, int]:

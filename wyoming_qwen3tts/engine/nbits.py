@@ -57,7 +57,6 @@ def quantize_blocks(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _session(packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: int) -> Any:
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node(
@@ -81,6 +80,14 @@ def _session(packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: in
             numpy_helper.from_array(scales.reshape(-1), "scales"),
         ],
     )
+    return session_of(graph, threads)
+
+
+def session_of(graph: Any, threads: int) -> Any:
+    """An onnxruntime CPU session over ``graph`` (MatMulNBits nodes), tuned for a shared small host."""
+    import onnxruntime as ort
+    from onnx import helper
+
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     )
