@@ -92,19 +92,24 @@ async def raw_wyoming(port: int, data: bytes, timeout: float = 30) -> list[dict]
     try:
         writer.write(data)
         await writer.drain()
-        headers = []
-        while True:
-            line = await asyncio.wait_for(reader.readline(), timeout)
-            if not line:
-                return headers
-            header = json.loads(line)
-            if header.get("data_length"):
-                header["data"] = json.loads(await reader.readexactly(header["data_length"]))
-            if header.get("payload_length"):
-                await reader.readexactly(header["payload_length"])
-            headers.append(header)
+        return await read_events(reader, timeout)
     finally:
         writer.close()
+
+
+async def read_events(reader: asyncio.StreamReader, timeout: float) -> list[dict]:
+    """The event headers (with their data) read until the server closes the connection."""
+    headers = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if not line:
+            return headers
+        header = json.loads(line)
+        if header.get("data_length"):
+            header["data"] = json.loads(await reader.readexactly(header["data_length"]))
+        if header.get("payload_length"):
+            await reader.readexactly(header["payload_length"])
+        headers.append(header)
 
 
 def design(name: str) -> dict:

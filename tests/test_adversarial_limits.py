@@ -25,7 +25,7 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeStart
 
 from tests.fixtures.server_process import free_port, start_server
-from tests.test_adversarial import code_of, run, speak
+from tests.test_adversarial import code_of, read_events, run, speak
 
 PER_CLIENT, TOTAL, CONNECTION_IDLE = 4, 10, 3
 SAFETY = 60  # seconds: only ever reached when something is broken
@@ -127,17 +127,7 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _wyoming_events(reader: asyncio.StreamReader) -> list[dict]:
-    headers = []
-    while True:
-        line = await asyncio.wait_for(reader.readline(), SAFETY)
-        if not line:
-            return headers
-        header = json.loads(line)
-        if header.get("data_length"):
-            header["data"] = json.loads(await reader.readexactly(header["data_length"]))
-        if header.get("payload_length"):
-            await reader.readexactly(header["payload_length"])
-        headers.append(header)
+    return await read_events(reader, SAFETY)
 
 
 def _frame(event) -> bytes:
