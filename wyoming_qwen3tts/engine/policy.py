@@ -46,8 +46,12 @@ _LOGGER = logging.getLogger(__name__)
 DTYPES = {spelling: getattr(torch, name) for spelling, name in DTYPE_NAMES.items()}  # core.vocab's names
 
 # int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
-# "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).
+# "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only);
+# "onnxruntime" = 8-bit block weights x 8-bit activations scaled per block (nbits.NBitsLinear, MatMulNBits).
 INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
+# Where `auto` runs int8 through onnxruntime when the cpu4bit extra is installed: every matrix 8-bit passes
+# the gate there (fbgemm's 7-bit per-row activations need two fp16 matrices per layer) and the LM is faster.
+ORT_INT8_CLASSES = (AVX2,)
 # int4 kernels: "int4pack" = PyTorch's (AVX-512 only, quant.Int4Linear); "onnxruntime" = MatMulNBits
 # (nbits.NBitsLinear), for the CPU classes PyTorch's kernel does not serve.
 ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
@@ -168,7 +172,7 @@ def plan(
     if wanted_dtype is None:
         # fbgemm/QNNPACK take fp32 activations; int4 runs its measured bf16 combination (AVX-512 only);
         # everything else bf16 only where the CPU computes it natively.
-        dynamic = kernel in ("fbgemm", "qnnpack")
+        dynamic = kernel in ("fbgemm", "qnnpack", "onnxruntime")
         bf16 = int4 == "int4pack" or (cpu.native_bf16 and not dynamic and int4 is None)
         wanted_dtype = torch.bfloat16 if bf16 else torch.float32
     codec = wanted_dtype
@@ -205,11 +209,17 @@ def _int4_kernel(cpu: CpuInfo) -> Optional[str]:
 
 def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:
     forced = os.environ.get(INT8_KERNEL_ENV, "").strip().lower()
+    if forced == "onnxruntime" and not nbits.available():
+        notes.append(f"{INT8_KERNEL_ENV}=onnxruntime: the cpu4bit extra is not installed; using the default")
+    elif forced == "onnxruntime":
+        return "onnxruntime"
     if forced in ("dynamic", "weight-only"):
         if forced == "dynamic" and backend is None:
             notes.append(f"{INT8_KERNEL_ENV}=dynamic: no fbgemm/QNNPACK backend here; using weight-only")
             return "weight-only"
         return backend if forced == "dynamic" else "weight-only"
+    if cpu.cpu_class in ORT_INT8_CLASSES and nbits.available():
+        return "onnxruntime"
     if backend is not None:
         return backend
     if cpu.cpu_class.startswith("avx512"):
