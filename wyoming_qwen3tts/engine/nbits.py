@@ -25,8 +25,9 @@ from torch import nn
 _LOGGER = logging.getLogger(__name__)
 
 BLOCK = 32  # 4-bit weights
-BLOCK_8BIT = 32  # 8-bit weights (`quantize=int8` with the onnxruntime kernel): see BLOCK_8BIT's measurement
+BLOCK_8BIT = 64  # 8-bit weights (`quantize=int8` with the onnxruntime kernel): measured in bench/RESULTS.md
 ACCURACY_LEVEL = 4  # int8 activations: 2x faster than fp32 activations (accuracy_level 0) at these shapes
+ROWS = 256  # rows quantized at a time (quantize_blocks)
 _SESSIONS: list[Any] = []  # index = the handle passed to the custom op
 
 
@@ -63,17 +64,22 @@ def quantize_blocks(w: torch.Tensor, bits: int = 4, block: int = BLOCK) -> tuple
     """w [N, K] (K % block == 0) -> codes [N, K/block, block*bits/8] uint8, scales [N, K/block] float32.
 
     Symmetric per block (scale = block absmax / (2^(bits-1) - 1)), stored with the kernel's default zero
-    point 2^(bits-1): 4-bit codes 1..15 around 8, two per byte (low nibble first); 8-bit codes 1..255."""
+    point 2^(bits-1): 4-bit codes 1..15 around 8, two per byte (low nibble first); 8-bit codes 1..255.
+    Computed ROWS rows at a time: float temporaries of a whole matrix (25 MB for gate_up) left the C heap
+    fragmented around the sessions' packed weights, which doubled the peak RSS of a load."""
     if bits not in (4, 8):
         raise ValueError(f"bits={bits}: MatMulNBits weights here are 4 or 8 bits")
     n, k = w.shape
     top, zero = 2 ** (bits - 1) - 1, 2 ** (bits - 1)
-    blocks = w.float().reshape(n, k // block, block)
-    scale = (blocks.abs().amax(dim=-1) / top).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = blocks.div(scale[..., None]).round_().clamp_(-zero, top).add_(zero).to(torch.uint8)
-    if bits == 4:
-        codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return codes.contiguous().numpy(), scale.contiguous().numpy()
+    codes = torch.empty(n, k // block, block * bits // 8, dtype=torch.uint8)
+    scales = torch.empty(n, k // block)
+    for start in range(0, n, ROWS):
+        blocks = w[start : start + ROWS].float().reshape(-1, k // block, block)
+        scale = (blocks.abs().amax(dim=-1) / top).clamp_(min=torch.finfo(torch.float32).tiny)
+        q = blocks.div(scale[..., None]).round_().clamp_(-zero, top).add_(zero).to(torch.uint8)
+        codes[start : start + ROWS] = q if bits == 8 else q[..., 0::2] | (q[..., 1::2] << 4)
+        scales[start : start + ROWS] = scale
+    return codes.numpy(), scales.numpy()
 
 
 def _session(
