@@ -63,7 +63,7 @@ def fbgemm_int8(mats, repeats: int) -> tuple[float, int]:
 def _nbits_node(
     helper, numpy_helper, np, name: str, n: int, k: int, bits: int, acc: int, rng, block: int = BLOCK
 ):
-    """A MatMulNBits node and its initializers: B [N, K/block, block*bits/8] uint8, scales [N*K/block] fp32."""
+    """A MatMulNBits node and its initializers: B [N, K/block, block*bits/8] uint8, scales [N*K/block]."""
     blob = block * bits // 8
     b = rng.integers(0, 256, size=(n, k // block, blob), dtype=np.uint8)
     scales = (rng.random(n * (k // block), dtype=np.float32) * 0.01).astype(np.float32)

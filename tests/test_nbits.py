@@ -167,13 +167,15 @@ def test_other_classes_keep_their_int8_kernel_unless_asked(cpu_class, monkeypatc
 
 
 @needs_ort
-def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voice):
+def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voice, monkeypatch):
+    """Through the load path (policy -> loading -> quant.converter), as `auto` on AVX2 runs it."""
     torch.set_num_threads(2)
     kwargs = dict(device="cpu", dtype="float32", slots=1, guard=RunawayGuard(enabled=False))
     ref = Engine.load(tiny_custom_voice, **kwargs)
-    test = Engine.load(tiny_custom_voice, **kwargs)
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "onnxruntime")
+    test = Engine.load(tiny_custom_voice, quantize="int8", **kwargs)
     try:
-        quantize_talker(test.talker, "int8", int8_kernel="onnxruntime")
+        assert test.plan.int8_kernel == "onnxruntime"
         found = [m for m in test.talker.modules() if isinstance(m, nbits.NBitsLinear)]
         assert found and all(m.bits == 8 for m in found)
         assert isinstance(test.talker.codec_head, nbits.NBitsLinear)  # the heads too: no fp16 matrices

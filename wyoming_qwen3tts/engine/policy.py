@@ -8,7 +8,7 @@ them well and otherwise fall back with one warning, never silently several times
 | hardware                          | auto dtype | auto quantize | int8 kernel | codec decoder    |
 |-----------------------------------|------------|---------------|-------------|------------------|
 | GPU (CUDA / ROCm)                 | bfloat16   | none          | -           | bfloat16         |
-| x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | fbgemm      | float32          |
+| x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | onnxruntime | float32          |
 | x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
 | x86-64 AVX-512 BF16 / AMX         | float32    | int8          | fbgemm      | bfloat16         |
 | ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
@@ -16,7 +16,11 @@ them well and otherwise fall back with one warning, never silently several times
 
 fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
 at run time, float32 in and out (quant.DynamicInt8Linear; under fbgemm the two output projections of each
-layer keep fp16 weights, quant.FP16_UNDER_FBGEMM).
+layer keep fp16 weights, quant.FP16_UNDER_FBGEMM). On AVX2, where the `cpu4bit` extra is installed (the
+add-on image has it), int8 runs onnxruntime's MatMulNBits instead: 8-bit weights per block of 64 times 8-bit
+activations scaled per block (nbits.NBitsLinear), every matrix 8-bit, well inside the gate, LM ~0.8x
+fbgemm's time (bench/RESULTS.md, issue 24); without the extra, fbgemm as in the table's other x86 rows.
+`WYOMING_QWEN3TTS_INT8_KERNEL=dynamic` forces fbgemm/QNNPACK, `=onnxruntime` MatMulNBits on any class.
 
 The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
 a CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
