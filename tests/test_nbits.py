@@ -11,7 +11,7 @@ from torch import nn
 from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
 from wyoming_qwen3tts.engine.cpu import ARM64, ARM64_BF16, AVX2, AVX512, AVX512_BF16, OTHER, CpuInfo
-from wyoming_qwen3tts.engine.quant import GATES, quantize_talker
+from wyoming_qwen3tts.engine.quant import GATES, DynamicInt8Linear, Fp16Linear, quantize_talker
 
 CPU = torch.device("cpu")
 needs_ort = pytest.mark.skipif(not nbits.available(), reason="the cpu4bit extra (onnxruntime, onnx)")
@@ -190,3 +190,18 @@ def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voi
     for key, bound in GATES["int8"].items():
         ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
         assert ok, f"{key} = {figures[key]} (gate {bound})"
+
+
+@needs_ort
+def test_a_kernel_that_multiplies_wrong_falls_back_to_fbgemm(tiny_custom_voice, monkeypatch):
+    assert nbits.kernel_ok(8)  # the real check on this CPU: a single row against its dequantized weight
+    monkeypatch.setattr(nbits, "kernel_ok", lambda bits=8: False)
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1, quantize="none")
+    try:
+        quantize_talker(engine.talker, "int8", int8_kernel="onnxruntime")
+        assert not any(isinstance(m, nbits.NBitsLinear) for m in engine.talker.modules())
+        if "fbgemm" in torch.backends.quantized.supported_engines:
+            attn = engine.talker.model.layers[0].self_attn
+            assert isinstance(attn.qkv_proj, DynamicInt8Linear) and isinstance(attn.o_proj, Fp16Linear)
+    finally:
+        engine.close()

@@ -70,6 +70,7 @@ def quantize_blocks(w: torch.Tensor, bits: int = 4, block: int = BLOCK) -> tuple
     if bits not in (4, 8):
         raise ValueError(f"bits={bits}: MatMulNBits weights here are 4 or 8 bits")
     n, k = w.shape
+    w = w.detach()
     top, zero = 2 ** (bits - 1) - 1, 2 ** (bits - 1)
     codes = torch.empty(n, k // block, block * bits // 8, dtype=torch.uint8)
     scales = torch.empty(n, k // block)
@@ -199,6 +200,37 @@ class NBitsLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
             f"block={self.block}"
         )
+
+
+_CHECKED: dict[int, bool] = {}
+
+
+def kernel_ok(bits: int = 8) -> bool:
+    """Once per process: does this CPU's MatMulNBits kernel multiply a single row (the decode shape) right?
+    Its kernels are picked from CPUID (AVX2 / AVX-512 VNNI / NEON) and only some were measured here (MLAS has
+    had an AVX2-only single-row bug, onnxruntime issue 29853), so a wrong result falls back instead of
+    speaking noise. A random 192 x 512 matrix against a plain matmul of its dequantized weight: the only
+    difference allowed is the 8-bit activation rounding per block (cosine > 0.999)."""
+    if bits not in _CHECKED:
+        gen = torch.Generator().manual_seed(0)
+        linear = nn.Linear(512, 192, bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(192, 512, generator=gen))
+        x = torch.randn(1, 512, generator=gen)
+        layer = NBitsLinear(linear, threads=1, bits=bits)
+        codes, scales = quantize_blocks(linear.weight, bits, layer.block)
+        if bits == 4:
+            codes = np.stack([codes & 0xF, codes >> 4], axis=-1)
+        weight = torch.from_numpy(codes.astype(np.float32)).reshape(192, -1, layer.block) - 2 ** (bits - 1)
+        exact = x @ (weight * torch.from_numpy(scales)[..., None]).reshape(192, 512).t()
+        cos = float(nn.functional.cosine_similarity(layer.mm(x).flatten(), exact.flatten(), dim=0))
+        _CHECKED[bits] = cos > 0.999
+        _SESSIONS[layer.handle] = None  # the check's session is not needed any more
+        if not _CHECKED[bits]:
+            _LOGGER.warning(
+                "onnxruntime's %d-bit MatMulNBits is wrong on this CPU (cosine %.4f): not used", bits, cos
+            )
+    return _CHECKED[bits]
 
 
 def fits(in_features: int, block: int) -> bool:
