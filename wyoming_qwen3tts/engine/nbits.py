@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -34,6 +35,10 @@ _SESSIONS: list[Any] = []  # index = the handle passed to the custom op
 def available() -> bool:
     """onnxruntime and onnx are importable (the `cpu4bit` extra)."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def _release(handle: int) -> None:
+    _SESSIONS[handle] = None
 
 
 def _run(x: torch.Tensor, handle: int) -> torch.Tensor:
@@ -163,6 +168,9 @@ class NBitsLinear(nn.Module):
         self.nbytes = packed.nbytes + scales.nbytes
         self.handle = len(_SESSIONS)
         _SESSIONS.append(_session(packed, scales, n, k, threads or torch.get_num_threads(), bits, block))
+        # The session (and its packed weights) goes with the module: an engine unloaded by the model pool
+        # must not leave its weights behind.
+        weakref.finalize(self, _release, self.handle)
         self.bias: Optional[torch.Tensor]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
@@ -225,7 +233,6 @@ def kernel_ok(bits: int = 8) -> bool:
         exact = x @ (weight * torch.from_numpy(scales)[..., None]).reshape(192, 512).t()
         cos = float(nn.functional.cosine_similarity(layer.mm(x).flatten(), exact.flatten(), dim=0))
         _CHECKED[bits] = cos > 0.999
-        _SESSIONS[layer.handle] = None  # the check's session is not needed any more
         if not _CHECKED[bits]:
             _LOGGER.warning(
                 "onnxruntime's %d-bit MatMulNBits is wrong on this CPU (cosine %.4f): not used", bits, cos

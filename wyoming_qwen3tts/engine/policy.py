@@ -10,16 +10,17 @@ them well and otherwise fall back with one warning, never silently several times
 | GPU (CUDA / ROCm)                 | bfloat16   | none          | -           | bfloat16         |
 | x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | onnxruntime | float32          |
 | x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
-| x86-64 AVX-512 BF16 / AMX         | float32    | int8          | fbgemm      | bfloat16         |
+| x86-64 AVX-512 BF16 / AMX         | float32    | int8          | onnxruntime | bfloat16         |
 | ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
 | ARM64 with bf16                   | float32    | int8          | QNNPACK     | bfloat16         |
 
 fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
 at run time, float32 in and out (quant.DynamicInt8Linear; under fbgemm the two output projections of each
-layer keep fp16 weights, quant.FP16_UNDER_FBGEMM). On AVX2, where the `cpu4bit` extra is installed (the
-add-on image has it), int8 runs onnxruntime's MatMulNBits instead: 8-bit weights per block of 64 times 8-bit
-activations scaled per block (nbits.NBitsLinear), every matrix 8-bit, well inside the gate, LM ~0.8x
-fbgemm's time (bench/RESULTS.md, issue 24); without the extra, fbgemm as in the table's other x86 rows.
+layer keep fp16 weights, quant.FP16_UNDER_FBGEMM). On AVX2 and AVX-512 BF16, where the `cpu4bit` extra is
+installed (the add-on image has it), int8 runs onnxruntime's MatMulNBits instead: 8-bit weights per block of
+64 times 8-bit activations scaled per block (nbits.NBitsLinear), every matrix 8-bit, well inside the gate;
+LM 0.71x (AVX2-limited) and 0.87x (AVX-512 BF16) of fbgemm's time in the same runs (bench/RESULTS.md, issue
+24). Without the extra (or if nbits.kernel_ok finds the kernel wrong on this CPU): fbgemm.
 `WYOMING_QWEN3TTS_INT8_KERNEL=dynamic` forces fbgemm/QNNPACK, `=onnxruntime` MatMulNBits on any class.
 
 The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
@@ -42,7 +43,7 @@ import torch
 from ..core.vocab import DTYPE_NAMES
 from ..core.vocab import QUANTIZE_CHOICES as QUANT_CHOICES  # with auto; engine.QUANT_MODES
 from . import nbits
-from .cpu import ARM64, ARM64_BF16, AVX2, CpuInfo, cpu_info
+from .cpu import ARM64, ARM64_BF16, AVX2, AVX512_BF16, CpuInfo, cpu_info
 from .jit import tracing_default
 
 _LOGGER = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ DTYPES = {spelling: getattr(torch, name) for spelling, name in DTYPE_NAMES.items
 INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
 # Where `auto` runs int8 through onnxruntime when the cpu4bit extra is installed: every matrix 8-bit passes
 # the gate there (fbgemm's 7-bit per-row activations need two fp16 matrices per layer) and the LM is faster.
-ORT_INT8_CLASSES = (AVX2,)
+ORT_INT8_CLASSES = (AVX2, AVX512_BF16)  # measured (bench/RESULTS.md); AVX-512 without bf16 was not
 # int4 kernels: "int4pack" = PyTorch's (AVX-512 only, quant.Int4Linear); "onnxruntime" = MatMulNBits
 # (nbits.NBitsLinear), for the CPU classes PyTorch's kernel does not serve.
 ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
