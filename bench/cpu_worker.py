@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,6 +31,7 @@ from wyoming_qwen3tts.platform_env import apply_cpu_env  # noqa: E402  (before t
 
 apply_cpu_env()
 
+NBITS_BLOCK_ENV = "BENCH_NBITS_BLOCK"
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
 SHORT_TEXT = "Turn on the light."
 
@@ -74,8 +76,10 @@ class Timers:
 
 
 def load(args: argparse.Namespace, quantize: str):
-    from wyoming_qwen3tts.engine import Engine, RunawayGuard
+    from wyoming_qwen3tts.engine import Engine, RunawayGuard, nbits, quant
 
+    if os.environ.get(NBITS_BLOCK_ENV):  # bench/ab_cpu.py: another block size for 8-bit MatMulNBits
+        nbits.BLOCK_8BIT = quant.BLOCK_8BIT = int(os.environ[NBITS_BLOCK_ENV])  # type: ignore[misc]
     engine = Engine.load(
         args.model,
         device="cpu",

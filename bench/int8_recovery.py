@@ -6,6 +6,7 @@
 Each variant is one `+`-joined list of switches, applied to the quantizer before the engine loads
 (a measurement tool: it patches engine.quant / engine.layers in this process only, nothing ships):
 
+* ``fbgemm``: `auto`'s fbgemm path unchanged (o_proj and down_proj fp16);
 * ``allint8``: no fp16 matrices (default `auto` keeps o_proj and down_proj fp16); ``o16``: only o_proj fp16;
 * ``haddN``: down_proj's input rotated online by a block-diagonal Hadamard matrix (blocks of N), the inverse
   rotation folded into its weight before quantization (QuaRot-style), so fbgemm's per-row 7-bit activation
@@ -14,7 +15,10 @@ Each variant is one `+`-joined list of switches, applied to the quantizer before
 * ``hado``: o_proj's input rotated per head for free: the rotation folds into v_proj's rows and o_proj's
   columns (attention is linear in v);
 * ``rr0``: fbgemm's activations at 8 bits (reduce_range off; pre-VNNI kernels may saturate);
-* ``h16``: the 16 output heads fp16.
+* ``h16``: the 16 output heads fp16;
+* ``ort8``: onnxruntime's MatMulNBits instead of fbgemm (WYOMING_QWEN3TTS_INT8_KERNEL=onnxruntime): every
+  matrix 8-bit per block, activations 8-bit per block; ``bN``: blocks of N (default nbits.BLOCK_8BIT);
+  ``gu4``: with ort8, gate_up_proj 4-bit (blocks of 32): the mixed 4/8-bit candidate.
 
 The reference (fp32, unquantized) trace is computed once per frame count and cached in --cache.
 """
@@ -48,8 +52,31 @@ def apply_variant(switches: set[str]) -> None:
     import torch
     from torch import nn
 
-    from wyoming_qwen3tts.engine import layers, quant
+    from wyoming_qwen3tts.engine import layers, nbits, policy, quant
 
+    if "ort8" not in switches:  # the fbgemm variants, whatever `auto` picks on this CPU
+        os.environ[policy.INT8_KERNEL_ENV] = "dynamic"
+    if "ort8" in switches:
+
+        os.environ[policy.INT8_KERNEL_ENV] = "onnxruntime"
+        block = next((int(s[1:]) for s in switches if s[0] == "b" and s[1:].isdigit()), 0)
+        if block:
+            nbits.BLOCK_8BIT = quant.BLOCK_8BIT = block  # type: ignore[misc]
+        if "gu4" in switches:
+            nbits_converter = quant.converter
+
+            def mixed(*args: Any, **kwargs: Any) -> Any:
+                convert = nbits_converter(*args, **kwargs)
+
+                def one(linear: nn.Linear, is_head: bool, name: str = "") -> Any:
+                    if name == "gate_up_proj":
+                        return nbits.NBitsLinear(linear, bits=4)
+                    return convert(linear, is_head, name)
+
+                return one
+
+            quant.converter = mixed
+        return
     if "allint8" in switches:
         quant.FP16_UNDER_FBGEMM = ()  # type: ignore[assignment]
     if "o16" in switches:

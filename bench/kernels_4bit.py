@@ -7,8 +7,8 @@ Random weights, the 0.6B talker's fused matrices per layer (qkv 4096x1024, o_pro
 
 * ``fbgemm int8``: PyTorch's dynamic int8 Linear, one call per matrix (what `quantize=int8` runs today).
 * ``ort nbits=N acc=A per-matrix``: onnxruntime's `MatMulNBits` (com.microsoft, MLAS), one session per matrix,
-  one `run` per matrix (what an engine replacing each Linear would do); block 32, `accuracy_level` 4 = int8
-  activations, 0 = fp32 activations.
+  one `run` per matrix (what an engine replacing each Linear would do); block 32 (8-bit: also 64 and 128),
+  `accuracy_level` 4 = int8 activations (per block), 0 = fp32 activations.
 * ``ort nbits=N acc=A one graph``: all matrices in one session run (the kernel alone, no per-call cost).
 * ``torch int4pack``: `torch._weight_int4pack_mm_for_cpu` (group 32, bf16 activations).
 * ``torch dyn_quant 4bit``: `torch._dyn_quant_matmul_4bit` (KleidiAI on aarch64; a reference path elsewhere).
@@ -60,11 +60,13 @@ def fbgemm_int8(mats, repeats: int) -> tuple[float, int]:
     return timed(run, repeats), total
 
 
-def _nbits_node(helper, numpy_helper, np, name: str, n: int, k: int, bits: int, acc: int, rng):
-    """A MatMulNBits node and its initializers: B [N, K/32, 32*bits/8] uint8, scales [N * K/32] fp32."""
-    blob = BLOCK * bits // 8
-    b = rng.integers(0, 256, size=(n, k // BLOCK, blob), dtype=np.uint8)
-    scales = (rng.random(n * (k // BLOCK), dtype=np.float32) * 0.01).astype(np.float32)
+def _nbits_node(
+    helper, numpy_helper, np, name: str, n: int, k: int, bits: int, acc: int, rng, block: int = BLOCK
+):
+    """A MatMulNBits node and its initializers: B [N, K/block, block*bits/8] uint8, scales [N*K/block]."""
+    blob = block * bits // 8
+    b = rng.integers(0, 256, size=(n, k // block, blob), dtype=np.uint8)
+    scales = (rng.random(n * (k // block), dtype=np.float32) * 0.01).astype(np.float32)
     inits = [numpy_helper.from_array(b, f"{name}_b"), numpy_helper.from_array(scales, f"{name}_s")]
     node = helper.make_node(
         "MatMulNBits",
@@ -74,10 +76,10 @@ def _nbits_node(helper, numpy_helper, np, name: str, n: int, k: int, bits: int, 
         K=k,
         N=n,
         bits=bits,
-        block_size=BLOCK,
+        block_size=block,
         accuracy_level=acc,
     )
-    return node, inits, n * (k // BLOCK) * (blob + 4)
+    return node, inits, n * (k // block) * (blob + 4)
 
 
 def ort_session(nodes, inits, inputs, outputs, threads: int):
@@ -88,14 +90,16 @@ def ort_session(nodes, inits, inputs, outputs, threads: int):
     return session_of(helper.make_graph(nodes, "g", inputs, outputs, initializer=inits), threads)
 
 
-def ort_nbits(mats, bits: int, acc: int, threads: int, repeats: int, one_graph: bool) -> tuple[float, int]:
+def ort_nbits(
+    mats, bits: int, acc: int, threads: int, repeats: int, one_graph: bool, block: int = BLOCK
+) -> tuple[float, int]:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     built, total = [], 0
     for i, (n, k) in enumerate(mats):
-        node, inits, size = _nbits_node(helper, numpy_helper, np, f"m{i}", n, k, bits, acc, rng)
+        node, inits, size = _nbits_node(helper, numpy_helper, np, f"m{i}", n, k, bits, acc, rng, block)
         x = helper.make_tensor_value_info(f"m{i}_x", TensorProto.FLOAT, [1, k])
         y = helper.make_tensor_value_info(f"m{i}_y", TensorProto.FLOAT, [1, n])
         built.append((node, inits, x, y, k))
@@ -179,6 +183,11 @@ def main() -> int:
         ("ort nbits=4 acc=4 per-matrix", lambda: ort_nbits(mats, 4, 4, args.threads, r, False)),
         ("ort nbits=4 acc=4 one graph", lambda: ort_nbits(mats, 4, 4, args.threads, r, True)),
         ("ort nbits=8 acc=4 per-matrix", lambda: ort_nbits(mats, 8, 4, args.threads, r, False)),
+        ("ort nbits=8 acc=4 block 64 per-matrix", lambda: ort_nbits(mats, 8, 4, args.threads, r, False, 64)),
+        (
+            "ort nbits=8 acc=4 block 128 per-matrix",
+            lambda: ort_nbits(mats, 8, 4, args.threads, r, False, 128),
+        ),
         ("ort nbits=4 acc=0 one graph", lambda: ort_nbits(mats, 4, 0, args.threads, r, True)),
         ("torch int4pack (bf16 act)", lambda: torch_int4pack(mats, r)),
         ("torch dyn_quant 4bit", lambda: torch_dyn_quant_4bit(mats, r)),

@@ -167,6 +167,8 @@ def test_dockerfile_installs_torch_then_the_release_archive_of_the_addon_version
     torch, server = installs
     assert f"torch=={TORCH_VERSION}" in torch and torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX
     assert "-c" in server, "the server's dependencies are pinned by the add-on's constraints"
+    # onnxruntime's 8-bit MatMulNBits is `auto` on AVX2 where installed (engine/policy.py, issue 24).
+    assert any(r is not None and "cpu4bit" in r.extras for r in map(_requirement, server)), server
     assert dockerfile_args(addon["dockerfile"])["WYOMING_QWEN3TTS_VERSION"] == addon["version"]
 
 
@@ -186,7 +188,7 @@ _REPOSITORY = "https://github.com/wyoming-qwen3tts/wyoming-qwen3tts"
 )
 def test_a_source_that_would_not_exist_fails(addon, install, problem):
     """An unpublished index pin, another version's tag, a moving branch, a fork or an undefined ARG."""
-    dockerfile = re.sub(r'"wyoming-qwen3tts @ [^"]+"', lambda _: install, addon["dockerfile"])
+    dockerfile = re.sub(r'"wyoming-qwen3tts(\[[^\]]*\])? @ [^"]+"', lambda _: install, addon["dockerfile"])
     assert dockerfile != addon["dockerfile"]
     with pytest.raises(SourceError, match=re.escape(problem)):
         server_source(dockerfile, "0.1.0", _REPOSITORY)
@@ -250,7 +252,8 @@ def _local_install(argv: list[str], venv: Path, archive: Path, source: str, copi
         requirement = _requirement(argument)
         if requirement is not None and requirement.url is not None:
             assert requirement.url == source
-            argument = f"{requirement.name} @ {archive.as_uri()}"
+            extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+            argument = f"{requirement.name}{extras} @ {archive.as_uri()}"
         command.append(argument)
     return command
 

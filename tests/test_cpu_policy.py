@@ -99,7 +99,9 @@ def test_avx2_emulation_is_detected_in_a_fresh_process():
         (ARM64, torch.float32, torch.float32),
     ],
 )
-def test_auto_is_int8_with_fp32_activations_on_every_cpu_class(cpu_class, dtype, codec):
+def test_auto_is_int8_with_fp32_activations_on_every_cpu_class(cpu_class, dtype, codec, monkeypatch):
+    # Without the cpu4bit extra; with it, AVX2 runs 8-bit MatMulNBits instead (tests/test_nbits.py).
+    monkeypatch.setattr(nbits, "available", lambda: False)
     p = compute_plan(CPU, "auto", "auto", _cpu(cpu_class))
     backend = _cpu(cpu_class).int8_backend
     if backend is None:  # a PyTorch build without this class's backend (e.g. fbgemm on an ARM wheel)

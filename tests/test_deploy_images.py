@@ -101,7 +101,8 @@ def test_constraints_pin_every_runtime_dependency():
     assert "torch" not in pins, "torch comes from each image's own index"
     parser = setup_cfg()
     wanted = [line for line in parser["options"]["install_requires"].splitlines() if line.strip()]
-    wanted += [line for line in parser["options.extras_require"]["zeroconf"].splitlines() if line.strip()]
+    for extra in ("zeroconf", "cpu4bit"):  # cpu4bit: the add-on installs it (issue 24)
+        wanted += [line for line in parser["options.extras_require"][extra].splitlines() if line.strip()]
     for line in wanted:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)

@@ -1,4 +1,5 @@
-"""quantize=int4 through onnxruntime's MatMulNBits on AVX2 / ARM64 (engine/nbits.py, issue 24)."""
+"""onnxruntime's MatMulNBits (engine/nbits.py, issue 24): quantize=int4 on AVX2 / ARM64, and int8 (8-bit
+blocks) as `auto` on AVX2 where the cpu4bit extra is installed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
 from wyoming_qwen3tts.engine.cpu import ARM64, ARM64_BF16, AVX2, AVX512, AVX512_BF16, OTHER, CpuInfo
-from wyoming_qwen3tts.engine.quant import GATES, quantize_talker
+from wyoming_qwen3tts.engine.quant import GATES, DynamicInt8Linear, Fp16Linear, quantize_talker
 
 CPU = torch.device("cpu")
 needs_ort = pytest.mark.skipif(not nbits.available(), reason="the cpu4bit extra (onnxruntime, onnx)")
@@ -98,3 +99,121 @@ def test_onnxruntime_int4_engine_meets_the_int4_gates_and_speaks(tiny_custom_voi
     for key, bound in GATES["int4"].items():
         ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
         assert ok, f"{key} = {figures[key]} (gate {bound})"
+
+
+# -- quantize=int8 through 8-bit MatMulNBits (the `auto` default on AVX2 with the cpu4bit extra) -----------
+
+
+def test_8bit_block_quantization_is_symmetric_around_128():
+    w = torch.zeros(2, 64)
+    w[0, :32] = torch.linspace(-127, 127, 32)  # block absmax 127: scale 1, codes = round(w) + 128
+    w[1, 32:] = -0.25
+    codes, scales = nbits.quantize_blocks(w, bits=8, block=32)
+    assert codes.shape == (2, 2, 32) and codes.dtype == np.uint8 and scales.shape == (2, 2)
+    assert scales[0, 0] == pytest.approx(1.0) and scales[1, 1] == pytest.approx(0.25 / 127)
+    assert codes[0, 0].tolist() == (torch.round(torch.linspace(-127, 127, 32)) + 128).int().tolist()
+    assert (codes[1, 1] == 1).all() and (codes[1, 0] == 128).all()  # -absmax -> 1; zero blocks -> 128
+    with pytest.raises(ValueError):
+        nbits.quantize_blocks(w, bits=2)
+
+
+@needs_ort
+@pytest.mark.parametrize("block", [32, 64])
+def test_8bit_nbits_linear_matches_a_plain_matmul_of_its_weight(block):
+    torch.manual_seed(1)
+    lin = nn.Linear(256, 80)
+    layer = nbits.NBitsLinear(lin, threads=1, bits=8, block=block)
+    weight = layer.dequantized()
+    blocks = lin.weight.detach().reshape(80, 256 // block, block)
+    half_step = (blocks.abs().amax(dim=-1, keepdim=True) / 254).expand_as(blocks).reshape(80, 256)
+    assert ((weight - lin.weight).abs() <= half_step + 1e-6).all()  # round to nearest, per block
+    x = torch.randn(4, 256)
+    exact = x @ weight.t() + lin.bias
+    got = layer(x)
+    # Only the 8-bit activation rounding per block (accuracy_level 4): |error| <= sum |w| * |x|max / 254.
+    bound = (weight.abs() @ x.abs().reshape(4, -1, block).amax(-1).repeat_interleave(block, 1).t()).t() / 254
+    assert ((got - exact).abs() <= bound + 1e-4).all()
+    assert nn.functional.cosine_similarity(got.flatten(), exact.flatten(), dim=0) > 0.9999
+    for i in range(4):  # a row's result does not depend on its batch
+        assert torch.equal(layer(x[i : i + 1]), got[i : i + 1])
+    traced = torch.jit.trace(lambda row: layer.mm(row), (x[:1],))
+    assert torch.equal(traced(x[2:3]), layer.mm(x[2:3]))
+    assert "bits=8" in repr(layer) and layer.nbytes == 80 * 256 + 4 * 80 * (256 // block)
+
+
+@pytest.mark.parametrize("cpu_class", [AVX2, AVX512_BF16])
+def test_auto_runs_8bit_nbits_where_measured_faster_and_the_extra_is_installed(cpu_class, monkeypatch):
+    monkeypatch.setattr(nbits, "available", lambda: True)
+    p = compute_plan(CPU, "auto", "auto", _cpu(cpu_class))
+    assert (p.quantize, p.int8_kernel, p.dtype) == ("int8", "onnxruntime", torch.float32)
+    assert not p.warnings and "onnxruntime int8 kernel" in p.describe()
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "dynamic")  # today's fbgemm path, for comparisons
+    assert compute_plan(CPU, "auto", "auto", _cpu(cpu_class)).int8_kernel == _cpu(cpu_class).int8_backend
+    monkeypatch.delenv("WYOMING_QWEN3TTS_INT8_KERNEL")
+    monkeypatch.setattr(nbits, "available", lambda: False)  # without the extra: fbgemm, as before
+    assert compute_plan(CPU, "auto", "auto", _cpu(cpu_class)).int8_kernel == _cpu(cpu_class).int8_backend
+
+
+@pytest.mark.parametrize("cpu_class", [AVX512, ARM64, ARM64_BF16])
+def test_other_classes_keep_their_int8_kernel_unless_asked(cpu_class, monkeypatch):
+    monkeypatch.setattr(nbits, "available", lambda: True)
+    expected = _cpu(cpu_class).int8_backend or ("weight-only" if cpu_class.startswith("avx512") else None)
+    assert compute_plan(CPU, "auto", "auto", _cpu(cpu_class)).int8_kernel == expected
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "onnxruntime")
+    assert compute_plan(CPU, "auto", "int8", _cpu(cpu_class)).int8_kernel == "onnxruntime"
+    monkeypatch.setattr(nbits, "available", lambda: False)
+    p = compute_plan(CPU, "auto", "int8", _cpu(cpu_class))
+    assert p.int8_kernel != "onnxruntime" and any("cpu4bit extra is not installed" in w for w in p.warnings)
+
+
+@needs_ort
+def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voice, monkeypatch):
+    """Through the load path (policy -> loading -> quant.converter), as `auto` on AVX2 runs it."""
+    torch.set_num_threads(2)
+    kwargs = dict(device="cpu", dtype="float32", slots=1, guard=RunawayGuard(enabled=False))
+    ref = Engine.load(tiny_custom_voice, **kwargs)
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "onnxruntime")
+    test = Engine.load(tiny_custom_voice, quantize="int8", **kwargs)
+    try:
+        assert test.plan.int8_kernel == "onnxruntime"
+        found = [m for m in test.talker.modules() if isinstance(m, nbits.NBitsLinear)]
+        assert found and all(m.bits == 8 for m in found)
+        assert isinstance(test.talker.codec_head, nbits.NBitsLinear)  # the heads too: no fp16 matrices
+        figures = measure(ref, test, "Hello world, this is a small test.", "ryan", 60).as_dict()
+        result = test.synthesize(
+            SpeechRequest("Hello there.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
+        )
+        assert len(result.codes) > 0 and np.isfinite(result.audio).all()
+    finally:
+        ref.close()
+        test.close()
+    for key, bound in GATES["int8"].items():
+        ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
+        assert ok, f"{key} = {figures[key]} (gate {bound})"
+
+
+@needs_ort
+def test_a_kernel_that_multiplies_wrong_falls_back_to_fbgemm(tiny_custom_voice, monkeypatch):
+    assert nbits.kernel_ok(8)  # the real check on this CPU: a single row against its dequantized weight
+    monkeypatch.setattr(nbits, "kernel_ok", lambda bits=8: False)
+    engine = Engine.load(tiny_custom_voice, device="cpu", dtype="float32", slots=1, quantize="none")
+    try:
+        quantize_talker(engine.talker, "int8", int8_kernel="onnxruntime")
+        assert not any(isinstance(m, nbits.NBitsLinear) for m in engine.talker.modules())
+        if "fbgemm" in torch.backends.quantized.supported_engines:
+            attn = engine.talker.model.layers[0].self_attn
+            assert isinstance(attn.qkv_proj, DynamicInt8Linear) and isinstance(attn.o_proj, Fp16Linear)
+    finally:
+        engine.close()
+
+
+@needs_ort
+def test_a_layer_takes_its_session_with_it():
+    import gc
+
+    layer = nbits.NBitsLinear(nn.Linear(64, 32), threads=1, bits=8)
+    handle = layer.handle
+    assert nbits._SESSIONS[handle] is not None
+    del layer
+    gc.collect()
+    assert nbits._SESSIONS[handle] is None  # an unloaded engine leaves no weights behind

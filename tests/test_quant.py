@@ -282,6 +282,7 @@ def test_server_loader_resolves_quantize_and_dtype(tiny_custom_voice):
     an explicit dtype is kept, and the int8 kernel is the one this CPU class gets."""
     from wyoming_qwen3tts.app import engine_loader
     from wyoming_qwen3tts.engine import QUANT_MODES, compute_plan
+    from wyoming_qwen3tts.engine.nbits import NBitsLinear
     from wyoming_qwen3tts.engine.quant import DynamicInt8Linear
     from wyoming_qwen3tts.settings import _QUANTIZE, load_settings
 
@@ -302,6 +303,8 @@ def test_server_loader_resolves_quantize_and_dtype(tiny_custom_voice):
             assert engine.quantize == expected.quantize and engine.dtype == expected.dtype
             if expected.int8_kernel in ("fbgemm", "qnnpack"):
                 assert isinstance(engine.talker.codec_head, DynamicInt8Linear)
+            elif expected.int8_kernel == "onnxruntime":  # AVX2 with the cpu4bit extra (issue 24)
+                assert isinstance(engine.talker.codec_head, NBitsLinear)
             elif expected.quantize == "int8":
                 assert isinstance(engine.talker.codec_head, Int8Linear)
             assert engine.decoder.pre_conv.conv.weight.dtype == expected.codec_dtype

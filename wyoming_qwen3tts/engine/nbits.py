@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -24,8 +25,10 @@ from torch import nn
 
 _LOGGER = logging.getLogger(__name__)
 
-BLOCK = 32
+BLOCK = 32  # 4-bit weights
+BLOCK_8BIT = 64  # 8-bit weights (`quantize=int8` with the onnxruntime kernel): measured in bench/RESULTS.md
 ACCURACY_LEVEL = 4  # int8 activations: 2x faster than fp32 activations (accuracy_level 0) at these shapes
+ROWS = 1024  # rows quantized at a time (quantize_blocks)
 _SESSIONS: list[Any] = []  # index = the handle passed to the custom op
 
 
@@ -34,30 +37,71 @@ def available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-@torch.library.custom_op("qwen3tts::nbits_mm", mutates_args=())
-def nbits_mm(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
-    """x [M, K] float32 -> [M, N] float32 through session `handle`."""
-    out = _SESSIONS[handle].run(None, {"x": x.contiguous().numpy()})[0]
-    return torch.from_numpy(out)
+def _release(handle: int) -> None:
+    _SESSIONS[handle] = None
 
 
-@nbits_mm.register_fake
+def _run(x: torch.Tensor, handle: int) -> torch.Tensor:
+    return torch.from_numpy(_SESSIONS[handle].run(None, {"x": x.contiguous().numpy()})[0])
+
+
+# `qwen3tts::nbits_mm(x [M, K] float32, handle, out_features) -> [M, N] float32` through session `handle`.
+# Registered with torch.library.Library rather than `custom_op`: the dispatcher call costs ~13 us instead of
+# ~35 us, and a frame makes ~430 of them (measured here: 8-bit talker and code predictor).
+_LIB = torch.library.Library("qwen3tts", "DEF")
+_LIB.define("nbits_mm(Tensor x, int handle, int out_features) -> Tensor")
+_LIB.impl("nbits_mm", lambda x, handle, out_features: _run(x, handle), "CPU")
+
+
+@torch.library.register_fake("qwen3tts::nbits_mm")
 def _(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
     return x.new_empty(x.shape[0], out_features)
 
 
-def quantize_blocks(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """w [N, K] (K % 32 == 0) -> packed codes [N, K/32, 16] uint8 (low nibble first), scales [N, K/32]."""
+def nbits_mm(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    """The op while tracing (jit.py records the call, not its result); the session directly otherwise."""
+    if torch.jit.is_tracing():
+        return torch.ops.qwen3tts.nbits_mm(x, handle, out_features)
+    return _run(x, handle)
+
+
+def quantize_blocks(w: torch.Tensor, bits: int = 4, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """w [N, K] (K % block == 0) -> codes [N, K/block, block*bits/8] uint8, scales [N, K/block] float32.
+
+    Symmetric per block (scale = block absmax / (2^(bits-1) - 1)), stored with the kernel's default zero
+    point 2^(bits-1): 4-bit codes 1..15 around 8, two per byte (low nibble first); 8-bit codes 1..255.
+    ROWS rows at a time, few ops each: whole-matrix float temporaries left the C heap's high-water mark far
+    above what stays live (peak RSS of a load +60 %)."""
+    if bits not in (4, 8):
+        raise ValueError(f"bits={bits}: MatMulNBits weights here are 4 or 8 bits")
     n, k = w.shape
-    blocks = w.float().reshape(n, k // BLOCK, BLOCK)
-    scale = (blocks.abs().amax(dim=-1) / 7).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = (torch.round(blocks / scale[..., None]).clamp_(-8, 7) + 8).to(torch.uint8)
-    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return packed.contiguous().numpy(), scale.contiguous().numpy()
+    codes = torch.empty(n, k // block, block * bits // 8, dtype=torch.uint8)
+    scales = torch.empty(n, k // block)
+    for start in range(0, n, ROWS):
+        rows = w[start : start + ROWS].detach()
+        codes[start : start + ROWS], scales[start : start + ROWS] = _codes(rows, bits, block)
+    return codes.numpy(), scales.numpy()
 
 
-def _session(packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: int) -> Any:
-    from onnx import TensorProto, helper, numpy_helper
+def _codes(w: torch.Tensor, bits: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n, k = w.shape
+    top, zero = 2 ** (bits - 1) - 1, 2 ** (bits - 1)
+    blocks = w.float().reshape(-1, block)
+    low, high = torch.aminmax(blocks, dim=-1)
+    scale = (torch.maximum(-low, high) / top).clamp_(min=torch.finfo(torch.float32).tiny)
+    q = blocks.div(scale[:, None]).round_().to(torch.int8)  # -top..top: |w| <= absmax
+    # Signed codes -> the kernel's unsigned codes around `zero` (8-bit: flip the sign bit).
+    codes = q.add_(zero).view(torch.uint8) if bits == 4 else q.view(torch.uint8).bitwise_xor_(0x80)
+    codes = codes.reshape(n, k // block, block)
+    if bits == 4:
+        codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return codes, scale.reshape(n, k // block)
+
+
+def _session(
+    packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: int, bits: int, block: int
+) -> Any:
+    from onnx import TensorProto, helper
 
     node = helper.make_node(
         "MatMulNBits",
@@ -66,25 +110,37 @@ def _session(packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: in
         domain="com.microsoft",
         K=k,
         N=n,
-        bits=4,
-        block_size=BLOCK,
+        bits=bits,
+        block_size=block,
         accuracy_level=ACCURACY_LEVEL,
     )
+    weights = {"b": packed, "scales": scales.reshape(-1)}
     graph = helper.make_graph(
         [node],
         "nbits",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
-        initializer=[
-            numpy_helper.from_array(packed, "b"),
-            numpy_helper.from_array(scales.reshape(-1), "scales"),
-        ],
+        initializer=[_external(name, array) for name, array in weights.items()],
     )
-    return session_of(graph, threads)
+    return session_of(graph, threads, weights)
 
 
-def session_of(graph: Any, threads: int) -> Any:
-    """An onnxruntime CPU session over ``graph`` (MatMulNBits nodes), tuned for a shared small host."""
+def _external(name: str, array: np.ndarray) -> Any:
+    """An initializer whose data the session is handed directly (`add_external_initializers`): a graph with
+    the bytes inside keeps them for the session's life beside MLAS's packed copy (measured 2.2x the weight
+    bytes per session; handed over: 1.2x, the packed copy and its block sums)."""
+    from onnx import TensorProto, helper
+
+    tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", f"{name}.bin"), ("offset", "0"), ("length", str(array.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def session_of(graph: Any, threads: int, external: Optional[dict[str, np.ndarray]] = None) -> Any:
+    """An onnxruntime CPU session over ``graph`` (MatMulNBits nodes), tuned for a shared small host.
+    `external`: the data of the graph's external initializers (see `_external`), by name."""
     import onnxruntime as ort
     from onnx import helper
 
@@ -99,26 +155,41 @@ def session_of(graph: Any, threads: int) -> Any:
     # Threads sleep between calls instead of spinning: other add-ons share the cores (see platform_env.py).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
+    if external:
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in external.values()]
+        opts.add_external_initializers(list(external), values)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 class NBitsLinear(nn.Module):
-    """A Linear with 4-bit block-32 weights, run by onnxruntime's MatMulNBits (float32 in and out)."""
+    """A Linear with block-quantized weights (4-bit blocks of 32, or 8-bit blocks of `BLOCK_8BIT`), run by
+    onnxruntime's MatMulNBits with 8-bit activations quantized per block (float32 in and out)."""
 
-    def __init__(self, linear: nn.Linear, threads: Optional[int] = None) -> None:
+    def __init__(
+        self, linear: nn.Linear, threads: Optional[int] = None, bits: int = 4, block: Optional[int] = None
+    ) -> None:
         super().__init__()
         n, k = linear.weight.shape
-        if k % BLOCK:
-            raise ValueError(f"in_features {k} is not a multiple of {BLOCK}")
-        self.in_features, self.out_features = k, n
-        packed, scales = quantize_blocks(linear.weight.detach())
+        block = block or (BLOCK if bits == 4 else BLOCK_8BIT)
+        if not fits(k, block):
+            raise ValueError(f"in_features {k} is not a multiple of {block}")
+        self.in_features, self.out_features, self.bits, self.block = k, n, bits, block
+        packed, scales = quantize_blocks(linear.weight.detach(), bits, block)
         self.nbytes = packed.nbytes + scales.nbytes
         self.handle = len(_SESSIONS)
-        _SESSIONS.append(_session(packed, scales, n, k, threads or torch.get_num_threads()))
+        _SESSIONS.append(_session(packed, scales, n, k, threads or torch.get_num_threads(), bits, block))
+        # The session (and its packed weights) goes with the module: an engine unloaded by the model pool
+        # must not leave its weights behind.
+        weakref.finalize(self, _release, self.handle)
         self.bias: Optional[torch.Tensor]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, K] -> [B, N], one row per request of a decode step: each row run on its own, as MLAS picks
+        another kernel for several rows whose rounding differs (seeded requests reproduce alone or batched).
+        """
+        if x.shape[0] > 1:
+            return torch.cat([self.mm(row) for row in x.split(1)])
         dtype = x.dtype
         out = nbits_mm(x.float(), self.handle, self.out_features)
         if self.bias is not None:
@@ -126,7 +197,15 @@ class NBitsLinear(nn.Module):
         return out if dtype == torch.float32 else out.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mm(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+        """x [1, T, K] (one request's prompt): one call; [B, T, K]: one call per request."""
+        if x.dim() == 3 and x.shape[0] > 1:
+            return torch.cat([self.forward(part) for part in x.split(1)])
+        dtype = x.dtype
+        out = nbits_mm(x.reshape(-1, x.shape[-1]).float(), self.handle, self.out_features)
+        if self.bias is not None:
+            out = out + self.bias
+        out = out if dtype == torch.float32 else out.to(dtype)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def dequantized(self) -> torch.Tensor:
         """The weight the kernel multiplies with (float32 [N, K]): the identity through it (the 8-bit
@@ -135,4 +214,42 @@ class NBitsLinear(nn.Module):
         return nbits_mm(eye, self.handle, self.out_features).t().contiguous()
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits=4, block={BLOCK}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"block={self.block}"
+        )
+
+
+_CHECKED: dict[int, bool] = {}
+
+
+def kernel_ok(bits: int = 8) -> bool:
+    """Once per process: does this CPU's MatMulNBits kernel multiply a single row (the decode shape) right?
+    Its kernels are picked from CPUID (AVX2 / AVX-512 VNNI / NEON) and only some were measured here (MLAS has
+    had an AVX2-only single-row bug, onnxruntime issue 29853), so a wrong result falls back instead of
+    speaking noise. A random 192 x 512 matrix against a plain matmul of its dequantized weight: the only
+    difference allowed is the 8-bit activation rounding per block (cosine > 0.999)."""
+    if bits not in _CHECKED:
+        gen = torch.Generator().manual_seed(0)
+        linear = nn.Linear(512, 192, bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(192, 512, generator=gen))
+        x = torch.randn(1, 512, generator=gen)
+        layer = NBitsLinear(linear, threads=1, bits=bits)
+        codes, scales = quantize_blocks(linear.weight, bits, layer.block)
+        if bits == 4:
+            codes = np.stack([codes & 0xF, codes >> 4], axis=-1)
+        weight = torch.from_numpy(codes.astype(np.float32)).reshape(192, -1, layer.block) - 2 ** (bits - 1)
+        exact = x @ (weight * torch.from_numpy(scales)[..., None]).reshape(192, 512).t()
+        cos = float(nn.functional.cosine_similarity(layer.mm(x).flatten(), exact.flatten(), dim=0))
+        _CHECKED[bits] = cos > 0.999
+        if not _CHECKED[bits]:
+            _LOGGER.warning(
+                "onnxruntime's %d-bit MatMulNBits is wrong on this CPU (cosine %.4f): not used", bits, cos
+            )
+    return _CHECKED[bits]
+
+
+def fits(in_features: int, block: int) -> bool:
+    """MatMulNBits takes power-of-two blocks of 16 and more that divide K."""
+    return block >= 16 and block & (block - 1) == 0 and in_features % block == 0

@@ -8,15 +8,20 @@ them well and otherwise fall back with one warning, never silently several times
 | hardware                          | auto dtype | auto quantize | int8 kernel | codec decoder    |
 |-----------------------------------|------------|---------------|-------------|------------------|
 | GPU (CUDA / ROCm)                 | bfloat16   | none          | -           | bfloat16         |
-| x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | fbgemm      | float32          |
+| x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | onnxruntime | float32          |
 | x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
-| x86-64 AVX-512 BF16 / AMX         | float32    | int8          | fbgemm      | bfloat16         |
+| x86-64 AVX-512 BF16 / AMX         | float32    | int8          | onnxruntime | bfloat16         |
 | ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
 | ARM64 with bf16                   | float32    | int8          | QNNPACK     | bfloat16         |
 
 fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
 at run time, float32 in and out (quant.DynamicInt8Linear; under fbgemm the two output projections of each
-layer keep fp16 weights, quant.FP16_UNDER_FBGEMM).
+layer keep fp16 weights, quant.FP16_UNDER_FBGEMM). On AVX2 and AVX-512 BF16, where the `cpu4bit` extra is
+installed (the add-on image has it), int8 runs onnxruntime's MatMulNBits instead: 8-bit weights per block of
+64 times 8-bit activations scaled per block (nbits.NBitsLinear), every matrix 8-bit, well inside the gate;
+LM 0.71x (AVX2-limited) and 0.87x (AVX-512 BF16) of fbgemm's time in the same runs (bench/RESULTS.md, issue
+24). Without the extra (or if nbits.kernel_ok finds the kernel wrong on this CPU): fbgemm.
+`WYOMING_QWEN3TTS_INT8_KERNEL=dynamic` forces fbgemm/QNNPACK, `=onnxruntime` MatMulNBits on any class.
 
 The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
 a CPU without native bf16 they stay float32 whatever `dtype` says (emulated bf16 convolutions measured ~50x
@@ -38,7 +43,7 @@ import torch
 from ..core.vocab import DTYPE_NAMES
 from ..core.vocab import QUANTIZE_CHOICES as QUANT_CHOICES  # with auto; engine.QUANT_MODES
 from . import nbits
-from .cpu import ARM64, ARM64_BF16, AVX2, CpuInfo, cpu_info
+from .cpu import ARM64, ARM64_BF16, AVX2, AVX512_BF16, CpuInfo, cpu_info
 from .jit import tracing_default
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,8 +51,12 @@ _LOGGER = logging.getLogger(__name__)
 DTYPES = {spelling: getattr(torch, name) for spelling, name in DTYPE_NAMES.items()}  # core.vocab's names
 
 # int8 kernels: "dynamic" = int8 weights x 8-bit activations (quant.DynamicInt8Linear, fbgemm / QNNPACK);
-# "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only).
+# "weight-only" = int8 weights x bf16/fp32 activations (quant.Int8Linear, vectorised for AVX-512 only);
+# "onnxruntime" = 8-bit block weights x 8-bit activations scaled per block (nbits.NBitsLinear, MatMulNBits).
 INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
+# Where `auto` runs int8 through onnxruntime when the cpu4bit extra is installed: every matrix 8-bit passes
+# the gate there (fbgemm's 7-bit per-row activations need two fp16 matrices per layer) and the LM is faster.
+ORT_INT8_CLASSES = (AVX2, AVX512_BF16)  # measured (bench/RESULTS.md); AVX-512 without bf16 was not
 # int4 kernels: "int4pack" = PyTorch's (AVX-512 only, quant.Int4Linear); "onnxruntime" = MatMulNBits
 # (nbits.NBitsLinear), for the CPU classes PyTorch's kernel does not serve.
 ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
@@ -168,7 +177,7 @@ def plan(
     if wanted_dtype is None:
         # fbgemm/QNNPACK take fp32 activations; int4 runs its measured bf16 combination (AVX-512 only);
         # everything else bf16 only where the CPU computes it natively.
-        dynamic = kernel in ("fbgemm", "qnnpack")
+        dynamic = kernel in ("fbgemm", "qnnpack", "onnxruntime")
         bf16 = int4 == "int4pack" or (cpu.native_bf16 and not dynamic and int4 is None)
         wanted_dtype = torch.bfloat16 if bf16 else torch.float32
     codec = wanted_dtype
@@ -205,11 +214,17 @@ def _int4_kernel(cpu: CpuInfo) -> Optional[str]:
 
 def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:
     forced = os.environ.get(INT8_KERNEL_ENV, "").strip().lower()
+    if forced == "onnxruntime" and not nbits.available():
+        notes.append(f"{INT8_KERNEL_ENV}=onnxruntime: the cpu4bit extra is not installed; using the default")
+    elif forced == "onnxruntime":
+        return "onnxruntime"
     if forced in ("dynamic", "weight-only"):
         if forced == "dynamic" and backend is None:
             notes.append(f"{INT8_KERNEL_ENV}=dynamic: no fbgemm/QNNPACK backend here; using weight-only")
             return "weight-only"
         return backend if forced == "dynamic" else "weight-only"
+    if cpu.cpu_class in ORT_INT8_CLASSES and nbits.available():
+        return "onnxruntime"
     if backend is not None:
         return backend
     if cpu.cpu_class.startswith("avx512"):

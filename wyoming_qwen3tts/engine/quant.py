@@ -31,9 +31,11 @@ import torch
 from torch import nn
 
 from ..core.vocab import QUANTIZE_MODES as QUANT_MODES  # none, int8, int4 (what an engine runs)
+from . import nbits
 from .memory import drop_file_pages
 from .nbits import BLOCK as NBITS_BLOCK
-from .nbits import NBitsLinear
+from .nbits import BLOCK_8BIT, NBitsLinear
+from .nbits import fits as nbits_fits
 from .packed import PackedLinear, use_packed_bf16
 
 if TYPE_CHECKING:
@@ -269,9 +271,21 @@ def converter(
     int4_kernel: Optional[str] = None,
 ) -> Convert:
     """(linear, is_head) -> its replacement (or None to keep it): int8 / int4 (heads int8) / packed bf16.
-    `int8_kernel`: "fbgemm" / "qnnpack" (DynamicInt8Linear) or None / "weight-only" (Int8Linear)."""
+    `int8_kernel`: "fbgemm" / "qnnpack" (DynamicInt8Linear), "onnxruntime" (8-bit NBitsLinear, every matrix:
+    per-block activation scales pass the gate without fp16 matrices) or None / "weight-only" (Int8Linear)."""
+
+    def int8_fallback(linear: nn.Linear, name: str) -> nn.Module:
+        if "fbgemm" not in torch.backends.quantized.supported_engines:
+            return Int8Linear(linear, dtype)
+        return Fp16Linear(linear) if name in FP16_UNDER_FBGEMM else DynamicInt8Linear(linear, "fbgemm")
 
     def int8(linear: nn.Linear, name: str) -> nn.Module:
+        if int8_kernel == "onnxruntime":
+            if not nbits.kernel_ok(8):  # a kernel that multiplies wrong on this CPU: fbgemm instead
+                return int8_fallback(linear, name)
+            if nbits_fits(linear.in_features, BLOCK_8BIT):
+                return NBitsLinear(linear, bits=8)
+            return Int8Linear(linear, dtype)  # small test models only: K not a multiple of the block
         if int8_kernel == "fbgemm" and name in FP16_UNDER_FBGEMM:
             return Fp16Linear(linear)
         if int8_kernel in ("fbgemm", "qnnpack"):
