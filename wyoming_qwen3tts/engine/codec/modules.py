@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import onednn
+
 _LOGGER = logging.getLogger(__name__)
 
 Caches = list[torch.Tensor]
@@ -50,16 +52,19 @@ class CausalConv(nn.Module):
         if conv.groups != 1 or b * n_out * self.gemm_ratio > conv.out_channels:
             return conv(x)
         # Few output samples for a big kernel (low-rate stages, small streaming steps): one im2col GEMM
-        # reads the weight once; oneDNN would re-layout the whole weight on every call.
+        # reads the weight once; oneDNN would re-layout the whole weight on every call. The weight is the
+        # left operand: MKL streams a [C_out, C_in * k] matrix against a few columns ~1.4x faster than
+        # against it as the right one (bench/decoder.py), and the result is already [B, C_out, n].
         weight = conv.weight  # [C_out, C_in, k]
         c_out, c_in, k = weight.shape
         if k == 1:
-            cols = x.transpose(1, 2)
+            cols = x
         else:
             d = conv.dilation[0]
-            cols = x.unfold(2, self.cache_len + 1, 1)[..., ::d]  # [B, C_in, n, k]
-            cols = cols.permute(0, 2, 1, 3).reshape(b, n_out, c_in * k)
-        return nn.functional.linear(cols, weight.view(c_out, c_in * k), conv.bias).transpose(1, 2)
+            cols = torch.stack([x[..., j * d : j * d + n_out] for j in range(k)], dim=2)  # [B, C_in, k, n]
+            cols = cols.view(b, c_in * k, n_out)
+        out = torch.matmul(weight.view(c_out, c_in * k), cols)
+        return out if conv.bias is None else out.add_(conv.bias[:, None])
 
 
 class CausalTransConv(nn.Module):
@@ -75,6 +80,7 @@ class CausalTransConv(nn.Module):
         self.stride = stride
         self.cache_len = math.ceil(kernel_size / stride) - 1
         self.slot = -1
+        self._packed = onednn.PackCache()
 
     # Overlapping kernels use the GEMM below when B * n * gemm_ratio <= C_in, else conv_transpose1d.
     gemm_ratio = 32
@@ -91,9 +97,19 @@ class CausalTransConv(nn.Module):
             cache.copy_(x[..., -m:])
             if b * n * self.gemm_ratio > c_in:  # long inputs: oneDNN's deconvolution is faster
                 return self.conv(x)[..., m * s : (m + n) * s]
+        bias = self.conv.bias
+        weight = self.conv.weight
+        packed = self._packed.get(lambda: onednn.transposed_matrix(weight, s), weight)
+        if packed is not None:
+            # CPU fp32: one packed GEMM over [x_t, x_t-1, .., x_t-m] (onednn.transposed_matrix), no overlap-add.
+            xt = x.transpose(1, 2)  # [B, n + m, C_in]
+            cols = torch.cat([xt[:, m - i : m - i + n] for i in range(m + 1)], dim=2) if m else xt
+            bias_rows = None if bias is None else bias.repeat_interleave(s)
+            blocks = onednn.linear(cols, packed, bias_rows)  # [B, n, C_out * s]
+            return blocks.view(b, n, -1, s).permute(0, 2, 1, 3).reshape(b, -1, n * s)
         # One GEMM: every input sample times the whole kernel, [B, n + m, C_out, k]. For few input samples
         # CPU conv_transpose1d falls back to a slow im2col path; with k == s there is nothing to overlap.
-        weight = self.conv.weight  # [C_in, C_out, k]
+        # weight: [C_in, C_out, k]
         c_out, k = weight.shape[1], weight.shape[2]
         taps = torch.matmul(x.transpose(1, 2), weight.reshape(weight.shape[0], c_out * k))
         taps = taps.view(b, n + m, c_out, k)
@@ -104,7 +120,6 @@ class CausalTransConv(nn.Module):
         for i in range(1, m + 1):
             out = out + taps[:, m - i : m - i + n, :, i * s : (i + 1) * s]
         out = out.permute(0, 2, 1, 3).reshape(b, c_out, n * s)  # a copy (or a view of the temporary taps)
-        bias = self.conv.bias
         return out if bias is None else out.add_(bias[:, None])
 
 
@@ -180,9 +195,12 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
-        h = self.dwconv(x, caches).transpose(1, 2)
-        h = self.pwconv2(self.act(self.pwconv1(self.norm(h))))
-        return x + (self.gamma * h).transpose(1, 2)
+        h = self.norm(self.dwconv(x, caches).transpose(1, 2)).transpose(1, 2)  # [B, dim, n]
+        # Weights as the left operand (a few frames by 16 MB matrices: memory-bound; see CausalConv), which
+        # also keeps the channels-first layout: no transposes around the linears.
+        h = torch.matmul(self.pwconv1.weight, h).add_(self.pwconv1.bias[:, None])
+        h = torch.matmul(self.pwconv2.weight, self.act(h)).add_(self.pwconv2.bias[:, None])
+        return x + self.gamma[:, None] * h
 
 
 class UpsampleStage(nn.ModuleList):
