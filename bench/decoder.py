@@ -2,6 +2,7 @@
 
     python -m bench.decoder --model DIR --isa avx2 --threads 2 --frames 60 --rounds 5 --baseline b51fc54
     python -m bench.decoder --model DIR --isa avx2 --profile new   # torch.profiler table by op and shape
+    python -m bench.decoder --model DIR --isa avx2 --threads 1 --clock cpu   # steadier on a busy machine
 
 Variants, run interleaved (round-robin, the order rotating every round) so that a busy machine slows all
 alike: ``new`` (this tree), ``plain`` (this tree with the oneDNN packed weights off, codec/onednn.py) and,
@@ -68,6 +69,10 @@ def load_decoder(model: str, cls: Any) -> Any:
     return decoder.eval()
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def stream(decoder: Any, codes: Any, chunk: int, times: list[float] | None = None) -> Any:
     import torch
 
@@ -75,10 +80,10 @@ def stream(decoder: Any, codes: Any, chunk: int, times: list[float] | None = Non
     outs, start = [], 0
     while start < codes.shape[-1]:
         n = 1 if start == 0 else chunk
-        t0 = time.perf_counter()
+        t0 = clock()
         outs.append(decoder.step(codes[..., start : start + n], state))
         if times is not None and n == chunk and start + n <= codes.shape[-1]:
-            times.append(1000 * (time.perf_counter() - t0) / n)
+            times.append(1000 * (clock() - t0) / n)
         start += n
     return torch.cat(outs, dim=-1)
 
@@ -92,8 +97,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--baseline", default="", help="git revision whose codec package is the 'base' variant")
     p.add_argument("--profile", default="", help="print a torch.profiler table of this variant and exit")
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="cpu: this process's CPU time (with --threads 1 it ignores the time other processes take the core)",
+    )
     add_isa_argument(p)
     args = p.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     apply_isa(args.isa)
     import torch
 
@@ -101,7 +114,7 @@ def main() -> int:
     from wyoming_qwen3tts.engine.codec.decoder import SpeechDecoder
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads; {isa_report(args.isa)}", flush=True)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock; {isa_report(args.isa)}", flush=True)
     new = load_decoder(args.model, SpeechDecoder)
     variants: dict[str, tuple[Any, bool]] = {"new": (new, True), "plain": (new, False)}
     tmp = tempfile.TemporaryDirectory()

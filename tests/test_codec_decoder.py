@@ -185,6 +185,20 @@ def test_kernel_paths_agree(decoder: SpeechDecoder, path: str, monkeypatch: pyte
     assert (stream(decoder, codes, [1, 4, 2, 7]) - default).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("c_out, dilation", [(1, 1), (2, 3)])
+def test_narrow_conv_equals_conv1d(c_out: int, dilation: int) -> None:
+    # Few output channels (the real final 96 -> 1 conv) take a GEMM of all taps + shifted adds.
+    conv = randomize(CausalConv(32, c_out, 7, dilation=dilation), seed=3)
+    x = torch.randn(2, 32, 50, generator=torch.Generator().manual_seed(4))
+    caches = [torch.zeros(2, *conv.cache_shape())]
+    conv.slot = 0
+    with torch.inference_mode():
+        full = conv.conv(nn.functional.pad(x, (conv.cache_len, 0)))
+        streamed = torch.cat([conv(x[..., s : s + 9], caches) for s in range(0, 50, 9)], dim=-1)
+    assert streamed.shape == full.shape
+    assert (streamed - full).abs().max().item() <= 1e-5
+
+
 def test_packed_weights_follow_weight_changes(decoder: SpeechDecoder) -> None:
     # The packed copy of a transposed conv is rebuilt when its weight changes in place (PackCache key).
     dec = copy.deepcopy(decoder)
