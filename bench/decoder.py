@@ -41,15 +41,25 @@ def baseline_package(rev: str, into: Path) -> Any:
     pkg = into / name
     pkg.mkdir()
     files = subprocess.run(
-        ["git", "ls-tree", "--name-only", f"{rev}:{CODEC}"], cwd=REPO, check=True, capture_output=True, text=True
+        ["git", "ls-tree", "--name-only", f"{rev}:{CODEC}"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     for fname in files:
         if fname.endswith(".py"):
             text = subprocess.run(
-                ["git", "show", f"{rev}:{CODEC}/{fname}"], cwd=REPO, check=True, capture_output=True, text=True
+                ["git", "show", f"{rev}:{CODEC}/{fname}"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             (pkg / fname).write_text(text.replace("from ..", "from wyoming_qwen3tts.engine."))
-    spec = importlib.util.spec_from_file_location(name, pkg / "__init__.py", submodule_search_locations=[str(pkg)])
+    spec = importlib.util.spec_from_file_location(
+        name, pkg / "__init__.py", submodule_search_locations=[str(pkg)]
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -65,7 +75,14 @@ def load_decoder(model: str, cls: Any) -> Any:
     codec_dir = Path(model) / "speech_tokenizer"
     decoder = cls.from_config(read_json(codec_dir / "config.json")["decoder_config"])
     state = load_state_dict(codec_dir)
-    load_into(decoder, state, "decoder.", codec_dir / "model.safetensors", dtype=torch.float32, device=torch.device("cpu"))
+    load_into(
+        decoder,
+        state,
+        "decoder.",
+        codec_dir / "model.safetensors",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
     return decoder.eval()
 
 
@@ -97,11 +114,12 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--baseline", default="", help="git revision whose codec package is the 'base' variant")
     p.add_argument("--profile", default="", help="print a torch.profiler table of this variant and exit")
+    p.add_argument("--split", action="store_true", help="print the time per decoder stage (new) and exit")
     p.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
-        help="cpu: this process's CPU time (with --threads 1 it ignores the time other processes take the core)",
+        help="cpu: this process's CPU time (with --threads 1: not the time other processes hold the core)",
     )
     add_isa_argument(p)
     args = p.parse_args()
@@ -114,7 +132,10 @@ def main() -> int:
     from wyoming_qwen3tts.engine.codec.decoder import SpeechDecoder
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock; {isa_report(args.isa)}", flush=True)
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock; {isa_report(args.isa)}",
+        flush=True,
+    )
     new = load_decoder(args.model, SpeechDecoder)
     variants: dict[str, tuple[Any, bool]] = {"new": (new, True), "plain": (new, False)}
     tmp = tempfile.TemporaryDirectory()
@@ -134,7 +155,18 @@ def main() -> int:
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             stream(decoder, codes, args.chunk)
         table = prof.key_averages(group_by_input_shape=True)
-        print(table.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=28, max_shapes_column_width=64))
+        print(
+            table.table(
+                sort_by="self_cpu_time_total",
+                row_limit=40,
+                max_name_column_width=28,
+                max_shapes_column_width=64,
+            )
+        )
+        return 0
+
+    if args.split:
+        split(new, codes, args.chunk)
         return 0
 
     outputs = {}
@@ -154,15 +186,67 @@ def main() -> int:
             times: list[float] = []
             stream(decoder, codes, args.chunk, times)
             medians[name].append(statistics.median(times))
-        print(f"round {r + 1}: " + ", ".join(f"{n} {medians[n][-1]:.1f}" for n in names) + " ms/frame", flush=True)
+        print(
+            f"round {r + 1}: " + ", ".join(f"{n} {medians[n][-1]:.1f}" for n in names) + " ms/frame",
+            flush=True,
+        )
     onednn.ENABLED = True
     ref = names[-1]
-    print(f"\n| variant | decoder ms/frame (median of {args.rounds} rounds) | min | ratio to {ref} (median per round) |")
+    print(
+        f"\n| variant | decoder ms/frame (median of {args.rounds} rounds) | min "
+        f"| ratio to {ref} (median per round) |"
+    )
     print("|---|---|---|---|")
     for n in names:
         ratios = [a / b for a, b in zip(medians[n], medians[ref])]
-        print(f"| {n} | {statistics.median(medians[n]):.1f} | {min(medians[n]):.1f} | {statistics.median(ratios):.2f} |")
+        print(
+            f"| {n} | {statistics.median(medians[n]):.1f} | {min(medians[n]):.1f} "
+            f"| {statistics.median(ratios):.2f} |"
+        )
     return 0
+
+
+def split(decoder: Any, codes: Any, chunk: int, rounds: int = 3) -> None:
+    """Time per decoder stage (forward hooks on the stage modules, the chosen clock), streamed like the
+    server streams."""
+    groups: dict[str, list[Any]] = {
+        "pre_conv": [decoder.pre_conv],
+        "transformer (8 layers)": [decoder.pre_transformer],
+        "upsample x2 (transposed conv + ConvNeXt)": list(decoder.upsample),
+        "decoder.0 (conv 1024 -> 1536, k7)": [decoder.decoder[0]],
+    }
+    for i, block in enumerate(decoder.decoder[1:-2]):
+        groups[f"block {i + 1}: SnakeBeta + transposed conv"] = [block.block[0], block.block[1]]
+        groups[f"block {i + 1}: 3 residual units"] = list(block.block[2:])
+    groups["final SnakeBeta + conv 96 -> 1"] = [decoder.decoder[-2], decoder.decoder[-1]]
+    spent = dict.fromkeys(groups, 0.0)
+    started: dict[int, float] = {}
+    hooks = []
+    for name, modules in groups.items():
+        for m in modules:
+            hooks.append(m.register_forward_pre_hook(lambda mod, _in: started.__setitem__(id(mod), clock())))
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, _in, _out, name=name: spent.__setitem__(
+                        name, spent[name] + clock() - started[id(mod)]
+                    )
+                )
+            )
+    stream(decoder, codes, chunk)  # warm-up
+    spent = dict.fromkeys(groups, 0.0)
+    t0 = clock()
+    for _ in range(rounds):
+        stream(decoder, codes, chunk)
+    total = clock() - t0
+    for h in hooks:
+        h.remove()
+    frames = rounds * codes.shape[-1]
+    print(
+        f"\n{1000 * total / frames:.1f} ms per frame in all ({rounds} streams of {codes.shape[-1]} frames)\n"
+    )
+    print("| stage | ms/frame | share |\n|---|---|---|")
+    for name, seconds in spent.items():
+        print(f"| {name} | {1000 * seconds / frames:.1f} | {100 * seconds / total:.0f} % |")
 
 
 def _config_dict(cfg: Any) -> dict[str, Any]:

@@ -27,13 +27,11 @@ Caches = list[torch.Tensor]
 
 
 def weight_left_mm(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``weight [O, I] @ x[b] [I, n] (+ bias)`` for each row b: [B, I, n] -> [B, O, n].
+    """``weight [O, I] @ x[b] [I, n] (+ bias)`` for each row b: [B, I, n] -> [B, O, n] (CPU paths only).
 
-    On CPU one ``mm`` per row with the weight as the left operand: ``torch.matmul`` of a matrix and a batch
+    One ``mm`` per row with the weight as the left operand: ``torch.matmul`` of a matrix and a batch
     folds it into ``x^T @ weight^T``, which MKL runs ~1.3x slower for a big weight and few columns."""
-    if x.device.type != "cpu":
-        out = torch.matmul(weight, x)  # one batched call on accelerators
-    elif x.shape[0] == 1:
+    if x.shape[0] == 1:
         out = torch.mm(weight, x[0])[None]
     else:
         out = torch.stack([torch.mm(weight, row) for row in x])
@@ -64,16 +62,25 @@ class CausalConv(nn.Module):
             cache.copy_(x[..., -self.cache_len :])
         conv = self.conv
         b, n_out = x.shape[0], x.shape[-1] - self.cache_len
-        if conv.groups == 1 and conv.out_channels * 8 <= conv.in_channels and self.cache_len:
+        cpu = x.device.type == "cpu"
+        if cpu and conv.groups == 1 and conv.out_channels * 8 <= conv.in_channels and self.cache_len:
             return self._narrow(x, n_out)
         if conv.groups != 1 or b * n_out * self.gemm_ratio > conv.out_channels:
             return conv(x)
         # Few output samples for a big kernel (low-rate stages, small streaming steps): one im2col GEMM
-        # reads the weight once; oneDNN would re-layout the whole weight on every call. The weight is the
-        # left operand: MKL streams a [C_out, C_in * k] matrix against a few columns ~1.4x faster than
-        # against it as the right one (bench/decoder.py), and the result is already [B, C_out, n].
+        # reads the weight once; oneDNN would re-layout the whole weight on every call.
         weight = conv.weight  # [C_out, C_in, k]
         c_out, c_in, k = weight.shape
+        if not cpu:  # accelerators: the GEMM as before issue 24
+            if k == 1:
+                cols = x.transpose(1, 2)
+            else:
+                cols = x.unfold(2, self.cache_len + 1, 1)[..., :: conv.dilation[0]]  # [B, C_in, n, k]
+                cols = cols.permute(0, 2, 1, 3).reshape(b, n_out, c_in * k)
+            return nn.functional.linear(cols, weight.view(c_out, c_in * k), conv.bias).transpose(1, 2)
+        # CPU: the weight as the left operand. MKL streams a [C_out, C_in * k] matrix against a few columns
+        # ~1.4x faster than against it as the right one (bench/RESULTS.md, issue 24), and the result is
+        # already [B, C_out, n].
         if k == 1:
             cols = x
         else:
@@ -81,7 +88,6 @@ class CausalConv(nn.Module):
             cols = torch.stack([x[..., j * d : j * d + n_out] for j in range(k)], dim=2)  # [B, C_in, k, n]
             cols = cols.view(b, c_in * k, n_out)
         return weight_left_mm(weight.view(c_out, c_in * k), cols, conv.bias)
-
 
     def _narrow(self, x: torch.Tensor, n_out: int) -> torch.Tensor:
         """Few output channels (the final 96 -> 1 conv): every tap of every input sample in one GEMM
@@ -130,7 +136,8 @@ class CausalTransConv(nn.Module):
         weight = self.conv.weight
         packed = self._packed.get(lambda: onednn.transposed_matrix(weight, s), weight)
         if packed is not None:
-            # CPU fp32: one packed GEMM over [x_t, x_t-1, .., x_t-m] (onednn.transposed_matrix), no overlap-add.
+            # CPU fp32: one packed GEMM over [x_t, x_t-1, .., x_t-m] (onednn.transposed_matrix), no
+            # overlap-add.
             xt = x.transpose(1, 2)  # [B, n + m, C_in]
             cols = torch.cat([xt[:, m - i : m - i + n] for i in range(m + 1)], dim=2) if m else xt
             bias_rows = None if bias is None else bias.repeat_interleave(s)
@@ -223,9 +230,12 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
+        if x.device.type != "cpu":  # accelerators: as before issue 24
+            h = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x, caches).transpose(1, 2)))))
+            return x + (self.gamma * h).transpose(1, 2)
         h = self.norm(self.dwconv(x, caches).transpose(1, 2)).transpose(1, 2)  # [B, dim, n]
-        # Weights as the left operand (a few frames by 16 MB matrices: memory-bound; see CausalConv), which
-        # also keeps the channels-first layout: no transposes around the linears.
+        # CPU: weights as the left operand (a few frames by 16 MB matrices: memory-bound; see CausalConv),
+        # which also keeps the channels-first layout: no transposes around the linears.
         h = weight_left_mm(self.pwconv1.weight, h, self.pwconv1.bias)
         h = weight_left_mm(self.pwconv2.weight, self.act(h), self.pwconv2.bias)
         return x + self.gamma[:, None] * h

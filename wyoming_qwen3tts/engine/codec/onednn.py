@@ -27,7 +27,7 @@ ENABLED = True
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` is a CPU fp32 tensor that oneDNN can pack (decided by build and dtype, not timing)."""
+    """Whether ``weight`` is a CPU fp32 tensor that oneDNN can pack (by build and dtype, never by timing)."""
     return (
         ENABLED
         and weight.device.type == "cpu"
