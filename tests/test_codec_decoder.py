@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from wyoming_qwen3tts.engine.codec import onednn
 from wyoming_qwen3tts.engine.codec.decoder import DecoderConfig, DecoderState, SpeechDecoder
 from wyoming_qwen3tts.engine.codec.modules import CausalConv, CausalTransConv
 
@@ -170,16 +171,49 @@ def test_stream_equals_full(decoder: SpeechDecoder, sizes: list[int], frames: in
     assert (streamed.clamp(-1, 1) - decoder.decode(codes)).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize("path", ["gemm", "native"])
+@pytest.mark.parametrize("path", ["gemm", "native", "gemm-plain"])
 def test_kernel_paths_agree(decoder: SpeechDecoder, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Convs pick an im2col GEMM or the native conv by size; force each path everywhere.
+    # Convs pick an im2col GEMM or the native conv by size; force each path everywhere. On CPU the
+    # transposed convs' GEMM runs on oneDNN-packed weights; "gemm-plain" forces the plain GEMM instead.
     codes = make_codes(1, 90)
     default = decoder.decode(codes, clamp=False)
-    ratio = 0 if path == "gemm" else 10**9
+    ratio = 10**9 if path == "native" else 0
     monkeypatch.setattr(CausalConv, "gemm_ratio", ratio)
     monkeypatch.setattr(CausalTransConv, "gemm_ratio", ratio)
+    monkeypatch.setattr(onednn, "ENABLED", path != "gemm-plain")
     assert (decoder.decode(codes, clamp=False) - default).abs().max().item() <= TOL
     assert (stream(decoder, codes, [1, 4, 2, 7]) - default).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("c_out, dilation", [(1, 1), (2, 3)])
+def test_narrow_conv_equals_conv1d(c_out: int, dilation: int) -> None:
+    # Few output channels (the real final 96 -> 1 conv) take a GEMM of all taps + shifted adds.
+    conv = randomize(CausalConv(32, c_out, 7, dilation=dilation), seed=3)
+    x = torch.randn(2, 32, 50, generator=torch.Generator().manual_seed(4))
+    caches = [torch.zeros(2, *conv.cache_shape())]
+    conv.slot = 0
+    with torch.inference_mode():
+        full = conv.conv(nn.functional.pad(x, (conv.cache_len, 0)))
+        streamed = torch.cat([conv(x[..., s : s + 9], caches) for s in range(0, 50, 9)], dim=-1)
+    assert streamed.shape == full.shape
+    assert (streamed - full).abs().max().item() <= 1e-5
+
+
+def test_packed_weights_follow_weight_changes(decoder: SpeechDecoder) -> None:
+    # The packed copy of a transposed conv is rebuilt when its weight changes in place (PackCache key).
+    dec = copy.deepcopy(decoder)
+    codes = make_codes(1, 12)
+    before = dec.decode(codes, clamp=False)  # packs the upsample transposed convs (k == s: GEMM path)
+    with torch.no_grad():
+        dec.upsample[0][0].conv.weight.mul_(0.5)
+    after = dec.decode(codes, clamp=False)
+    onednn.ENABLED = False
+    try:
+        plain = dec.decode(codes, clamp=False)
+    finally:
+        onednn.ENABLED = True
+    assert (after - before).abs().max().item() > 10 * TOL
+    assert (after - plain).abs().max().item() <= TOL
 
 
 def test_decode_internal_chunking_is_exact(decoder: SpeechDecoder) -> None:

@@ -13,15 +13,29 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import cast
+from typing import Optional, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import onednn
+
 _LOGGER = logging.getLogger(__name__)
 
 Caches = list[torch.Tensor]
+
+
+def weight_left_mm(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``weight [O, I] @ x[b] [I, n] (+ bias)`` for each row b: [B, I, n] -> [B, O, n] (CPU paths only).
+
+    One ``mm`` per row with the weight as the left operand: ``torch.matmul`` of a matrix and a batch
+    folds it into ``x^T @ weight^T``, which MKL runs ~1.3x slower for a big weight and few columns."""
+    if x.shape[0] == 1:
+        out = torch.mm(weight, x[0])[None]
+    else:
+        out = torch.stack([torch.mm(weight, row) for row in x])
+    return out if bias is None else out.add_(bias[:, None])
 
 
 class CausalConv(nn.Module):
@@ -33,8 +47,9 @@ class CausalConv(nn.Module):
         self.cache_len = (kernel_size - 1) * dilation
         self.slot = -1  # assigned by SpeechDecoder
 
-    # Use the im2col GEMM (groups == 1 only) when B * n_out * gemm_ratio <= C_out, else F.conv1d.
-    gemm_ratio = 6
+    # Use the im2col GEMM (groups == 1 only) when B * n_out * gemm_ratio <= C_out, else F.conv1d (8: the
+    # 768-channel convs of a 4-frame step, n = 128, run ~5 % faster in oneDNN than as a GEMM).
+    gemm_ratio = 8
 
     def cache_shape(self) -> tuple[int, int]:
         return (self.conv.in_channels, self.cache_len)
@@ -47,19 +62,44 @@ class CausalConv(nn.Module):
             cache.copy_(x[..., -self.cache_len :])
         conv = self.conv
         b, n_out = x.shape[0], x.shape[-1] - self.cache_len
+        cpu = x.device.type == "cpu"
+        if cpu and conv.groups == 1 and conv.out_channels * 8 <= conv.in_channels and self.cache_len:
+            return self._narrow(x, n_out)
         if conv.groups != 1 or b * n_out * self.gemm_ratio > conv.out_channels:
             return conv(x)
         # Few output samples for a big kernel (low-rate stages, small streaming steps): one im2col GEMM
         # reads the weight once; oneDNN would re-layout the whole weight on every call.
         weight = conv.weight  # [C_out, C_in, k]
         c_out, c_in, k = weight.shape
+        if not cpu:  # accelerators: the GEMM as before issue 24
+            if k == 1:
+                cols = x.transpose(1, 2)
+            else:
+                cols = x.unfold(2, self.cache_len + 1, 1)[..., :: conv.dilation[0]]  # [B, C_in, n, k]
+                cols = cols.permute(0, 2, 1, 3).reshape(b, n_out, c_in * k)
+            return nn.functional.linear(cols, weight.view(c_out, c_in * k), conv.bias).transpose(1, 2)
+        # CPU: the weight as the left operand. MKL streams a [C_out, C_in * k] matrix against a few columns
+        # ~1.4x faster than against it as the right one (bench/RESULTS.md, issue 24), and the result is
+        # already [B, C_out, n].
         if k == 1:
-            cols = x.transpose(1, 2)
+            cols = x
         else:
             d = conv.dilation[0]
-            cols = x.unfold(2, self.cache_len + 1, 1)[..., ::d]  # [B, C_in, n, k]
-            cols = cols.permute(0, 2, 1, 3).reshape(b, n_out, c_in * k)
-        return nn.functional.linear(cols, weight.view(c_out, c_in * k), conv.bias).transpose(1, 2)
+            cols = torch.stack([x[..., j * d : j * d + n_out] for j in range(k)], dim=2)  # [B, C_in, k, n]
+            cols = cols.view(b, c_in * k, n_out)
+        return weight_left_mm(weight.view(c_out, c_in * k), cols, conv.bias)
+
+    def _narrow(self, x: torch.Tensor, n_out: int) -> torch.Tensor:
+        """Few output channels (the final 96 -> 1 conv): every tap of every input sample in one GEMM
+        [k * C_out, C_in] @ [C_in, L], then k shifted adds. oneDNN runs this shape ~3x slower."""
+        weight = self.conv.weight  # [C_out, C_in, k]
+        c_out, c_in, k = weight.shape
+        d = self.conv.dilation[0]
+        taps = weight_left_mm(weight.permute(2, 0, 1).reshape(k * c_out, c_in), x, None)  # [B, k * C_out, L]
+        out = taps[:, :c_out, :n_out].clone()
+        for j in range(1, k):
+            out.add_(taps[:, j * c_out : (j + 1) * c_out, j * d : j * d + n_out])
+        return out if self.conv.bias is None else out.add_(self.conv.bias[:, None])
 
 
 class CausalTransConv(nn.Module):
@@ -75,6 +115,7 @@ class CausalTransConv(nn.Module):
         self.stride = stride
         self.cache_len = math.ceil(kernel_size / stride) - 1
         self.slot = -1
+        self._packed = onednn.PackCache()
 
     # Overlapping kernels use the GEMM below when B * n * gemm_ratio <= C_in, else conv_transpose1d.
     gemm_ratio = 32
@@ -91,9 +132,20 @@ class CausalTransConv(nn.Module):
             cache.copy_(x[..., -m:])
             if b * n * self.gemm_ratio > c_in:  # long inputs: oneDNN's deconvolution is faster
                 return self.conv(x)[..., m * s : (m + n) * s]
+        bias = self.conv.bias
+        weight = self.conv.weight
+        packed = self._packed.get(lambda: onednn.transposed_matrix(weight, s), weight)
+        if packed is not None:
+            # CPU fp32: one packed GEMM over [x_t, x_t-1, .., x_t-m] (onednn.transposed_matrix), no
+            # overlap-add.
+            xt = x.transpose(1, 2)  # [B, n + m, C_in]
+            cols = torch.cat([xt[:, m - i : m - i + n] for i in range(m + 1)], dim=2) if m else xt
+            bias_rows = None if bias is None else bias.repeat_interleave(s)
+            blocks = onednn.linear(cols, packed, bias_rows)  # [B, n, C_out * s]
+            return blocks.view(b, n, -1, s).permute(0, 2, 1, 3).reshape(b, -1, n * s)
         # One GEMM: every input sample times the whole kernel, [B, n + m, C_out, k]. For few input samples
         # CPU conv_transpose1d falls back to a slow im2col path; with k == s there is nothing to overlap.
-        weight = self.conv.weight  # [C_in, C_out, k]
+        # weight: [C_in, C_out, k]
         c_out, k = weight.shape[1], weight.shape[2]
         taps = torch.matmul(x.transpose(1, 2), weight.reshape(weight.shape[0], c_out * k))
         taps = taps.view(b, n + m, c_out, k)
@@ -104,7 +156,6 @@ class CausalTransConv(nn.Module):
         for i in range(1, m + 1):
             out = out + taps[:, m - i : m - i + n, :, i * s : (i + 1) * s]
         out = out.permute(0, 2, 1, 3).reshape(b, c_out, n * s)  # a copy (or a view of the temporary taps)
-        bias = self.conv.bias
         return out if bias is None else out.add_(bias[:, None])
 
 
@@ -131,8 +182,7 @@ class SnakeBeta(nn.Module):
             self.refresh()
         assert self._alpha_exp is not None and self._beta_inv is not None
         y = x * self._alpha_exp
-        y.sin_().square_().mul_(self._beta_inv)
-        return y.add_(x)
+        return torch.addcmul(x, y.sin_().square_(), self._beta_inv)  # one pass less than mul_ + add_
 
 
 class ResidualUnit(nn.Module):
@@ -180,9 +230,15 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
-        h = self.dwconv(x, caches).transpose(1, 2)
-        h = self.pwconv2(self.act(self.pwconv1(self.norm(h))))
-        return x + (self.gamma * h).transpose(1, 2)
+        if x.device.type != "cpu":  # accelerators: as before issue 24
+            h = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x, caches).transpose(1, 2)))))
+            return x + (self.gamma * h).transpose(1, 2)
+        h = self.norm(self.dwconv(x, caches).transpose(1, 2)).transpose(1, 2)  # [B, dim, n]
+        # CPU: weights as the left operand (a few frames by 16 MB matrices: memory-bound; see CausalConv),
+        # which also keeps the channels-first layout: no transposes around the linears.
+        h = weight_left_mm(self.pwconv1.weight, h, self.pwconv1.bias)
+        h = weight_left_mm(self.pwconv2.weight, self.act(h), self.pwconv2.bias)
+        return x + self.gamma[:, None] * h
 
 
 class UpsampleStage(nn.ModuleList):
