@@ -33,7 +33,9 @@ def test_decoder_built_on_meta_decodes_exactly_as_one_built_as_usual(tiny_custom
     rope = ours.pre_transformer._inv_freq[torch.device("cpu")]
     assert not rope.is_meta
     assert torch.equal(rope, reference.pre_transformer._inv_freq[torch.device("cpu")])
-    codes = torch.randint(0, cfg.codec_decoder_config["codebook_size"], (1, 16, 5), generator=torch.manual_seed(0))
+    codes = torch.randint(
+        0, cfg.codec_decoder_config["codebook_size"], (1, 16, 5), generator=torch.manual_seed(0)
+    )
     assert torch.equal(ours.decode(codes), reference.decode(codes))
 
 
@@ -67,7 +69,9 @@ def test_fp32_cpu_engine_keeps_the_codec_tables_bf16_with_the_same_output(tmp_pa
     from tests.fixtures.checkpoint_builder import build_checkpoint
     from wyoming_qwen3tts.engine import Engine, SamplingParams, SpeechRequest
 
-    path = build_checkpoint(tmp_path_factory.mktemp("bf16") / "cv", "custom_voice", "tiny", seed=0, dtype="bfloat16")
+    path = build_checkpoint(
+        tmp_path_factory.mktemp("bf16") / "cv", "custom_voice", "tiny", seed=0, dtype="bfloat16"
+    )
     request = SpeechRequest(
         "Hello there.", speaker="ryan", language="english", sampling=SamplingParams.greedy(max_new_tokens=4)
     )

@@ -169,7 +169,9 @@ def _backend(model_dir: Path) -> Optional[Any]:
     tok.no_truncation()
     tok.no_padding()
     tok.encode_special_tokens = bool(config.get("split_special_tokens", False))
-    added = sorted(((int(i), t) for i, t in config.get("added_tokens_decoder", {}).items()), key=lambda x: x[0])
+    added = sorted(
+        ((int(i), t) for i, t in config.get("added_tokens_decoder", {}).items()), key=lambda x: x[0]
+    )
     fields = ("single_word", "lstrip", "rstrip", "normalized", "special")
     for index, spec in added:
         if tok.token_to_id(spec["content"]) is None:
