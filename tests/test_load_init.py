@@ -9,7 +9,19 @@ import torch
 from wyoming_qwen3tts.engine.checkpoint import CheckpointError, load_into, load_state_dict
 from wyoming_qwen3tts.engine.codec.decoder import SpeechDecoder
 from wyoming_qwen3tts.engine.config import ModelConfig
-from wyoming_qwen3tts.engine.loading import _load_decoder
+from wyoming_qwen3tts.engine.loading import _load_decoder, on_meta
+
+
+def test_on_meta_skips_random_init_without_touching_torch_nn_init():
+    init = torch.nn.init.normal_
+    probe = torch.zeros(8, 8)
+    with on_meta():
+        layer = torch.nn.Linear(8, 8)
+        torch.nn.init.normal_(probe)  # a real tensor: left as it is
+        assert torch.nn.init.normal_ is init
+    assert layer.weight.is_meta and torch.count_nonzero(probe) == 0
+    torch.nn.init.normal_(probe)  # outside: random init as usual
+    assert torch.count_nonzero(probe) > 0 and not torch.nn.Linear(2, 2).weight.is_meta
 
 
 def _reference(cfg: ModelConfig, state: dict, source) -> SpeechDecoder:

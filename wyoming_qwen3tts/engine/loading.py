@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .checkpoint import load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
@@ -62,7 +64,7 @@ def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str 
     log_plan(plan)
     state = load_state_dict(model_dir)
     source = model_dir / "model.safetensors"
-    with torch.device("meta"):
+    with on_meta():
         talker = Talker(cfg.talker)
     talker = talker.to_empty(device=dev)
     load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=_stored_dtype_keys(plan))
@@ -135,6 +137,29 @@ def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
     return keys
 
 
+class _SkipInit(TorchFunctionMode):
+    """Inside: torch.nn.init's initialisers return their tensor untouched (thread-local, like every torch
+    function mode; nothing process-wide changes)."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None
+    ) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def on_meta() -> Iterator[None]:
+    """Modules built inside live on the meta device and skip their random init, for modules whose every
+    parameter then comes from the checkpoint (load_into raises on a missing one). Skipping the init matters
+    even on meta: PyTorch's meta kernels for normal_/uniform_ import torch._dynamo on first use (~1.1 s of
+    a 2-core load). Tables a constructor computes are made on the CPU explicitly (Rotary, the codec's
+    RoPE), so the meta device does not reach them."""
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
 def _load_decoder(
     cfg: ModelConfig, state: dict[str, torch.Tensor], source: Path, dtype: torch.dtype, dev: torch.device
 ) -> SpeechDecoder:
@@ -144,9 +169,8 @@ def _load_decoder(
     A weight converted on the way in (bf16 file -> float32 decoder) is a copy: its file pages are dropped
     right after, so the load peak holds one tensor twice instead of the whole decoder (issue 24: the load
     peak was when the decoder arrived, +230 MB of file pages beside its 460 MB). Same-dtype CPU weights stay
-    views of the mapping. The tables the constructor computes (RoPE frequencies) are made on the CPU
-    explicitly, so the meta device does not reach them."""
-    with torch.device("meta"):
+    views of the mapping."""
+    with on_meta():
         decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
     mapped = file_storages(state.values())
     ours: dict[str, torch.Tensor] = {}
