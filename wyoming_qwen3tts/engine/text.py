@@ -173,9 +173,15 @@ def _backend(model_dir: Path) -> Optional[Any]:
         ((int(i), t) for i, t in config.get("added_tokens_decoder", {}).items()), key=lambda x: x[0]
     )
     fields = ("single_word", "lstrip", "rstrip", "normalized", "special")
+    present = tok.get_added_tokens_decoder()
     for index, spec in added:
+        if not all(k in spec for k in fields):
+            return None
+        flags = {k: bool(spec[k]) for k in fields}
         if tok.token_to_id(spec["content"]) is None:
-            tok.add_tokens([AddedToken(spec["content"], **{k: bool(spec[k]) for k in fields if k in spec})])
+            tok.add_tokens([AddedToken(spec["content"], **flags)])
+        elif index not in present or any(getattr(present[index], k) != v for k, v in flags.items()):
+            return None  # transformers would re-add it with the config's flags
         if tok.token_to_id(spec["content"]) != index:
             return None
     specials = [config.get(k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")]
