@@ -167,8 +167,12 @@ class Scheduler:
             s for s in batch.seqs if s.emitted_frames == 0 and not s.pending and s.policy.first_frames == 1
         ]
         emitted: set[int] = set()
+        slept = [0.0]
 
         def first_chunks(frames: torch.Tensor) -> None:
+            if self.slowdown is not None:  # the emulated slower host has made these codes only now
+                slept[0] = self.slowdown.delay(time.monotonic() - began)
+                time.sleep(slept[0])
             for seq in first:
                 seq.pending.append(frames[seq.slot])
                 self._emit(seq)
@@ -176,7 +180,8 @@ class Scheduler:
 
         out = self.runner.decode_step(batch, first_chunks if first else None)
         if self.slowdown is not None:
-            time.sleep(self.slowdown.delay(time.monotonic() - began))
+            computed = time.monotonic() - began - slept[0]
+            time.sleep(max(0.0, self.slowdown.delay(computed) - slept[0]))
         self._postprocess(batch, out, emitted)
 
     def _admit(self) -> None:
