@@ -329,7 +329,8 @@ def test_kv_cache_commits_only_the_positions_written():
 
 def test_quantized_fp32_engine_reads_the_stored_bf16_matrices(tmp_path):
     """int8 from a bf16 checkpoint with fp32 activations: the matrices go from the file straight to int8
-    (no fp32 copy of the whole talker at load), norms and embeddings the engine computes with are fp32."""
+    (no fp32 copy of the whole talker at load), norms are fp32; the tables only looked up (text and codec
+    embeddings) stay bf16 and their rows are widened (issue 24)."""
     from tests.fixtures.checkpoint_builder import build_checkpoint
 
     path = tmp_path / "cv-bf16"
@@ -337,7 +338,8 @@ def test_quantized_fp32_engine_reads_the_stored_bf16_matrices(tmp_path):
     engine = Engine.load(path, device="cpu", dtype="float32", quantize="int8", slots=1)
     try:
         talker = engine.talker
-        assert talker.dtype == torch.float32 and talker.model.codec_embedding.weight.dtype == torch.float32
+        assert talker.dtype == torch.float32 and talker.model.codec_embedding.weight.dtype == torch.bfloat16
+        assert talker.embed_codec(torch.tensor([[1]])).dtype == torch.float32
         assert talker.model.layers[0].input_layernorm.weight.dtype == torch.float32
         assert talker.model.text_embedding.weight.dtype == torch.bfloat16
         req = SpeechRequest("Hello.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=4))

@@ -281,11 +281,11 @@ def test_step_failure_fails_the_requests_and_the_engine_goes_on(cv_engine, monke
     real = cv_engine.runner.decode_step
     calls = {"n": 0}
 
-    def flaky(batch):
+    def flaky(batch, *args):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated device failure")
-        return real(batch)
+        return real(batch, *args)
 
     monkeypatch.setattr(cv_engine.runner, "decode_step", flaky)
     streams = [
@@ -314,9 +314,9 @@ def test_a_sequence_has_one_status_from_submit_to_finish(cv_engine, monkeypatch)
     steps: list[list] = []
     real = cv_engine.runner.decode_step
 
-    def step(batch):
+    def step(batch, *args):
         steps.append([(s, s.status) for s in batch.seqs])
-        return real(batch)
+        return real(batch, *args)
 
     monkeypatch.setattr(cv_engine.runner, "decode_step", step)
     cv_engine.submit(_request(sampling=SamplingParams.greedy(max_new_tokens=5)), keep=True).result(60)

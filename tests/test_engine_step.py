@@ -69,12 +69,20 @@ def test_a_batched_step_synchronises_once_and_builds_no_tensor_from_lists(engine
     real = runner.decode_step
     per_step: list[tuple[int, dict[str, int]]] = []
 
-    def step(batch):
+    def step(batch, on_frames=None):
         rows = len(batch.seqs)
         counter.calls = {}
         counter.active = threading.current_thread()
+
+        def first_chunk(frames):  # the scheduler decodes a stream's first chunk there: not the step's reads
+            counter.active = None
+            try:
+                on_frames(frames)
+            finally:
+                counter.active = threading.current_thread()
+
         try:
-            return real(batch)
+            return real(batch, first_chunk if on_frames is not None else None)
         finally:
             counter.active = None
             per_step.append((rows, dict(counter.calls)))
@@ -134,3 +142,19 @@ def test_icl_audio_streamed_equals_the_whole_utterance(tiny_base):
             assert np.array_equal(whole.audio, streamed)
     finally:
         engine.close()
+
+
+def test_the_first_chunk_is_decoded_before_the_next_frames_talker_step(engine, monkeypatch):
+    """First audio does not wait for the talker step of the second frame (issue 24); the audio is the same
+    (the decoder gets the same calls in the same order: the parity and streaming tests compare it)."""
+    events: list[str] = []
+    runner, decoder = engine.runner, engine.decoder
+    talker_step, decoder_step = runner.talker_step, decoder.step
+    monkeypatch.setattr(
+        runner, "talker_step", lambda *a, **k: events.append("talker") or talker_step(*a, **k)
+    )
+    monkeypatch.setattr(decoder, "step", lambda *a, **k: events.append("decoder") or decoder_step(*a, **k))
+    request = SpeechRequest(TEXT, speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
+    assert len(engine.synthesize(request, timeout=120).codes) == 5
+    # Frame 1 decoded, then the talker steps after frames 1-4, then frames 2-5 as the tail (5 is the bound).
+    assert events == ["decoder", "talker", "talker", "talker", "talker", "decoder"], events

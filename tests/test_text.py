@@ -23,6 +23,30 @@ def tokenizer(request, tmp_path_factory):
     return version, TextTokenizer(path)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_without_tokenizer_json_ids_match_reference_processor(version, tmp_path):
+    """The released snapshots ship vocab.json + merges.txt only: the engine builds the tokenizer as
+    transformers' Qwen2 converter does, without importing transformers (issue 24: ~1.9 s of the load)."""
+    path = make_tokenizer_dir(tmp_path / version, version)
+    (path / "tokenizer.json").unlink()
+    assert text_module._backend(path) is not None, "built without transformers"
+    tok = TextTokenizer(path)
+    for text in TEXTS:
+        assert tok.target_ids(text).tolist() == GOLDEN[version][text]["assistant"], text
+        assert tok.reference_ids(text).tolist() == GOLDEN[version][text]["reference"], text
+        assert tok.instruct_ids(text).tolist() == GOLDEN[version][text]["instruct"], text
+
+
+def test_the_transformers_fallback_gives_the_same_ids(tmp_path, monkeypatch):
+    path = make_tokenizer_dir(tmp_path / "4.57.3", "4.57.3")
+    assert text_module._backend(path) is not None
+    ours = TextTokenizer(path)
+    monkeypatch.setattr(text_module, "_backend", lambda _: None)
+    theirs = TextTokenizer(path)
+    for text in TEXTS:
+        assert ours.target_ids(text).tolist() == theirs.target_ids(text).tolist(), text
+
+
 def test_ids_match_reference_processor(tokenizer):
     version, tok = tokenizer
     encode = {"assistant": tok.target_ids, "reference": tok.reference_ids, "instruct": tok.instruct_ids}
@@ -69,11 +93,13 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_loading_logs_no_misleading_regex_warning(tmp_path):
+def test_loading_logs_no_misleading_regex_warning(tmp_path, monkeypatch):
     """transformers warns of an 'incorrect regex pattern' for these checkpoints; the engine applies the right
-    split itself, so the warning is dropped, and only that one: other warnings of that logger still show."""
+    split itself, so the warning is dropped, and only that one: other warnings of that logger still show.
+    (Only where transformers loads the tokenizer: checkpoints that the engine's own builder does not take.)"""
     from transformers import Qwen2TokenizerFast
 
+    monkeypatch.setattr(text_module, "_backend", lambda _: None)
     path = make_tokenizer_dir(tmp_path / "4.57.3", "4.57.3")
     logger = logging.getLogger(text_module._TRANSFORMERS_TOKENIZER_LOGGER)
     records = _Records()

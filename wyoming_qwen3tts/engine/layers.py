@@ -100,7 +100,10 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
         self.theta = theta
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        # On the CPU explicitly: built under torch.device("meta") (loading.py), the same expression would go
+        # through the meta kernels, whose first use imports torch._dynamo (~1.5 s of a 2-core load).
+        steps = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu")
+        inv_freq = 1.0 / (theta ** (steps.float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._tables: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .checkpoint import load_into, load_state_dict, resolve_model_dir
 from .codec.decoder import SpeechDecoder
@@ -63,7 +64,7 @@ def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str 
     log_plan(plan)
     state = load_state_dict(model_dir)
     source = model_dir / "model.safetensors"
-    with torch.device("meta"):
+    with on_meta():
         talker = Talker(cfg.talker)
     talker = talker.to_empty(device=dev)
     load_into(talker, state, "talker.", source, dtype=dt, device=dev, keep_dtype=_stored_dtype_keys(plan))
@@ -83,18 +84,7 @@ def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str 
     trim_heap()  # the quantization temporaries (~250 MB on 0.6B) go back before the decoder comes in
     codec_dir = model_dir / "speech_tokenizer"
     codec_state = load_state_dict(codec_dir)
-    with _no_random_init():
-        decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
-    load_into(
-        decoder, codec_state, "decoder.", codec_dir / "model.safetensors", dtype=plan.codec_dtype, device=dev
-    )
-    decoder.eval()
-    # Weights converted on the way in (bf16 file -> float32 decoder) are copies: the file's pages need not
-    # stay resident (issue 24: the load peak is when the decoder arrives). Same-dtype ones are the mapping.
-    decoder_file = [
-        t for k, t in codec_state.items() if k.startswith("decoder.") and t.dtype != plan.codec_dtype
-    ]
-    drop_file_pages(decoder_file, file_storages(decoder_file))
+    decoder = _load_decoder(cfg, codec_state, codec_dir / "model.safetensors", plan.codec_dtype, dev)
     codec = codec_state if cfg.tts_model_type == "base" else None
     engine = cls(LoadedModel(cfg, talker, decoder, TextTokenizer(model_dir), codec), plan, o)
     trim_heap()
@@ -131,7 +121,12 @@ def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
     load peak by ~1.4 GB (0.6B) for numbers that are the same (bf16 -> fp32 is lossless)."""
     if plan.device.type != "cpu" or plan.dtype != torch.float32:
         return ()
-    keys: tuple[str, ...] = ("model.text_embedding.weight",)
+    # The codec input tables are only looked up too (Talker.embed_codec, CodePredictor.embed): 69 MB less.
+    keys: tuple[str, ...] = (
+        "model.text_embedding.weight",
+        "model.codec_embedding.weight",
+        "code_predictor.model.codec_embedding.*.weight",
+    )
     if plan.quantize != "none":
         keys += (
             "model.layers.*_proj.weight",
@@ -142,26 +137,53 @@ def _stored_dtype_keys(plan: ComputePlan) -> tuple[str, ...]:
     return keys
 
 
-# torch.nn.init's in-place initialisers; Linear, Conv1d and Embedding call them from their constructors.
-_INITS = ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_")
+class _SkipInit(TorchFunctionMode):
+    """Inside: torch.nn.init's initialisers return their tensor untouched (thread-local, like every torch
+    function mode; nothing process-wide changes)."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None
+    ) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
 
 
 @contextmanager
-def _no_random_init() -> Iterator[None]:
-    """Modules built inside keep torch.empty's pages untouched instead of random values (issue 24).
-
-    For a module whose every parameter load_into then replaces from the checkpoint (strictly: a missing one
-    raises): the codec decoder's random init cost ~2.7 s of a 2-core load, and its 450 MB of written pages
-    stayed resident beside the loaded copy until the assignment, raising the load peak by as much. Unlike
-    the meta device, it keeps the plain tensors the decoder computes in its constructor (RoPE tables)."""
-    saved = {name: getattr(torch.nn.init, name) for name in _INITS}
-    try:
-        for name in _INITS:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+def on_meta() -> Iterator[None]:
+    """Modules built inside live on the meta device and skip their random init, for modules whose every
+    parameter then comes from the checkpoint (load_into raises on a missing one). Skipping the init matters
+    even on meta: PyTorch's meta kernels for normal_/uniform_ import torch._dynamo on first use (~1.1 s of
+    a 2-core load). Tables a constructor computes are made on the CPU explicitly (Rotary, the codec's
+    RoPE), so the meta device does not reach them."""
+    with torch.device("meta"), _SkipInit():
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
+
+
+def _load_decoder(
+    cfg: ModelConfig, state: dict[str, torch.Tensor], source: Path, dtype: torch.dtype, dev: torch.device
+) -> SpeechDecoder:
+    """The codec decoder, built on the meta device (no random init, no memory: every parameter comes from
+    the checkpoint, strictly) and filled tensor by tensor.
+
+    A weight converted on the way in (bf16 file -> float32 decoder) is a copy: its file pages are dropped
+    right after, so the load peak holds one tensor twice instead of the whole decoder (issue 24: the load
+    peak was when the decoder arrived, +230 MB of file pages beside its 460 MB). Same-dtype CPU weights stay
+    views of the mapping."""
+    with on_meta():
+        decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
+    mapped = file_storages(state.values())
+    ours: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if not key.startswith("decoder."):
+            continue
+        if tensor.is_floating_point() and (tensor.dtype != dtype or dev.type != "cpu"):
+            ours[key] = tensor.to(device=dev, dtype=dtype)
+            drop_file_pages([tensor], mapped)
+        else:
+            ours[key] = tensor
+    load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev)
+    return decoder.eval()
 
 
 def _reset_rotary(module: torch.nn.Module) -> None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import logging
@@ -50,11 +51,38 @@ def trim_heap() -> None:
             _LOGGER.debug("malloc_trim failed", exc_info=True)
 
 
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's file-backed mappings (Linux /proc/self/maps; empty elsewhere)."""
+    spans = []
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                fields = line.split(maxsplit=5)
+                # address perms offset dev inode [path]: inode 0 is anonymous memory (heap, stacks, mmap(-1)).
+                if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+                    start, end = fields[0].split("-")
+                    spans.append((int(start, 16), int(end, 16)))
+    except OSError:
+        return []
+    return sorted(spans)
+
+
 def file_storages(state: Iterable[torch.Tensor]) -> set[int]:
-    """Addresses of the storages behind the memory-mapped tensors of a checkpoint's state dict."""
-    return {
-        t.untyped_storage().data_ptr() for t in state if t.device.type == "cpu" and t.layout == torch.strided
-    }
+    """Addresses of the storages behind the memory-mapped tensors of a checkpoint's state dict.
+
+    Only storages that really lie in a file mapping: madvise(MADV_DONTNEED) on anonymous memory (a state
+    dict converted in memory, say) would zero it instead of dropping pages that can be read again."""
+    spans = _file_mappings()
+    starts = [s for s, _ in spans]
+    found = set()
+    for t in state:
+        if t.device.type != "cpu" or t.layout != torch.strided:
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        i = bisect.bisect_right(starts, ptr) - 1
+        if i >= 0 and ptr < spans[i][1]:
+            found.add(ptr)
+    return found
 
 
 def drop_file_pages(tensors: Iterable[Any], mapped: set[int]) -> None:

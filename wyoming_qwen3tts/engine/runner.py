@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -95,9 +95,13 @@ class ModelRunner:
 
     # -- one frame for every running row ------------------------------------------------------------------
     @torch.inference_mode()
-    def decode_step(self, batch: Batch) -> StepOutput:
+    def decode_step(
+        self, batch: Batch, on_frames: Optional[Callable[[torch.Tensor], None]] = None
+    ) -> StepOutput:
         """One frame for every sequence of `batch`; a talker step and the next codebook-0 token for those
-        that go on. The frame's codes (and next tokens) are read to the host once."""
+        that go on. The frame's codes (and next tokens) are read to the host once. `on_frames(frames)` runs
+        between the code predictor and the talker step, with the frame's codes on the device (the scheduler
+        decodes a stream's first chunk there: its audio does not wait for the next frame's talker step)."""
         rows = batch.rows
         t = self.table
         tokens = t.token[:rows].clone()
@@ -112,6 +116,8 @@ class ModelRunner:
         )
         self.hook.on_predictor_logits(batch.seqs, cp_logits)
         frames = torch.cat((tokens[:, None], codes), dim=1)  # [rows, 16]
+        if on_frames is not None:
+            on_frames(frames)
         live = t.live[:rows]
         t.frames[:rows] += live
         going_on = batch.going_on

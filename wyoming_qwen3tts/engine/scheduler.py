@@ -161,10 +161,28 @@ class Scheduler:
         if batch is None:
             return
         began = time.monotonic()
-        out = self.runner.decode_step(batch)
+        # A stream whose first chunk is this one frame hears it before the talker step of the next frame
+        # (issue 24: first audio); the same decoder calls in the same order, so the same audio.
+        first = [
+            s for s in batch.seqs if s.emitted_frames == 0 and not s.pending and s.policy.first_frames == 1
+        ]
+        emitted: set[int] = set()
+        slept = [0.0]
+
+        def first_chunks(frames: torch.Tensor) -> None:
+            if self.slowdown is not None:  # the emulated slower host has made these codes only now
+                slept[0] = self.slowdown.delay(time.monotonic() - began)
+                time.sleep(slept[0])
+            for seq in first:
+                seq.pending.append(frames[seq.slot])
+                self._emit(seq)
+                emitted.add(seq.slot)
+
+        out = self.runner.decode_step(batch, first_chunks if first else None)
         if self.slowdown is not None:
-            time.sleep(self.slowdown.delay(time.monotonic() - began))
-        self._postprocess(batch, out)
+            computed = time.monotonic() - began - slept[0]
+            time.sleep(max(0.0, self.slowdown.delay(computed) - slept[0]))
+        self._postprocess(batch, out, emitted)
 
     def _admit(self) -> None:
         """WAITING -> RUNNING while a slot is free: prompt, frame bound, decoder state, prefill."""
@@ -237,15 +255,16 @@ class Scheduler:
             eos_bias = self.guard.eos_bias_per_frame
         return Batch(seqs, going_on, eos_bias)
 
-    def _postprocess(self, batch: Batch, out: StepOutput) -> None:
+    def _postprocess(self, batch: Batch, out: StepOutput, emitted: set[int]) -> None:
         """The step's outcome per sequence: kept codes, then the frame bound or EOS ends it; else its next
-        KV position, and PCM once enough frames wait."""
+        KV position, and PCM once enough frames wait (`emitted`: slots whose frame was decoded already)."""
         for seq in batch.seqs:
             row = out.read[seq.slot]
             seq.frames += 1
             if seq.keep:
                 seq.codes.append(np.asarray(row[:16], dtype=np.int64))
-            seq.pending.append(out.frames[seq.slot])
+            if seq.slot not in emitted:
+                seq.pending.append(out.frames[seq.slot])
             if seq.frames >= seq.max_frames:  # the bound: its last frame (no talker step was taken)
                 seq.truncated = True
                 self._end(seq)

@@ -78,7 +78,8 @@ class Talker(nn.Module):
         return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.dtype))
 
     def embed_codec(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.codec_embedding(ids)
+        # The table may be kept in the checkpoint's bf16 (loading.py); widening the rows is exact.
+        return self.model.codec_embedding(ids).to(self.dtype)
 
     def frame_embedding(self, token: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Talker input of the next step: sum of the 16 code embeddings of a frame, [B, 1, H].

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from packaging.version import InvalidVersion, Version
@@ -96,29 +97,129 @@ def instruct_text(instruct: str) -> str:
     return f"<|im_start|>user\n{instruct}<|im_end|>\n"
 
 
+# The pre-tokenizer transformers' Qwen2Converter gives a checkpoint without tokenizer.json (the released
+# snapshots): the Qwen2 split regex, then byte-level mapping (convert_slow_tokenizer.py, transformers 4.57).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _qwen2_from_vocab(model_dir: Path) -> Any:
+    """vocab.json + merges.txt -> the tokenizers.Tokenizer that transformers' Qwen2Converter builds."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocab = json.loads((model_dir / "vocab.json").read_text(encoding="utf-8"))
+    merges = []
+    with open(model_dir / "merges.txt", encoding="utf-8") as handle:  # read as Qwen2Tokenizer reads it
+        for i, line in enumerate(handle):
+            line = line.strip()
+            if (i == 0 and line.startswith("#version:")) or not line:
+                continue
+            merges.append(tuple(line.split()))
+    bpe = models.BPE(
+        vocab=vocab,
+        merges=merges,
+        dropout=None,
+        unk_token=None,
+        continuing_subword_prefix="",
+        end_of_word_suffix="",
+        fuse_unk=False,
+        byte_fallback=False,
+    )
+    tok = Tokenizer(bpe)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def _backend(model_dir: Path) -> Optional[Any]:
+    """The checkpoint's tokenizer built by `tokenizers` alone, as transformers' Qwen2TokenizerFast builds it,
+    or None where this checkpoint needs something it does not do (then transformers loads it).
+
+    Importing transformers costs ~1.9 s and ~70 MB of a 2-core load (issue 24), and building the fast
+    tokenizer from vocab.json + merges.txt through its slow tokenizer more. Same steps as transformers 4.57:
+    tokenizer.json (or the Qwen2 converter's pipeline), no truncation or padding, then the added tokens of
+    tokenizer_config.json in id order; every added and special token must land on its id, or None."""
+    from tokenizers import AddedToken, Tokenizer
+
+    config = _read_json(model_dir / "tokenizer_config.json")
+    if config.get("tokenizer_class") not in ("Qwen2Tokenizer", "Qwen2TokenizerFast") or config.get(
+        "add_prefix_space"
+    ):
+        return None
+    file = model_dir / "tokenizer.json"
+    if file.is_file():
+        tok = Tokenizer.from_file(str(file))
+    elif (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file():
+        tok = _qwen2_from_vocab(model_dir)
+    else:
+        return None
+    tok.no_truncation()
+    tok.no_padding()
+    tok.encode_special_tokens = bool(config.get("split_special_tokens", False))
+    added = sorted(
+        ((int(i), t) for i, t in config.get("added_tokens_decoder", {}).items()), key=lambda x: x[0]
+    )
+    fields = ("single_word", "lstrip", "rstrip", "normalized", "special")
+    present = tok.get_added_tokens_decoder()
+    for index, spec in added:
+        if not all(k in spec for k in fields):
+            return None
+        flags = {k: bool(spec[k]) for k in fields}
+        if tok.token_to_id(spec["content"]) is None:
+            tok.add_tokens([AddedToken(spec["content"], **flags)])
+        elif index not in present or any(getattr(present[index], k) != v for k, v in flags.items()):
+            return None  # transformers would re-add it with the config's flags
+        if tok.token_to_id(spec["content"]) != index:
+            return None
+    specials = [config.get(k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")]
+    specials += list(config.get("additional_special_tokens") or [])
+    if any(isinstance(t, str) and tok.token_to_id(t) is None for t in specials) or any(
+        t is not None and not isinstance(t, str) for t in specials
+    ):
+        return None
+    return tok
+
+
+def _transformers_backend(model_dir: Path) -> Any:
+    """The class the reference's AutoProcessor resolves to (tokenizer_class Qwen2Tokenizer, fast)."""
+    from transformers import Qwen2TokenizerFast
+
+    _silence_regex_warning()
+    return Qwen2TokenizerFast.from_pretrained(str(model_dir)).backend_tokenizer
+
+
 class TextTokenizer:
     """Wraps the checkpoint's Qwen2 tokenizer (vocab.json + merges.txt, tokenizer.json optional)."""
 
     def __init__(self, model_dir: Path) -> None:
-        # The class the reference's AutoProcessor resolves to (tokenizer_class Qwen2Tokenizer, fast).
-        from transformers import Qwen2TokenizerFast
-
-        _silence_regex_warning()
-        self._tok = Qwen2TokenizerFast.from_pretrained(str(model_dir))
-        config_path = Path(model_dir) / "config.json"
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-        self.reference_split = reference_swaps_split(config, self._tok.vocab_size)
+        model_dir = Path(model_dir)
+        tok = _backend(model_dir)
+        self._tok = tok if tok is not None else _transformers_backend(model_dir)
+        tok = self._tok
+        config = _read_json(model_dir / "config.json")
+        self.reference_split = reference_swaps_split(config, tok.get_vocab_size(with_added_tokens=False))
         if self.reference_split:
             from tokenizers import Regex
             from tokenizers.pre_tokenizers import Split
 
-            self._tok.backend_tokenizer.pre_tokenizer[0] = Split(
-                pattern=Regex(REFERENCE_SPLIT_PATTERN), behavior="isolated"
-            )
+            tok.pre_tokenizer[0] = Split(pattern=Regex(REFERENCE_SPLIT_PATTERN), behavior="isolated")
 
     def encode(self, text: str) -> torch.Tensor:
         """-> LongTensor [T] (no special tokens added beyond those written in the text)."""
-        ids = self._tok(text, add_special_tokens=False)["input_ids"]
+        ids = self._tok.encode(text, add_special_tokens=False).ids
         return torch.tensor(ids, dtype=torch.long)
 
     def target_ids(self, text: str) -> torch.Tensor:

@@ -167,7 +167,7 @@ class SpeechDecoder(nn.Module):
         self._codebooks = self.quantizer.codebooks()
         self._prepared_key: tuple | None = None
         self._prepared_src: list[torch.Tensor] = []
-        self._table = torch.empty(0)
+        self._table = torch.empty(0, device="cpu")  # real even when built on the meta device
         self.decode_chunk_frames = 64  # exact internal chunking of decode(): bounds activation memory
 
     @classmethod

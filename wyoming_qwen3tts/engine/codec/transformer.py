@@ -177,10 +177,11 @@ class DecoderTransformer(nn.Module):
         self.ring = cfg.sliding_window - 1
         d = cfg.head_dim
         # Same expression as transformers' default RoPE init. Kept out of the buffers so that
-        # module.to(bfloat16) cannot round it; the reference computes RoPE in fp32 too.
+        # module.to(bfloat16) cannot round it; the reference computes RoPE in fp32 too. On the CPU
+        # explicitly: the engine builds this module on the meta device (loading.py) and loads the weights.
         self._inv_freq = {
             torch.device("cpu"): 1.0
-            / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+            / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d))
         }
 
     def _inv_freq_on(self, device: torch.device) -> torch.Tensor:
