@@ -73,5 +73,13 @@ def _merge(pieces: list[str], max_chars: int, min_chars: int) -> list[str]:
     return out
 
 
+def join_pieces(pieces: list[str]) -> str:
+    """The text that :func:`split_long` cut into ``pieces`` (to cut it again)."""
+    out = ""
+    for piece in pieces:
+        out = piece if not out else out + ("" if _cjk_end(out) else " ") + piece
+    return out
+
+
 def _cjk_end(text: str) -> bool:
     return bool(text) and text[-1] in "，、；：。"

@@ -31,8 +31,11 @@ MARGIN = 1.25  # the speed may drop by 20 % during a segment without an underrun
 RESERVE_S = 0.15  # plus this much audio in hand (event-loop and network jitter)
 WINDOW_S = 6.0  # the meter's memory: the last this many seconds of generated audio
 MIN_OBSERVED_S = 0.3  # audio to have seen before the meter gives a speed
-MIN_PART_CHARS = 12  # a clause shorter than this is not worth its own segment
+MIN_PART_CHARS = 6  # a piece shorter than this is not worth its own segment (about one word)
+PARTS_REMEMBERED = 24  # finished segments per language the length fit uses
+SPREAD = (1.1, 1.3, 2.0)  # a segment's length over its fit: headroom over the worst seen, before any, most
 EPS = 1e-3
+WAKE_S = 0.05  # the deadline fires this much early: the event loop and the network add their delay
 CHUNK_S = 0.32  # the engine's chunks after the first: 4 frames of 80 ms (engine/request.py ChunkPolicy)
 
 # Seconds of speech per character at a normal pace (before the engine taught us its own figure).
@@ -48,8 +51,10 @@ class RateMeter:
         self.samples: "collections.deque[tuple[float, float]]" = collections.deque()  # (audio s, wall s)
         self.audio_s = 0.0
         self.wall_s = 0.0
-        self.per_char: dict[str, float] = {}
+        self.parts: dict[str, "collections.deque[tuple[int, float]]"] = {}  # (chars, seconds) per language
         self.seeded: Optional[float] = None  # from the warm-up at load: for cutting until measured
+        self.latency: Optional[float] = None  # wall seconds from a segment's prefill to its first chunk
+        self.misses: "collections.deque[float]" = collections.deque(maxlen=16)  # actual / fitted length
 
     def seed(self, audio_s: float, wall_s: float) -> None:
         """The warm-up synthesis made ``audio_s`` in ``wall_s`` (prefill and first calls included, so on
@@ -76,18 +81,67 @@ class RateMeter:
             return None
         return self.audio_s / max(self.wall_s, 1e-6)
 
+    def observe_latency(self, seconds: float) -> None:
+        """A segment's first chunk came ``seconds`` after its prefill (the start every segment pays)."""
+        if seconds >= 0:
+            self.latency = seconds if self.latency is None else 0.5 * self.latency + 0.5 * seconds
+
     def learn(self, language: Optional[str], chars: int, seconds: float) -> None:
         """A finished segment of ``chars`` characters gave ``seconds`` of audio."""
         if chars <= 0 or seconds <= 0:
             return
         key = (language or "auto").lower()
-        ratio = seconds / chars
-        old = self.per_char.get(key)
-        self.per_char[key] = ratio if old is None else 0.5 * old + 0.5 * ratio
+        if key in self.parts:
+            self.misses.append(seconds / max(self.part_seconds(language, chars), 1e-3))
+        self.parts.setdefault(key, collections.deque(maxlen=PARTS_REMEMBERED)).append((chars, seconds))
+
+    @property
+    def spread(self) -> float:
+        """How much longer than the fit a segment may turn out (the worst of the recent ones): a segment is
+        planned and held for this much, so that one a little longer than its text suggests does not run
+        dry at its end."""
+        if not self.misses:
+            return SPREAD[1]
+        return min(max(max(self.misses) * SPREAD[0], SPREAD[0]), SPREAD[2])
+
+    def length_fit(self, language: Optional[str]) -> tuple[float, float]:
+        """``(fixed, per_char)``: a segment of ``c`` characters gives about ``fixed + per_char * c`` seconds.
+
+        Learned from the engine's recent segments by least squares, so the part of a segment's length that
+        does not grow with its text (a breath, the bound's slack on random test weights) is not spread over
+        the characters of long sentences and then missed on short pieces; a plain ratio until the lengths
+        seen vary enough, the language's speech pace before anything was seen."""
+        key = (language or "auto").lower()
+        seen = self.parts.get(key)
+        if not seen:
+            return 0.0, SPEECH_S_PER_CHAR.get(key, DEFAULT_S_PER_CHAR)
+        n = len(seen)
+        sum_c = sum(c for c, _ in seen)
+        sum_s = sum(s for _, s in seen)
+        ratio = sum_s / sum_c
+        mean_c, mean_s = sum_c / n, sum_s / n
+        var = sum((c - mean_c) ** 2 for c, _ in seen)
+        if n < 3 or var < (0.25 * mean_c) ** 2 * n:  # too alike to tell the fixed part from the rest
+            return 0.0, ratio
+        slope = sum((c - mean_c) * (s - mean_s) for c, s in seen) / var
+        if slope <= 0.2 * ratio:
+            return 0.0, ratio
+        fixed = min(max(mean_s - slope * mean_c, 0.0), 0.5 * mean_s)
+        return fixed, (sum_s - fixed * n) / sum_c
+
+    def part_seconds(self, language: Optional[str], chars: int) -> float:
+        """Expected audio seconds of a segment of ``chars`` characters."""
+        fixed, per_char = self.length_fit(language)
+        return fixed + per_char * max(chars, 0)
+
+    def chars_for(self, language: Optional[str], seconds: float) -> int:
+        """The most characters whose segment is expected to last at most ``seconds``."""
+        fixed, per_char = self.length_fit(language)
+        return int(max(seconds - fixed, 0.0) / per_char)
 
     def seconds_per_char(self, language: Optional[str]) -> float:
-        key = (language or "auto").lower()
-        return self.per_char.get(key, SPEECH_S_PER_CHAR.get(key, DEFAULT_S_PER_CHAR))
+        """Audio seconds per character of long segments (the fit's slope)."""
+        return self.length_fit(language)[1]
 
 
 _METERS: "weakref.WeakKeyDictionary[Any, RateMeter]" = weakref.WeakKeyDictionary()
@@ -160,15 +214,20 @@ def needed_buffer(remaining_s: float, rate: Optional[float], margin: float = MAR
 def split_chars(
     meter: RateMeter, language: Optional[str], speed: float, max_silence: float, margin: float = MARGIN
 ) -> Optional[int]:
-    """Characters a segment may have so that holding it back stays within ``max_silence``; None: any."""
+    """Characters a segment may have so that holding it back stays within ``max_silence``; None: any.
+
+    The segment is planned as if its generation started when the listener ran out (no head start from the
+    look-ahead, which only adds room): it waits for its first chunk (the meter's latency), then until the
+    held audio covers the rest at ``margin`` times the measured speed."""
     rate = meter.rate if meter.rate is not None else meter.seeded
     if rate is None or max_silence <= 0:
         return None
     played_rate = rate / speed
     if played_rate >= margin:
         return None
-    audio_played = max(max_silence - RESERVE_S, 0.1) / (margin / played_rate - 1.0)
-    return max(MIN_PART_CHARS, int(audio_played * speed / meter.seconds_per_char(language)))
+    wait = max(max_silence - RESERVE_S - (meter.latency or 0.0), 0.1)
+    audio_played = wait / (margin / played_rate - 1.0)
+    return max(MIN_PART_CHARS, meter.chars_for(language, audio_played * speed / meter.spread))
 
 
 @dataclass
@@ -232,7 +291,7 @@ class Pacer:
         """The latest time to release the held audio (the silence bound); None: nothing held."""
         if self.released or self.ready_at is None:
             return None
-        return max(self.play_end, self.start) + self.max_silence
+        return max(self.play_end, self.start) + max(self.max_silence - WAKE_S, 0.0)
 
     def release_now(self, now: float, held_s: float, rate: Optional[float], done: bool) -> bool:
         """Whether the held audio (``held_s`` played seconds) goes out now. ``rate``: engine seconds made

@@ -96,9 +96,12 @@ async def paced(
                     done = True
                 else:
                     if not started and item.engine_s > 0:
-                        text_s = chars * (meter.seconds_per_char(language) if meter is not None else 0.07)
+                        # planned for the longest this text may run (the bound caps it, pacing.Estimate)
+                        text_s = meter.part_seconds(language, chars) * meter.spread if meter else chars * 0.1
                         pacer.begin(Estimate(text_s, item.bound_s))
                         started = True
+                        if meter is not None and item.since is not None:
+                            meter.observe_latency(item.made - item.since)
                     took = speed.chunk(item.engine_s, item.made, item.since)
                     if meter is not None and took is not None:
                         meter.observe(item.engine_s, took)
