@@ -36,6 +36,7 @@ PARTS_REMEMBERED = 24  # finished segments per language the length fit uses
 SPREAD = (1.1, 1.3, 2.0)  # a segment's length over its fit: headroom over the worst seen, before any, most
 EPS = 1e-3
 WAKE_S = 0.05  # the deadline fires this much early: the event loop and the network add their delay
+SMOOTH_S = 0.3  # a pause planned for the next segment stays this much below the bound
 CHUNK_S = 0.32  # the engine's chunks after the first: 4 frames of 80 ms (engine/request.py ChunkPolicy)
 
 # Seconds of speech per character at a normal pace (before the engine taught us its own figure).
@@ -55,6 +56,7 @@ class RateMeter:
         self.seeded: Optional[float] = None  # from the warm-up at load: for cutting until measured
         self.latency: Optional[float] = None  # wall seconds from a segment's prefill to its first chunk
         self.misses: "collections.deque[float]" = collections.deque(maxlen=16)  # actual / fitted length
+        self.bounded: "collections.deque[bool]" = collections.deque(maxlen=8)  # segments that hit the bound
 
     def seed(self, audio_s: float, wall_s: float) -> None:
         """The warm-up synthesis made ``audio_s`` in ``wall_s`` (prefill and first calls included, so on
@@ -86,14 +88,22 @@ class RateMeter:
         if seconds >= 0:
             self.latency = seconds if self.latency is None else 0.5 * self.latency + 0.5 * seconds
 
-    def learn(self, language: Optional[str], chars: int, seconds: float) -> None:
-        """A finished segment of ``chars`` characters gave ``seconds`` of audio."""
+    def learn(self, language: Optional[str], chars: int, seconds: float, at_bound: bool = False) -> None:
+        """A finished segment of ``chars`` characters gave ``seconds`` of audio (``at_bound``: it ran to
+        the engine's frame bound instead of ending by itself)."""
         if chars <= 0 or seconds <= 0:
             return
+        self.bounded.append(at_bound)
         key = (language or "auto").lower()
         if key in self.parts:
             self.misses.append(seconds / max(self.part_seconds(language, chars), 1e-3))
         self.parts.setdefault(key, collections.deque(maxlen=PARTS_REMEMBERED)).append((chars, seconds))
+
+    @property
+    def runs_to_bound(self) -> bool:
+        """Most recent segments ran to their frame bound (random test weights never end by themselves):
+        then the bound, not the text, is a segment's length."""
+        return len(self.bounded) >= 3 and sum(self.bounded) >= 0.75 * len(self.bounded)
 
     @property
     def spread(self) -> float:
@@ -138,6 +148,14 @@ class RateMeter:
         """The most characters whose segment is expected to last at most ``seconds``."""
         fixed, per_char = self.length_fit(language)
         return int(max(seconds - fixed, 0.0) / per_char)
+
+    def expected_seconds(self, language: Optional[str], chars: int, bound_s: Optional[float]) -> float:
+        """The longest a segment of ``chars`` characters is expected to run (engine seconds): its fit with
+        the spread's headroom, or its bound where this engine's segments run to it; never above the bound."""
+        if bound_s is not None and self.runs_to_bound:
+            return bound_s
+        guess = self.part_seconds(language, chars) * self.spread
+        return guess if bound_s is None else min(guess, bound_s)
 
     def seconds_per_char(self, language: Optional[str]) -> float:
         """Audio seconds per character of long segments (the fit's slope)."""
@@ -192,6 +210,10 @@ class Estimate:
     text_s: float
     bound_s: Optional[float] = None
 
+    def at_bound(self, generated_s: float) -> bool:
+        """A segment that ended with ``generated_s`` seconds ran to its bound (within half a frame)."""
+        return self.bound_s is not None and generated_s >= self.bound_s - 0.04
+
     def total(self, generated_s: float) -> float:
         guess = self.text_s if self.bound_s is None else min(self.text_s, self.bound_s)
         if generated_s < guess:
@@ -230,6 +252,15 @@ def split_chars(
     return max(MIN_PART_CHARS, meter.chars_for(language, audio_played * speed / meter.spread))
 
 
+@dataclass(frozen=True)
+class Upcoming:
+    """The segment after the one being paced, as far as the engine got with it (engine seconds)."""
+
+    total_s: float  # its expected length (RateMeter.expected_seconds)
+    made_s: float  # generated so far
+    done: bool = False
+
+
 @dataclass
 class Pacer:
     """The listener's side of one reply, in played seconds and wall-clock times given by the caller.
@@ -264,6 +295,7 @@ class Pacer:
     ready_at: Optional[float] = None
     released: bool = True
     segment_sent: bool = True
+    not_before: Optional[float] = None  # held for the next segment's sake until then (smooth pauses)
 
     def __post_init__(self) -> None:
         self.play_end = self.start
@@ -274,6 +306,7 @@ class Pacer:
         self.ready_at = None
         self.released = False
         self.segment_sent = False
+        self.not_before = None
         self.segments += 1
 
     def made(self, now: float, engine_s: float) -> None:
@@ -287,15 +320,31 @@ class Pacer:
         """Played seconds the listener still has."""
         return max(0.0, self.play_end - now)
 
+    def wake_at(self) -> Optional[float]:
+        """When to decide again without a new chunk: the silence bound's deadline, or the moment the held
+        segment may go out for the next one's sake (:meth:`not_before`)."""
+        deadline = self.deadline()
+        if deadline is None or self.not_before is None:
+            return deadline
+        return min(deadline, self.not_before)
+
     def deadline(self) -> Optional[float]:
         """The latest time to release the held audio (the silence bound); None: nothing held."""
         if self.released or self.ready_at is None:
             return None
         return max(self.play_end, self.start) + max(self.max_silence - WAKE_S, 0.0)
 
-    def release_now(self, now: float, held_s: float, rate: Optional[float], done: bool) -> bool:
+    def release_now(
+        self,
+        now: float,
+        held_s: float,
+        rate: Optional[float],
+        done: bool,
+        upcoming: Optional[Upcoming] = None,
+    ) -> bool:
         """Whether the held audio (``held_s`` played seconds) goes out now. ``rate``: engine seconds made
-        per wall second (None: unknown, nothing is held); ``done``: the segment is complete."""
+        per wall second (None: unknown, nothing is held); ``done``: the segment is complete; ``upcoming``:
+        the next segment, when the engine already works on it (see :meth:`_for_next`)."""
         if self.released:
             return True
         if self.ready_at is None:
@@ -303,16 +352,42 @@ class Pacer:
         if rate is not None:
             played = rate / self.speed
             self.slowest = played if self.slowest is None else min(self.slowest, played)
-        safe = done or self._enough(now, held_s, rate)
+        enough = done or self._enough(now, held_s, rate)
+        safe = enough
+        if enough and self.fixed is None:
+            self.not_before = self._for_next(now, rate, upcoming)
+            safe = self.not_before is None or now >= self.not_before - EPS
         deadline = self.deadline()
-        forced = not safe and deadline is not None and now >= deadline - EPS
-        if safe or forced:
+        at_deadline = deadline is not None and now >= deadline - EPS
+        if safe or at_deadline:
             self.released = True
-            self.forced += forced
+            self.forced += not enough  # out before it was safe: the listener may run dry inside it
             if now - self.ready_at > EPS:
                 self.held_segments += 1
                 self.held_s += now - self.ready_at
         return self.released
+
+    def _for_next(self, now: float, rate: Optional[float], upcoming: Optional[Upcoming]) -> Optional[float]:
+        """The earliest time this segment should go out so that the next one's pause stays within the
+        bound; None: now is fine. Released as soon as it is safe, a short segment plays out long before the
+        next (a long word, say) is safe, and that pause is the one that breaks the bound; holding this one a
+        little longer (its own pause stays within the bound too) spreads the silence over both."""
+        if upcoming is None or upcoming.done or rate is None:
+            return None
+        played_rate = rate / self.speed
+        if played_rate >= self.margin:
+            return None
+        total, made = upcoming.total_s / self.speed, upcoming.made_s / self.speed
+        ratio = played_rate / self.margin
+        # the next segment is safe from an empty buffer once it made this much (see needed_buffer)
+        safe_at = total * (1.0 - ratio) + RESERVE_S * ratio
+        if made >= safe_at:
+            return None
+        next_safe = now + (safe_at - made) / max(played_rate, 1e-3)
+        mine = self.estimate.total(self.generated_s) / self.speed  # this segment, played whole
+        latest_end = next_safe - max(self.max_silence - WAKE_S - SMOOTH_S, 0.0)
+        when = latest_end - mine
+        return when if when > max(now, self.play_end) + EPS else None
 
     def _enough(self, now: float, held_s: float, rate: Optional[float]) -> bool:
         have = self.buffered(now) + held_s

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Optional
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Iterable, Optional
 
 from ..core.vocab import ErrorCode
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
@@ -31,7 +31,7 @@ from .delivery import PcmShaper
 from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
-from .pacing import Pacer, RateMeter, meter_for, split_chars
+from .pacing import Pacer, RateMeter, Upcoming, meter_for, split_chars
 from .release import Piece, paced
 from .report import RequestReport
 from .segmenter import split_text
@@ -233,7 +233,13 @@ class Reply:
                 while self.inflight or await self._submit_next():
                     self._submit_ready()
                     part, stream = self.inflight[0]
-                    yield Piece("start", chars=len(part.text), meter=self.meter, language=part.language)
+                    yield Piece(
+                        "start",
+                        chars=len(part.text),
+                        meter=self.meter,
+                        language=part.language,
+                        upcoming=self._upcoming(),
+                    )
                     first = True
                     async for chunk in stream:
                         starts = first and not part.continues
@@ -257,6 +263,20 @@ class Reply:
         tail = shaper.finish()
         if tail:
             yield Piece("audio", tail)
+
+    def _upcoming(self) -> Optional[Callable[[], Optional[Upcoming]]]:
+        """How far the engine got with the part after the one starting (release.py smooths pauses with it)."""
+        if len(self.inflight) < 2 or self.meter is None:
+            return None
+        (part, stream), meter = self.inflight[1], self.meter
+
+        def progress() -> Optional[Upcoming]:
+            frames = getattr(stream, "max_frames", None)  # None until admitted: the text's estimate alone
+            bound = frames * FRAME_S if frames else None
+            total = meter.expected_seconds(part.language, len(part.text), bound)
+            return Upcoming(total, getattr(stream, "made_s", 0.0), bool(getattr(stream, "done", False)))
+
+        return progress
 
     # -- parts to the engine -------------------------------------------------------------------------------
     async def _submit_next(self) -> bool:
@@ -313,7 +333,7 @@ class Reply:
         """Cuts the rest of the next sentence anew when the speed changed since it was cut (a host that
         slowed down while the reply runs gets shorter pieces at once, one that sped up fewer pauses). Only
         pieces not yet submitted change; the first keeps the sentence's SSML pause and rate."""
-        if not self.parts or self.pacer is None or self.meter is None:
+        if not self.parts or self.pacer is None or self.pacer.fixed is not None or self.meter is None:
             return
         head = self.parts[0]
         now = split_chars(self.meter, head.language, self.pacer.speed, self.pacer.max_silence)
