@@ -14,8 +14,9 @@ import pytest
 from wyoming_qwen3tts.core.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from wyoming_qwen3tts.core.slowdown import Slowdown
 from wyoming_qwen3tts.service.clauses import split_long
-from wyoming_qwen3tts.service.pacing import WAKE_S, Estimate, Pacer, RateMeter, needed_buffer, split_chars
+from wyoming_qwen3tts.service.pacing import WAKE_S, Estimate, Pacer, needed_buffer, split_chars
 from wyoming_qwen3tts.service.release import Piece, paced
+from wyoming_qwen3tts.service.speedmeter import RateMeter
 from wyoming_qwen3tts.settings import SettingsError, load_settings
 
 FRAME = 0.08
@@ -193,6 +194,38 @@ def test_rest_of_a_sentence_is_cut_anew_when_the_host_slows_down():
         meter.observe(0.32, 0.08)  # fast again: the rest goes back to one piece
     reply._recut()
     assert [p.text for p in reply.parts] == [text]
+
+
+def test_a_short_segment_waits_for_a_long_next_one_within_the_bound():
+    """A one-word piece that is ready plays out long before the long word after it is safe: holding the
+    short one a little spreads the silence over both pauses instead of breaking the bound at the second."""
+    from wyoming_qwen3tts.service.pacing import SMOOTH_S, Upcoming
+
+    def ready_pacer() -> Pacer:
+        pacer = Pacer(10.0, 3.0)
+        pacer.begin(Estimate(0.56))
+        pacer.made(10.0, 0.56)
+        return pacer
+
+    long_next = Upcoming(total_s=1.36, made_s=0.2)  # safe once ~1.12 s is made: 3.7 s from now at 0.25x
+    assert ready_pacer().release_now(10.0, 0.56, 0.25, True)  # nothing known about the next: out now
+    pacer = ready_pacer()
+    assert not pacer.release_now(10.0, 0.56, 0.25, True, long_next)
+    safe_next = 10.0 + (1.36 * 0.8 + 0.15 * 0.2 - 0.2) / 0.25
+    expected = safe_next - (3.0 - WAKE_S - SMOOTH_S) - 0.56
+    assert pacer.not_before == pytest.approx(expected) and pacer.wake_at() == pytest.approx(expected)
+    assert not pacer.release_now(expected, 0.56, 0.25, True, long_next)  # the next one made no progress
+    progressed = Upcoming(total_s=1.36, made_s=0.2 + (expected - 10.0) * 0.25)  # it did, at 0.25x
+    assert pacer.release_now(expected, 0.56, 0.25, True, progressed)
+    assert pacer.forced == 0 and pacer.held_s == pytest.approx(expected - 10.0)
+    # a next one that is nearly made, or a fast host: no wait
+    assert ready_pacer().release_now(10.0, 0.56, 0.25, True, Upcoming(1.36, 1.2))
+    assert ready_pacer().release_now(10.0, 0.56, 2.0, True, long_next)
+    # a very long next one: never past this segment's own bound
+    pacer = ready_pacer()
+    assert not pacer.release_now(10.0, 0.56, 0.25, True, Upcoming(8.0, 0.0))
+    assert pacer.wake_at() == pytest.approx(13.0 - WAKE_S)
+    assert pacer.release_now(13.0 - WAKE_S, 0.56, 0.25, True, Upcoming(8.0, 0.0)) and pacer.forced == 0
 
 
 def test_long_sentences_are_cut_at_clauses_then_phrases():

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import AsyncGenerator, AsyncIterator, Callable, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from .pacing import Estimate, Pacer, RateMeter, SegmentSpeed, Upcoming
+from .pacing import Estimate, Pacer, Upcoming
+from .speedmeter import RateMeter, SegmentSpeed
 
 
 @dataclass

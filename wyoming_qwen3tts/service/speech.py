@@ -31,10 +31,11 @@ from .delivery import PcmShaper
 from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
-from .pacing import Pacer, RateMeter, Upcoming, meter_for, split_chars
+from .pacing import Pacer, Upcoming, split_chars
 from .release import Piece, paced
 from .report import RequestReport
 from .segmenter import split_text
+from .speedmeter import RateMeter, meter_for
 from .state import ServerState, admitted, check_length  # noqa: F401 (API)
 from .styles import style_args
 from .voice import Voice
