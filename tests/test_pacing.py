@@ -140,8 +140,10 @@ def test_needed_buffer_and_split_size():
     for _ in range(10):
         meter.observe(0.32, 1.28)  # 0.25x
     chars = split_chars(meter, "english", 1.0, 3.0)
-    # 0.25x: a piece of ~0.55 s of speech (0.07 s per character, planned 1.3x longer) fills a 3 s silence
-    assert chars is not None and 6 <= chars <= 10
+    # 0.25x: a piece of ~0.8 s of speech (0.07 s per character, planned 1.3x longer, half of it made while
+    # the piece before plays) fills a 3 s silence; the reply's first piece has no head start
+    assert chars is not None and 9 <= chars <= 14
+    assert split_chars(meter, "english", 1.0, 3.0, head_start=False) < chars
     meter.observe_latency(1.0)  # each segment waits 1 s for its first chunk: shorter pieces
     assert split_chars(meter, "english", 1.0, 3.0) < chars
     fast = RateMeter()
@@ -177,7 +179,7 @@ def test_rest_of_a_sentence_is_cut_anew_when_the_host_slows_down():
     )
     meter = RateMeter()
     reply = Reply.__new__(Reply)  # only the cutting: no server, no engine
-    reply.pacer, reply.meter = Pacer(0.0, 3.0), meter
+    reply.pacer, reply.meter, reply.spoken, reply.inflight = Pacer(0.0, 3.0), meter, 1, []
     reply.parts = __import__("collections").deque([_Part(text, "english", pause=0.5, rate=0.9)])
     reply._recut()  # speed unknown, sentence not cut: nothing changes
     assert [p.text for p in reply.parts] == [text]

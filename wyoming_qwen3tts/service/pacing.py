@@ -37,6 +37,7 @@ from .speedmeter import RateMeter
 MARGIN = 1.25  # the speed may drop by 20 % during a segment without an underrun
 RESERVE_S = 0.15  # plus this much audio in hand (event-loop and network jitter)
 MIN_PART_CHARS = 6  # a piece shorter than this is not worth its own segment (about one word)
+HEAD_START = 0.5  # of a segment's length, generated while the one before plays (split_chars)
 EPS = 1e-3
 WAKE_S = 0.05  # the deadline fires this much early: the event loop and the network add their delay
 SMOOTH_S = 0.3  # a pause planned for the next segment stays this much below the bound
@@ -74,22 +75,31 @@ def needed_buffer(remaining_s: float, rate: Optional[float], margin: float = MAR
 
 
 def split_chars(
-    meter: RateMeter, language: Optional[str], speed: float, max_silence: float, margin: float = MARGIN
+    meter: RateMeter,
+    language: Optional[str],
+    speed: float,
+    max_silence: float,
+    margin: float = MARGIN,
+    head_start: bool = True,
 ) -> Optional[int]:
     """Characters a segment may have so that holding it back stays within ``max_silence``; None: any.
 
-    The segment is planned as if its generation started when the listener ran out (no head start from the
-    look-ahead, which only adds room): it waits for its first chunk (the meter's latency), then until the
-    held audio covers the rest at ``margin`` times the measured speed."""
+    A segment waits for its first chunk (the meter's latency), then until the held audio covers the rest
+    at ``margin`` times the measured speed ``r``: about ``D * (1/r - 1/margin)`` for ``D`` seconds of audio.
+    With ``head_start`` (every segment of a reply but the first) the engine began on it while the one
+    before was still playing (the speaker keeps the next segment submitted); half of a segment's own length
+    is counted as that head start, so the plan keeps room for a shorter one before it."""
     rate = meter.rate if meter.rate is not None else meter.seeded
     if rate is None or max_silence <= 0:
         return None
     played_rate = rate / speed
     if played_rate >= margin:
         return None
+    per_second = 1.0 / played_rate - 1.0 / margin - (HEAD_START if head_start else 0.0)
+    if per_second <= 0:
+        return None
     wait = max(max_silence - RESERVE_S - (meter.latency or 0.0), 0.1)
-    audio_played = wait / (margin / played_rate - 1.0)
-    return max(MIN_PART_CHARS, meter.chars_for(language, audio_played * speed / meter.spread))
+    return max(MIN_PART_CHARS, meter.chars_for(language, wait / per_second * speed / meter.spread))
 
 
 @dataclass(frozen=True)

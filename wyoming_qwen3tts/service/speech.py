@@ -321,14 +321,21 @@ class Reply:
         self.parts.extend(_Part(piece, language, continues=True, limit=limit) for piece in pieces[1:])
 
     def _pieces_of(self, text: str, language: Optional[str]) -> tuple[list[str], Optional[int]]:
-        """``text`` cut for pacing at the speed measured now, and the characters per piece used."""
+        """``text`` cut for pacing at the speed measured now, and the characters per piece used. The
+        reply's first piece has no head start (nothing plays while it is made): it is cut shorter."""
         if self.pacer is None or self.pacer.fixed is not None or self.meter is None:
             return [text], None
         limit = split_chars(self.meter, language, self.pacer.speed, self.pacer.max_silence)
         if limit is None:
             return [text], None
         least = max(2, self.meter.chars_for(language, MIN_PART_S * self.pacer.speed))
-        return split_long(text, limit, min_chars=least) or [text], limit
+        pieces = split_long(text, limit, min_chars=least) or [text]
+        if self.spoken == 0 and not self.inflight:
+            pacer = self.pacer
+            cold = split_chars(self.meter, language, pacer.speed, pacer.max_silence, head_start=False)
+            if cold is not None and len(pieces[0]) > cold:
+                pieces = split_long(pieces[0], cold, min_chars=least) + pieces[1:]
+        return pieces, limit
 
     def _recut(self) -> None:
         """Cuts the rest of the next sentence anew when the speed changed since it was cut (a host that
