@@ -14,8 +14,9 @@ import pytest
 from wyoming_qwen3tts.core.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from wyoming_qwen3tts.core.slowdown import Slowdown
 from wyoming_qwen3tts.service.clauses import split_long
-from wyoming_qwen3tts.service.pacing import Estimate, Pacer, RateMeter, needed_buffer, split_chars
+from wyoming_qwen3tts.service.pacing import WAKE_S, Estimate, Pacer, needed_buffer, split_chars
 from wyoming_qwen3tts.service.release import Piece, paced
+from wyoming_qwen3tts.service.speedmeter import RateMeter
 from wyoming_qwen3tts.settings import SettingsError, load_settings
 
 FRAME = 0.08
@@ -98,7 +99,7 @@ def test_without_pacing_a_slow_host_stutters_inside_segments():
 def test_the_silence_bound_releases_a_long_segment_and_counts_it():
     out = simulate(0.25, [8.0], max_silence=2.0)
     assert out.pacer.forced == 1
-    assert out.pacer.first_audio == pytest.approx(2.0)  # not later than the bound
+    assert out.pacer.first_audio == pytest.approx(2.0 - WAKE_S)  # not later than the bound (a little early)
     assert out.pacer.underruns > 0  # what the cutting of long sentences exists for
 
 
@@ -139,10 +140,94 @@ def test_needed_buffer_and_split_size():
     for _ in range(10):
         meter.observe(0.32, 1.28)  # 0.25x
     chars = split_chars(meter, "english", 1.0, 3.0)
-    assert chars is not None and 12 <= chars <= 20
+    # 0.25x: a piece of ~0.8 s of speech (0.07 s per character, planned 1.3x longer, half of it made while
+    # the piece before plays) fills a 3 s silence; the reply's first piece has no head start
+    assert chars is not None and 9 <= chars <= 14
+    assert split_chars(meter, "english", 1.0, 3.0, head_start=False) < chars
+    meter.observe_latency(1.0)  # each segment waits 1 s for its first chunk: shorter pieces
+    assert split_chars(meter, "english", 1.0, 3.0) < chars
     fast = RateMeter()
     fast.observe(1.0, 0.2)
     assert split_chars(fast, "english", 1.0, 3.0) is None
+
+
+def test_length_fit_separates_the_fixed_part_and_learns_its_misses():
+    meter = RateMeter()
+    assert meter.part_seconds("english", 100) == pytest.approx(7.0)  # speech pace before anything is seen
+    for chars in (10, 20, 40, 80, 15, 60):
+        meter.learn("english", chars, 0.4 + 0.05 * chars)  # 0.4 s whatever the text (e.g. a bound's slack)
+    fixed, per_char = meter.length_fit("english")
+    assert fixed == pytest.approx(0.4) and per_char == pytest.approx(0.05)
+    assert meter.part_seconds("english", 10) == pytest.approx(0.9)  # a plain ratio would say ~0.6
+    assert meter.chars_for("english", 0.9) == 10
+    assert meter.spread == pytest.approx(1.1)  # every length as fitted: the least headroom
+    meter.learn("english", 20, 1.4 * (0.4 + 0.05 * 20))  # one ran 40 % longer than its fit
+    assert meter.spread == pytest.approx(1.4 * 1.1, rel=0.02)
+    assert RateMeter().spread == pytest.approx(1.3)
+
+
+def test_rest_of_a_sentence_is_cut_anew_when_the_host_slows_down():
+
+    from wyoming_qwen3tts.service.clauses import join_pieces
+    from wyoming_qwen3tts.service.speech import Reply, _Part
+
+    text = "Tomorrow morning brings some fog in the valleys, so drive carefully and keep your lights on."
+    pieces = split_long(text, 40)
+    assert join_pieces(pieces) == text
+    assert join_pieces(split_long("今天天气很好，我们去公园散步吧，然后吃饭。", 8, min_chars=3)) == (
+        "今天天气很好，我们去公园散步吧，然后吃饭。"
+    )
+    meter = RateMeter()
+    reply = Reply.__new__(Reply)  # only the cutting: no server, no engine
+    reply.pacer, reply.meter, reply.spoken, reply.inflight = Pacer(0.0, 3.0), meter, 1, []
+    reply.parts = __import__("collections").deque([_Part(text, "english", pause=0.5, rate=0.9)])
+    reply._recut()  # speed unknown, sentence not cut: nothing changes
+    assert [p.text for p in reply.parts] == [text]
+    for _ in range(10):
+        meter.observe(0.32, 1.28)  # the host now runs at 0.25x
+    reply._recut()
+    cut = list(reply.parts)
+    assert len(cut) > 3 and join_pieces([p.text for p in cut]) == text
+    assert (cut[0].pause, cut[0].rate, cut[0].continues) == (0.5, 0.9, False)  # SSML stays with the first
+    assert all(p.continues and p.pause is None for p in cut[1:])
+    reply._recut()  # same speed: the cut stays
+    assert list(reply.parts) == cut
+    for _ in range(40):
+        meter.observe(0.32, 0.08)  # fast again: the rest goes back to one piece
+    reply._recut()
+    assert [p.text for p in reply.parts] == [text]
+
+
+def test_a_short_segment_waits_for_a_long_next_one_within_the_bound():
+    """A one-word piece that is ready plays out long before the long word after it is safe: holding the
+    short one a little spreads the silence over both pauses instead of breaking the bound at the second."""
+    from wyoming_qwen3tts.service.pacing import SMOOTH_S, Upcoming
+
+    def ready_pacer() -> Pacer:
+        pacer = Pacer(10.0, 3.0)
+        pacer.begin(Estimate(0.56))
+        pacer.made(10.0, 0.56)
+        return pacer
+
+    long_next = Upcoming(total_s=1.36, made_s=0.2)  # safe once ~1.12 s is made: 3.7 s from now at 0.25x
+    assert ready_pacer().release_now(10.0, 0.56, 0.25, True)  # nothing known about the next: out now
+    pacer = ready_pacer()
+    assert not pacer.release_now(10.0, 0.56, 0.25, True, long_next)
+    safe_next = 10.0 + (1.36 * 0.8 + 0.15 * 0.2 - 0.2) / 0.25
+    expected = safe_next - (3.0 - WAKE_S - SMOOTH_S) - 0.56
+    assert pacer.not_before == pytest.approx(expected) and pacer.wake_at() == pytest.approx(expected)
+    assert not pacer.release_now(expected, 0.56, 0.25, True, long_next)  # the next one made no progress
+    progressed = Upcoming(total_s=1.36, made_s=0.2 + (expected - 10.0) * 0.25)  # it did, at 0.25x
+    assert pacer.release_now(expected, 0.56, 0.25, True, progressed)
+    assert pacer.forced == 0 and pacer.held_s == pytest.approx(expected - 10.0)
+    # a next one that is nearly made, or a fast host: no wait
+    assert ready_pacer().release_now(10.0, 0.56, 0.25, True, Upcoming(1.36, 1.2))
+    assert ready_pacer().release_now(10.0, 0.56, 2.0, True, long_next)
+    # a very long next one: never past this segment's own bound
+    pacer = ready_pacer()
+    assert not pacer.release_now(10.0, 0.56, 0.25, True, Upcoming(8.0, 0.0))
+    assert pacer.wake_at() == pytest.approx(13.0 - WAKE_S)
+    assert pacer.release_now(13.0 - WAKE_S, 0.56, 0.25, True, Upcoming(8.0, 0.0)) and pacer.forced == 0
 
 
 def test_long_sentences_are_cut_at_clauses_then_phrases():

@@ -93,6 +93,7 @@ class SpeechStream:
         self.finished_at: Optional[float] = None
         self.max_frames: Optional[int] = None  # the frame bound, set at admission (playback pacing)
         self.prefilled_at: Optional[float] = None  # its first frame is generated from here on
+        self.made_s = 0.0  # seconds of audio pushed so far (playback pacing looks ahead with it)
         self._chunks: list[np.ndarray] = []
 
     # -- producer side (scheduler thread) ----------------------------------------------------------------
@@ -108,6 +109,7 @@ class SpeechStream:
             return
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
+        self.made_s += len(samples) / SAMPLE_RATE
         if self.keep:
             self._chunks.append(samples)
         self._put(AudioChunk(samples))

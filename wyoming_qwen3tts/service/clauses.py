@@ -52,10 +52,30 @@ def _phrases(clause: str, max_chars: int, min_chars: int) -> list[str]:
         if len(phrase) <= max_chars or len(group) < 2:
             out.append(phrase)
             continue
-        parts = -(-len(phrase) // max_chars)  # even groups of words
-        size = -(-len(group) // parts)
-        out.extend(" ".join(group[i : i + size]) for i in range(0, len(group), size))
+        out.extend(_packed(group, max_chars))
     return _merge(out, max_chars, min_chars)
+
+
+def _packed(words: list[str], max_chars: int) -> list[str]:
+    """Words in as few runs of at most ``max_chars`` as they fit in (a longer word stands alone), with the
+    characters spread evenly over the runs so that the last one is not a stub."""
+    greedy = _runs(words, max_chars, float(max_chars))
+    even = _runs(words, max_chars, len(" ".join(words)) / len(greedy))
+    return even if len(even) == len(greedy) else greedy
+
+
+def _runs(words: list[str], max_chars: int, share: float) -> list[str]:
+    """Words packed left to right into runs of at most ``max_chars``, a run closed once it reaches about
+    ``share`` characters."""
+    out, run = [], ""
+    for word in words:
+        joined = f"{run} {word}" if run else word
+        if run and (len(joined) > max_chars or len(joined) > share + len(word) / 2):
+            out.append(run)
+            run = word
+        else:
+            run = joined
+    return out + [run]
 
 
 def _merge(pieces: list[str], max_chars: int, min_chars: int) -> list[str]:
@@ -70,6 +90,14 @@ def _merge(pieces: list[str], max_chars: int, min_chars: int) -> list[str]:
     if len(out) > 1 and len(out[-1]) < min_chars:
         last = out.pop()
         out[-1] = out[-1] + ("" if _cjk_end(out[-1]) else " ") + last
+    return out
+
+
+def join_pieces(pieces: list[str]) -> str:
+    """The text that :func:`split_long` cut into ``pieces`` (to cut it again)."""
+    out = ""
+    for piece in pieces:
+        out = piece if not out else out + ("" if _cjk_end(out) else " ") + piece
     return out
 
 

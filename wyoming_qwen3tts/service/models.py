@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Callable, Optional
 from ..core.vocab import ErrorCode, ModelRole
 from ..engine import Engine
 from .errors import ServiceError
-from .pacing import meter_for
+from .speedmeter import meter_for
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -7,128 +7,41 @@ another quarter second ... mid-word. Instead, per segment (a sentence, or a clau
 
 * the engine's recent generation speed ``r`` (audio seconds per wall second, per request stream, so
   batching and other processes on the host show) is measured by :class:`RateMeter`;
-* the segment's length is estimated (:class:`Estimate`) from its text (seconds per character, learned per
-  engine and language from the segments it finished), never above the engine's frame bound, and raised to
-  that bound once the segment outgrows the text's estimate (random test weights always run to it);
+* the segment's length is estimated (:class:`Estimate`, :meth:`RateMeter.expected_seconds`) from its text:
+  a fixed part plus seconds per character, fitted per engine and language to the segments it finished,
+  times the worst recent miss (plus 10 %) so that a segment a little longer than its text suggests does
+  not run dry at its end; never above the engine's frame bound, and the bound itself where this engine's
+  segments run to it (random test weights never end by themselves);
 * the listener's buffer is known from what was sent and when (:attr:`Pacer.play_end`);
 * a segment's audio is held back until the listener's buffer plus the held audio covers the time the rest
   of the segment still needs: ``B + held >= R * (margin / r - 1)`` with ``R`` the audio still to generate
   (and at least the wait for the engine's next chunk). Fast hosts (``r >= margin``) hold nothing back:
   there the first audio is as early as without pacing (on a host only a few times faster than real time the
   one-frame first chunk may still leave a gap shorter than one chunk's generation, which the log counts);
-* no silence may last longer than ``max_silence``: then the segment goes out anyway (counted as forced),
-  and :func:`split_chars` tells the speaker to cut long sentences into clauses before synthesis.
+* no silence may last longer than ``max_silence``: :func:`split_chars` tells the speaker to cut long
+  sentences into clauses, phrases, and on a very slow host into a few words each, before synthesis (the
+  rest of a sentence is cut anew when the speed changes while it is spoken); a segment that still needs a
+  longer hold goes out at the bound anyway (counted as forced);
+* pauses are spread: a segment that is ready is held a little longer when the next one (the engine already
+  works on it) would otherwise not be safe before the bound (:meth:`Pacer._for_next`), e.g. a short word
+  before a long one.
 """
 
 from __future__ import annotations
 
-import collections
-import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
+
+from .speedmeter import RateMeter
 
 MARGIN = 1.25  # the speed may drop by 20 % during a segment without an underrun
 RESERVE_S = 0.15  # plus this much audio in hand (event-loop and network jitter)
-WINDOW_S = 6.0  # the meter's memory: the last this many seconds of generated audio
-MIN_OBSERVED_S = 0.3  # audio to have seen before the meter gives a speed
-MIN_PART_CHARS = 12  # a clause shorter than this is not worth its own segment
+MIN_PART_CHARS = 6  # a piece shorter than this is not worth its own segment (about one word)
+HEAD_START = 0.5  # of a segment's length, generated while the one before plays (split_chars)
 EPS = 1e-3
+WAKE_S = 0.05  # the deadline fires this much early: the event loop and the network add their delay
+SMOOTH_S = 0.3  # a pause planned for the next segment stays this much below the bound
 CHUNK_S = 0.32  # the engine's chunks after the first: 4 frames of 80 ms (engine/request.py ChunkPolicy)
-
-# Seconds of speech per character at a normal pace (before the engine taught us its own figure).
-SPEECH_S_PER_CHAR = {"chinese": 0.22, "japanese": 0.13, "korean": 0.15}
-DEFAULT_S_PER_CHAR = 0.07
-
-
-class RateMeter:
-    """One engine's recent generation speed and its seconds of audio per character, per language."""
-
-    def __init__(self, window_s: float = WINDOW_S) -> None:
-        self.window_s = window_s
-        self.samples: "collections.deque[tuple[float, float]]" = collections.deque()  # (audio s, wall s)
-        self.audio_s = 0.0
-        self.wall_s = 0.0
-        self.per_char: dict[str, float] = {}
-        self.seeded: Optional[float] = None  # from the warm-up at load: for cutting until measured
-
-    def seed(self, audio_s: float, wall_s: float) -> None:
-        """The warm-up synthesis made ``audio_s`` in ``wall_s`` (prefill and first calls included, so on
-        the low side): where to cut an engine's first reply's sentences, before anything is measured."""
-        if audio_s > 0 and wall_s > 0:
-            self.seeded = audio_s / wall_s
-
-    def observe(self, audio_s: float, wall_s: float) -> None:
-        """``audio_s`` seconds of one stream's audio were made in ``wall_s`` seconds."""
-        if audio_s <= 0 or wall_s < 0:
-            return
-        self.samples.append((audio_s, wall_s))
-        self.audio_s += audio_s
-        self.wall_s += wall_s
-        while len(self.samples) > 1 and self.audio_s - self.samples[0][0] >= self.window_s:
-            old_audio, old_wall = self.samples.popleft()
-            self.audio_s -= old_audio
-            self.wall_s -= old_wall
-
-    @property
-    def rate(self) -> Optional[float]:
-        """Audio seconds per wall second over the window; None until enough was seen."""
-        if self.audio_s < MIN_OBSERVED_S:
-            return None
-        return self.audio_s / max(self.wall_s, 1e-6)
-
-    def learn(self, language: Optional[str], chars: int, seconds: float) -> None:
-        """A finished segment of ``chars`` characters gave ``seconds`` of audio."""
-        if chars <= 0 or seconds <= 0:
-            return
-        key = (language or "auto").lower()
-        ratio = seconds / chars
-        old = self.per_char.get(key)
-        self.per_char[key] = ratio if old is None else 0.5 * old + 0.5 * ratio
-
-    def seconds_per_char(self, language: Optional[str]) -> float:
-        key = (language or "auto").lower()
-        return self.per_char.get(key, SPEECH_S_PER_CHAR.get(key, DEFAULT_S_PER_CHAR))
-
-
-_METERS: "weakref.WeakKeyDictionary[Any, RateMeter]" = weakref.WeakKeyDictionary()
-
-
-def meter_for(engine: Any) -> RateMeter:
-    """The meter of a loaded engine (forgotten with the engine)."""
-    meter = _METERS.get(engine)
-    if meter is None:
-        meter = _METERS[engine] = RateMeter()
-    return meter
-
-
-class SegmentSpeed:
-    """One segment's own generation speed: its first chunk timed from its prefill, then chunk to chunk.
-    Trusted over the engine's meter once it has seen MIN_OBSERVED_S (the meter may still remember a
-    faster moment); before that the slower of the two decides."""
-
-    def __init__(self) -> None:
-        self.audio_s = 0.0
-        self.wall_s = 0.0
-        self.last: Optional[float] = None
-
-    def chunk(self, engine_s: float, made: float, since: Optional[float]) -> Optional[float]:
-        """A chunk of ``engine_s`` made at ``made``; returns the wall seconds it took when timed chunk to
-        chunk (what the engine's meter learns from), else None."""
-        if engine_s <= 0:
-            return None
-        first = self.last is None
-        start, self.last = (since if first else self.last), made
-        if start is None:
-            return None
-        self.audio_s += engine_s
-        self.wall_s += max(made - start, 1e-6)
-        return None if first else made - start  # the first chunk also pays for the decoder's start
-
-    def rate(self, meter_rate: Optional[float]) -> Optional[float]:
-        own = self.audio_s / self.wall_s if self.wall_s > 0 else None
-        if own is None or (self.audio_s < MIN_OBSERVED_S and meter_rate is not None):
-            return meter_rate if own is None else min(own, meter_rate)  # type: ignore[type-var]
-        return own
 
 
 @dataclass(frozen=True)
@@ -137,6 +50,10 @@ class Estimate:
 
     text_s: float
     bound_s: Optional[float] = None
+
+    def at_bound(self, generated_s: float) -> bool:
+        """A segment that ended with ``generated_s`` seconds ran to its bound (within half a frame)."""
+        return self.bound_s is not None and generated_s >= self.bound_s - 0.04
 
     def total(self, generated_s: float) -> float:
         guess = self.text_s if self.bound_s is None else min(self.text_s, self.bound_s)
@@ -158,17 +75,40 @@ def needed_buffer(remaining_s: float, rate: Optional[float], margin: float = MAR
 
 
 def split_chars(
-    meter: RateMeter, language: Optional[str], speed: float, max_silence: float, margin: float = MARGIN
+    meter: RateMeter,
+    language: Optional[str],
+    speed: float,
+    max_silence: float,
+    margin: float = MARGIN,
+    head_start: bool = True,
 ) -> Optional[int]:
-    """Characters a segment may have so that holding it back stays within ``max_silence``; None: any."""
+    """Characters a segment may have so that holding it back stays within ``max_silence``; None: any.
+
+    A segment waits for its first chunk (the meter's latency), then until the held audio covers the rest
+    at ``margin`` times the measured speed ``r``: about ``D * (1/r - 1/margin)`` for ``D`` seconds of audio.
+    With ``head_start`` (every segment of a reply but the first) the engine began on it while the one
+    before was still playing (the speaker keeps the next segment submitted); half of a segment's own length
+    is counted as that head start, so the plan keeps room for a shorter one before it."""
     rate = meter.rate if meter.rate is not None else meter.seeded
     if rate is None or max_silence <= 0:
         return None
     played_rate = rate / speed
     if played_rate >= margin:
         return None
-    audio_played = max(max_silence - RESERVE_S, 0.1) / (margin / played_rate - 1.0)
-    return max(MIN_PART_CHARS, int(audio_played * speed / meter.seconds_per_char(language)))
+    per_second = 1.0 / played_rate - 1.0 / margin - (HEAD_START if head_start else 0.0)
+    if per_second <= 0:
+        return None
+    wait = max(max_silence - RESERVE_S - (meter.latency or 0.0), 0.1)
+    return max(MIN_PART_CHARS, meter.chars_for(language, wait / per_second * speed / meter.spread))
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """The segment after the one being paced, as far as the engine got with it (engine seconds)."""
+
+    total_s: float  # its expected length (RateMeter.expected_seconds)
+    made_s: float  # generated so far
+    done: bool = False
 
 
 @dataclass
@@ -205,6 +145,7 @@ class Pacer:
     ready_at: Optional[float] = None
     released: bool = True
     segment_sent: bool = True
+    not_before: Optional[float] = None  # held for the next segment's sake until then (smooth pauses)
 
     def __post_init__(self) -> None:
         self.play_end = self.start
@@ -215,6 +156,7 @@ class Pacer:
         self.ready_at = None
         self.released = False
         self.segment_sent = False
+        self.not_before = None
         self.segments += 1
 
     def made(self, now: float, engine_s: float) -> None:
@@ -228,15 +170,31 @@ class Pacer:
         """Played seconds the listener still has."""
         return max(0.0, self.play_end - now)
 
+    def wake_at(self) -> Optional[float]:
+        """When to decide again without a new chunk: the silence bound's deadline, or the moment the held
+        segment may go out for the next one's sake (:meth:`not_before`)."""
+        deadline = self.deadline()
+        if deadline is None or self.not_before is None:
+            return deadline
+        return min(deadline, self.not_before)
+
     def deadline(self) -> Optional[float]:
         """The latest time to release the held audio (the silence bound); None: nothing held."""
         if self.released or self.ready_at is None:
             return None
-        return max(self.play_end, self.start) + self.max_silence
+        return max(self.play_end, self.start) + max(self.max_silence - WAKE_S, 0.0)
 
-    def release_now(self, now: float, held_s: float, rate: Optional[float], done: bool) -> bool:
+    def release_now(
+        self,
+        now: float,
+        held_s: float,
+        rate: Optional[float],
+        done: bool,
+        upcoming: Optional[Upcoming] = None,
+    ) -> bool:
         """Whether the held audio (``held_s`` played seconds) goes out now. ``rate``: engine seconds made
-        per wall second (None: unknown, nothing is held); ``done``: the segment is complete."""
+        per wall second (None: unknown, nothing is held); ``done``: the segment is complete; ``upcoming``:
+        the next segment, when the engine already works on it (see :meth:`_for_next`)."""
         if self.released:
             return True
         if self.ready_at is None:
@@ -244,16 +202,45 @@ class Pacer:
         if rate is not None:
             played = rate / self.speed
             self.slowest = played if self.slowest is None else min(self.slowest, played)
-        safe = done or self._enough(now, held_s, rate)
+        enough = done or self._enough(now, held_s, rate)
+        safe = enough
+        if enough and self.fixed is None:
+            self.not_before = self._for_next(now, rate, upcoming, done)
+            safe = self.not_before is None or now >= self.not_before - EPS
         deadline = self.deadline()
-        forced = not safe and deadline is not None and now >= deadline - EPS
-        if safe or forced:
+        at_deadline = deadline is not None and now >= deadline - EPS
+        if safe or at_deadline:
             self.released = True
-            self.forced += forced
+            self.forced += not enough  # out before it was safe: the listener may run dry inside it
             if now - self.ready_at > EPS:
                 self.held_segments += 1
                 self.held_s += now - self.ready_at
         return self.released
+
+    def _for_next(
+        self, now: float, rate: Optional[float], upcoming: Optional[Upcoming], done: bool
+    ) -> Optional[float]:
+        """The earliest time this segment should go out so that the next one's pause stays within the
+        bound; None: now is fine. Released as soon as it is safe, a short segment plays out long before the
+        next (a long word, say) is safe, and that pause is the one that breaks the bound; holding this one a
+        little longer (its own pause stays within the bound too) spreads the silence over both."""
+        if upcoming is None or upcoming.done or rate is None:
+            return None
+        played_rate = rate / self.speed
+        if played_rate >= self.margin:
+            return None
+        total, made = upcoming.total_s / self.speed, upcoming.made_s / self.speed
+        ratio = played_rate / self.margin
+        # the next segment is safe from an empty buffer once it made this much (see needed_buffer)
+        safe_at = total * (1.0 - ratio) + RESERVE_S * ratio
+        if made >= safe_at:
+            return None
+        next_safe = now + (safe_at - made) / max(played_rate, 1e-3)
+        # this segment, played whole
+        mine = (self.generated_s if done else self.estimate.total(self.generated_s)) / self.speed
+        latest_end = next_safe - max(self.max_silence - WAKE_S - SMOOTH_S, 0.0)
+        when = latest_end - mine
+        return when if when > max(now, self.play_end) + EPS else None
 
     def _enough(self, now: float, held_s: float, rate: Optional[float]) -> bool:
         have = self.buffered(now) + held_s

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import AsyncGenerator, AsyncIterator, Callable, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from .pacing import Estimate, Pacer, RateMeter, SegmentSpeed
+from .pacing import Estimate, Pacer, Upcoming
+from .speedmeter import RateMeter, SegmentSpeed
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Piece:
     meter: Optional[RateMeter] = None  # start: the engine's meter
     language: Optional[str] = None
     since: Optional[float] = None  # audio: when the engine started on the segment (its prefill's end)
+    upcoming: Optional[Callable[[], Optional[Upcoming]]] = None  # start: the next segment's progress
 
 
 class _Failed:
@@ -67,10 +69,15 @@ async def paced(
     chars, language, speed = 0, None, SegmentSpeed()
     getter: Optional["asyncio.Future[Item]"] = None
     started = False  # the segment's estimate is set at its first audio (its bound is known then)
+    ahead: Optional[Callable[[], Optional[Upcoming]]] = None
+
+    def upcoming() -> Optional[Upcoming]:
+        return ahead() if ahead is not None else None
+
     try:
         while True:
-            deadline = pacer.deadline()
-            timeout = None if deadline is None else max(0.0, deadline - clock())
+            wake = pacer.wake_at()
+            timeout = None if wake is None else max(0.0, wake - clock())
             if getter is None:  # one get() kept across timeouts: no piece is ever lost to a timeout
                 getter = asyncio.ensure_future(queue.get())
             await asyncio.wait({getter}, timeout=timeout)
@@ -87,18 +94,25 @@ async def paced(
                 return
             if isinstance(item, Piece):
                 if item.kind == "start":
-                    meter, chars, language = item.meter, item.chars, item.language
+                    meter, chars, language, ahead = item.meter, item.chars, item.language, item.upcoming
                     speed, started = SegmentSpeed(), False
                     continue
                 if item.kind == "end":
                     if meter is not None:
-                        meter.learn(language, chars, pacer.generated_s)
+                        meter.learn(
+                            language, chars, pacer.generated_s, pacer.estimate.at_bound(pacer.generated_s)
+                        )
                     done = True
                 else:
                     if not started and item.engine_s > 0:
-                        text_s = chars * (meter.seconds_per_char(language) if meter is not None else 0.07)
+                        # planned for the longest this text may run (the bound caps it)
+                        text_s = (
+                            meter.expected_seconds(language, chars, item.bound_s) if meter else chars * 0.1
+                        )
                         pacer.begin(Estimate(text_s, item.bound_s))
                         started = True
+                        if meter is not None and item.since is not None:
+                            meter.observe_latency(item.made - item.since)
                     took = speed.chunk(item.engine_s, item.made, item.since)
                     if meter is not None and took is not None:
                         meter.observe(item.engine_s, took)
@@ -107,7 +121,11 @@ async def paced(
                     held.extend(item.pcm)
             now = clock()
             rate = speed.rate(meter.rate if meter is not None else None)
-            if pacer.release_now(now, _played(held), rate, done) and held:
+            released = pacer.release_now(now, _played(held), rate, done, upcoming())
+            while done and not released:  # complete, held for the next one's sake: wait here, not for pieces
+                await asyncio.sleep(max(0.0, (pacer.wake_at() or now) - clock()))
+                released = pacer.release_now(clock(), _played(held), rate, done, upcoming())
+            if released and held:
                 out, held = held, []
                 for chunk in out:
                     pacer.sent(clock(), _played([chunk]))

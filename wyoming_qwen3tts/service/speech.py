@@ -21,20 +21,21 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Optional
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Iterable, Optional
 
 from ..core.vocab import ErrorCode
 from ..engine import SamplingParams, SpeechRequest, SpeechStream
 from ..voices.library import VoiceLibraryError
-from .clauses import split_long
+from .clauses import join_pieces, split_long
 from .delivery import PcmShaper
 from .errors import ServiceError
 from .language import detect_language
 from .normalize import normalize_text
-from .pacing import Pacer, RateMeter, meter_for, split_chars
+from .pacing import Pacer, Upcoming, split_chars
 from .release import Piece, paced
 from .report import RequestReport
 from .segmenter import split_text
+from .speedmeter import RateMeter, meter_for
 from .state import ServerState, admitted, check_length  # noqa: F401 (API)
 from .styles import style_args
 from .voice import Voice
@@ -43,7 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # parts submitted ahead, so the next one is prefilled while the current one plays
 FRAME_S = 0.08  # seconds of audio per codec frame
-MIN_PART_S = 0.5  # a sentence is not cut into pieces shorter than this (playback pacing)
+MIN_PART_S = 0.3  # a sentence is not cut into pieces shorter than this (playback pacing): about a word
+RECUT = (0.8, 1.5)  # the speed changed this much since a sentence was cut: its rest is cut anew
 
 
 @dataclass
@@ -56,6 +58,7 @@ class _Part:
     continues: bool = False
     pause: Optional[float] = None
     rate: float = 1.0
+    limit: Optional[int] = None  # the pacing cut's characters per piece when it was cut (None: not cut)
 
 
 class _Inbox:
@@ -231,7 +234,13 @@ class Reply:
                 while self.inflight or await self._submit_next():
                     self._submit_ready()
                     part, stream = self.inflight[0]
-                    yield Piece("start", chars=len(part.text), meter=self.meter, language=part.language)
+                    yield Piece(
+                        "start",
+                        chars=len(part.text),
+                        meter=self.meter,
+                        language=part.language,
+                        upcoming=self._upcoming(),
+                    )
                     first = True
                     async for chunk in stream:
                         starts = first and not part.continues
@@ -256,6 +265,20 @@ class Reply:
         if tail:
             yield Piece("audio", tail)
 
+    def _upcoming(self) -> Optional[Callable[[], Optional[Upcoming]]]:
+        """How far the engine got with the part after the one starting (release.py smooths pauses with it)."""
+        if len(self.inflight) < 2 or self.meter is None:
+            return None
+        (part, stream), meter = self.inflight[1], self.meter
+
+        def progress() -> Optional[Upcoming]:
+            frames = getattr(stream, "max_frames", None)  # None until admitted: the text's estimate alone
+            bound = frames * FRAME_S if frames else None
+            total = meter.expected_seconds(part.language, len(part.text), bound)
+            return Upcoming(total, getattr(stream, "made_s", 0.0), bool(getattr(stream, "done", False)))
+
+        return progress
+
     # -- parts to the engine -------------------------------------------------------------------------------
     async def _submit_next(self) -> bool:
         """Submits the next part, waiting for text; False when the reply's text has ended."""
@@ -265,6 +288,7 @@ class Reply:
             segment = self.inbox.take()
             assert segment is not None  # wait() said one is there
             self._cut(segment)
+        self._recut()
         self._submit(self.parts.popleft())
         return True
 
@@ -276,6 +300,7 @@ class Reply:
                 if segment is None:
                     return
                 self._cut(segment)
+            self._recut()
             self._submit(self.parts.popleft())
 
     def _cut(self, text: str) -> None:
@@ -291,14 +316,45 @@ class Reply:
         language = getattr(text, "language", None) or self.language  # an SSML xml:lang
         if self.state.delivery.normalize and language != "auto":
             text = normalize_text(text, language)
-        pieces = [str(text)]
-        if self.pacer is not None and self.pacer.fixed is None and self.meter is not None:
-            limit = split_chars(self.meter, language, self.pacer.speed, self.pacer.max_silence)
-            if limit is not None:
-                least = int(MIN_PART_S / self.meter.seconds_per_char(language))
-                pieces = split_long(pieces[0], limit, min_chars=max(2, least)) or pieces
-        self.parts.append(_Part(pieces[0], language, pause=pause, rate=rate))
-        self.parts.extend(_Part(piece, language, continues=True) for piece in pieces[1:])
+        pieces, limit = self._pieces_of(str(text), language)
+        self.parts.append(_Part(pieces[0], language, pause=pause, rate=rate, limit=limit))
+        self.parts.extend(_Part(piece, language, continues=True, limit=limit) for piece in pieces[1:])
+
+    def _pieces_of(self, text: str, language: Optional[str]) -> tuple[list[str], Optional[int]]:
+        """``text`` cut for pacing at the speed measured now, and the characters per piece used. The
+        reply's first piece has no head start (nothing plays while it is made): it is cut shorter."""
+        if self.pacer is None or self.pacer.fixed is not None or self.meter is None:
+            return [text], None
+        limit = split_chars(self.meter, language, self.pacer.speed, self.pacer.max_silence)
+        if limit is None:
+            return [text], None
+        least = max(2, self.meter.chars_for(language, MIN_PART_S * self.pacer.speed))
+        pieces = split_long(text, limit, min_chars=least) or [text]
+        if self.spoken == 0 and not self.inflight:
+            pacer = self.pacer
+            cold = split_chars(self.meter, language, pacer.speed, pacer.max_silence, head_start=False)
+            if cold is not None and len(pieces[0]) > cold:
+                pieces = split_long(pieces[0], cold, min_chars=least) + pieces[1:]
+        return pieces, limit
+
+    def _recut(self) -> None:
+        """Cuts the rest of the next sentence anew when the speed changed since it was cut (a host that
+        slowed down while the reply runs gets shorter pieces at once, one that sped up fewer pauses). Only
+        pieces not yet submitted change; the first keeps the sentence's SSML pause and rate."""
+        if not self.parts or self.pacer is None or self.pacer.fixed is not None or self.meter is None:
+            return
+        head = self.parts[0]
+        now = split_chars(self.meter, head.language, self.pacer.speed, self.pacer.max_silence)
+        old = head.limit
+        if now == old or (now is not None and old is not None and RECUT[0] <= now / old <= RECUT[1]):
+            return
+        group = [self.parts.popleft()]
+        while self.parts and self.parts[0].continues:
+            group.append(self.parts.popleft())
+        pieces, limit = self._pieces_of(join_pieces([p.text for p in group]), head.language)
+        fresh = [_Part(pieces[0], head.language, head.continues, head.pause, head.rate, limit)]
+        fresh += [_Part(piece, head.language, continues=True, limit=limit) for piece in pieces[1:]]
+        self.parts.extendleft(reversed(fresh))
 
     def _submit(self, part: _Part) -> None:
         sampling = SamplingParams(seed=self.seed)
