@@ -11,7 +11,7 @@ from torch import nn
 from wyoming_qwen3tts.diagnostics.quant_check import measure
 from wyoming_qwen3tts.engine import Engine, RunawayGuard, SamplingParams, SpeechRequest, compute_plan, nbits
 from wyoming_qwen3tts.engine.cpu import ARM64, ARM64_BF16, AVX2, AVX512, AVX512_BF16, OTHER, CpuInfo
-from wyoming_qwen3tts.engine.quant import GATES, DynamicInt8Linear, Fp16Linear, quantize_talker
+from wyoming_qwen3tts.engine.quant import DynamicInt8Linear, Fp16Linear, gate_misses, quantize_talker
 
 CPU = torch.device("cpu")
 needs_ort = pytest.mark.skipif(not nbits.available(), reason="the cpu4bit extra (onnxruntime, onnx)")
@@ -88,17 +88,11 @@ def test_onnxruntime_int4_engine_meets_the_int4_gates_and_speaks(tiny_custom_voi
         quantize_talker(test.talker, "int4", int8_kernel=backend, int4_kernel="onnxruntime")
         layer = test.talker.model.layers[0]
         assert any(isinstance(m, nbits.NBitsLinear) for m in layer.modules())
-        figures = measure(ref, test, "Hello world, this is a small test.", "ryan", 60).as_dict()
-        result = test.synthesize(
-            SpeechRequest("Hello there.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
-        )
-        assert len(result.codes) > 0 and np.isfinite(result.audio).all()
-    finally:
+    except BaseException:
         ref.close()
         test.close()
-    for key, bound in GATES["int4"].items():
-        ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
-        assert ok, f"{key} = {figures[key]} (gate {bound})"
+        raise
+    _meets_gates_and_speaks(ref, test, "int4")
 
 
 # -- quantize=int8 through 8-bit MatMulNBits (the `auto` default on AVX2 with the cpu4bit extra) -----------
@@ -179,17 +173,11 @@ def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voi
         found = [m for m in test.talker.modules() if isinstance(m, nbits.NBitsLinear)]
         assert found and all(m.bits == 8 for m in found)
         assert isinstance(test.talker.codec_head, nbits.NBitsLinear)  # the heads too: no fp16 matrices
-        figures = measure(ref, test, "Hello world, this is a small test.", "ryan", 60).as_dict()
-        result = test.synthesize(
-            SpeechRequest("Hello there.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
-        )
-        assert len(result.codes) > 0 and np.isfinite(result.audio).all()
-    finally:
+    except BaseException:
         ref.close()
         test.close()
-    for key, bound in GATES["int8"].items():
-        ok = figures[key] <= bound if key.startswith("kl_") else figures[key] >= bound
-        assert ok, f"{key} = {figures[key]} (gate {bound})"
+        raise
+    _meets_gates_and_speaks(ref, test, "int8")
 
 
 @needs_ort
@@ -217,3 +205,18 @@ def test_a_layer_takes_its_session_with_it():
     del layer
     gc.collect()
     assert nbits._SESSIONS[handle] is None  # an unloaded engine leaves no weights behind
+
+
+def _meets_gates_and_speaks(ref: Engine, test: Engine, mode: str) -> None:
+    """``test`` (quantized) within ``mode``'s gates against ``ref`` (unquantized), and speaks; closes both."""
+    try:
+        figures = measure(ref, test, "Hello world, this is a small test.", "ryan", 60).as_dict()
+        result = test.synthesize(
+            SpeechRequest("Hello there.", speaker="ryan", sampling=SamplingParams.greedy(max_new_tokens=6))
+        )
+        assert len(result.codes) > 0 and np.isfinite(result.audio).all()
+    finally:
+        ref.close()
+        test.close()
+    failed = gate_misses(mode, figures)
+    assert not failed, f"{mode} misses its gates: {failed}"

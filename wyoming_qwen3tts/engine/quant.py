@@ -70,6 +70,17 @@ GATES: dict[str, dict[str, float]] = {
 }
 
 
+def gate_misses(mode: str, figures: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The gates of ``mode`` that ``figures`` (quant_check's ``as_dict()``) miss: name -> (figure, bound).
+    KL figures are upper bounds, the others lower bounds."""
+    misses = {}
+    for key, bound in GATES[mode].items():
+        value = figures[key]
+        if not (value <= bound if key.startswith("kl_") else value >= bound):
+            misses[key] = (value, bound)
+    return misses
+
+
 def check_mode(mode: Optional[str]) -> str:
     key = (mode or "none").lower()
     if key not in QUANT_MODES:
