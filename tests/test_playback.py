@@ -117,7 +117,7 @@ def test_fast_engine_holds_nothing_and_pacing_keeps_the_bytes(server, caplog):
     for line in lines:
         # Nothing held back while the engine is fast (a busy CI machine may make it slow for a moment:
         # then the line says so, and holding back is the right thing).
-        assert line["segs"] == 0 or line["rate"] < 1.25, line
+        assert line["segs"] == 0 or line["rate"] <= 1.25, line  # the line rounds the speed to 0.01
     assert sum(line["segs"] == 0 and line["held"] == 0 for line in lines) >= 1
 
 
