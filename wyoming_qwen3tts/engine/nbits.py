@@ -190,22 +190,20 @@ class NBitsLinear(nn.Module):
         """
         if x.shape[0] > 1:
             return torch.cat([self.mm(row) for row in x.split(1)])
-        dtype = x.dtype
-        out = nbits_mm(x.float(), self.handle, self.out_features)
-        if self.bias is not None:
-            out = out + self.bias
-        return out if dtype == torch.float32 else out.to(dtype)
+        return self._call(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [1, T, K] (one request's prompt): one call; [B, T, K]: one call per request."""
         if x.dim() == 3 and x.shape[0] > 1:
             return torch.cat([self.forward(part) for part in x.split(1)])
-        dtype = x.dtype
-        out = nbits_mm(x.reshape(-1, x.shape[-1]).float(), self.handle, self.out_features)
+        return self._call(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] in one kernel call, in x's dtype."""
+        out = nbits_mm(x.float(), self.handle, self.out_features)
         if self.bias is not None:
             out = out + self.bias
-        out = out if dtype == torch.float32 else out.to(dtype)
-        return out.view(*x.shape[:-1], self.out_features)
+        return out if x.dtype == torch.float32 else out.to(x.dtype)
 
     def dequantized(self) -> torch.Tensor:
         """The weight the kernel multiplies with (float32 [N, K]): the identity through it (the 8-bit

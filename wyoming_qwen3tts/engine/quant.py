@@ -285,15 +285,12 @@ def converter(
     `int8_kernel`: "fbgemm" / "qnnpack" (DynamicInt8Linear), "onnxruntime" (8-bit NBitsLinear, every matrix:
     per-block activation scales pass the gate without fp16 matrices) or None / "weight-only" (Int8Linear)."""
 
-    def int8_fallback(linear: nn.Linear, name: str) -> nn.Module:
-        if "fbgemm" not in torch.backends.quantized.supported_engines:
-            return Int8Linear(linear, dtype)
-        return Fp16Linear(linear) if name in FP16_UNDER_FBGEMM else DynamicInt8Linear(linear, "fbgemm")
+    if int8_kernel == "onnxruntime" and mode != "none" and not nbits.kernel_ok(8):
+        # a kernel that multiplies wrong on this CPU: fbgemm instead (weight-only where there is none)
+        int8_kernel = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else None
 
     def int8(linear: nn.Linear, name: str) -> nn.Module:
         if int8_kernel == "onnxruntime":
-            if not nbits.kernel_ok(8):  # a kernel that multiplies wrong on this CPU: fbgemm instead
-                return int8_fallback(linear, name)
             if nbits_fits(linear.in_features, BLOCK_8BIT):
                 return NBitsLinear(linear, bits=8)
             return Int8Linear(linear, dtype)  # small test models only: K not a multiple of the block

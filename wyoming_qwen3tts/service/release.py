@@ -17,7 +17,7 @@ from typing import AsyncGenerator, AsyncIterator, Callable, Optional, Union
 
 from ..core.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from .pacing import Estimate, Pacer, Upcoming
-from .speedmeter import RateMeter, SegmentSpeed
+from .speedmeter import DEFAULT_S_PER_CHAR, RateMeter, SegmentSpeed
 
 
 @dataclass
@@ -107,7 +107,9 @@ async def paced(
                     if not started and item.engine_s > 0:
                         # planned for the longest this text may run (the bound caps it)
                         text_s = (
-                            meter.expected_seconds(language, chars, item.bound_s) if meter else chars * 0.1
+                            meter.expected_seconds(language, chars, item.bound_s)
+                            if meter
+                            else chars * DEFAULT_S_PER_CHAR
                         )
                         pacer.begin(Estimate(text_s, item.bound_s))
                         started = True
