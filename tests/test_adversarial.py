@@ -199,7 +199,9 @@ def test_clients_that_stop_reading_are_cut_and_free_their_slots(after_each):
     """Every slot taken by a client that never reads its (long) audio: each is cut once its socket
     buffers are full and it has not read for the write timeout, and the slots show free in /readyz."""
     server = after_each
-    text = json.dumps({"text": "A long sentence that keeps the engine busy for a while. " * 30}).encode()
+    # Near the text limit: even when sampling ends every sentence early, the reply must outgrow the socket
+    # buffers (the kernel's send buffer grows to 4 MB); 30 sentences once made only 36 s (1.7 MB), finished.
+    text = json.dumps({"text": "A long sentence that keeps the engine busy for a while. " * 85}).encode()
     frame = json.dumps({"type": "synthesize", "data_length": len(text)}).encode() + b"\n" + text
 
     async def go():
