@@ -15,7 +15,7 @@ formulation; bf16/fp16 use a one-kernel RMSNorm (`fast_rms_norm`) that rounds on
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Protocol, cast
+from typing import Optional, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,6 @@ from torch import nn
 
 from .config import TransformerConfig
 from .kvcache import KVCache
-
-if TYPE_CHECKING:
-    from .ortblocks import LayerBlocks
 
 
 class Matrix(Protocol):
@@ -38,6 +35,14 @@ class Matrix(Protocol):
     def mm(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class FusedLayers(Protocol):
+    """A stack's layer loops run elsewhere (ortblocks.LayerBlocks: onnxruntime graphs per layer boundary)."""
+
+    def decode(self, stack, x, cos, sin, cache: KVCache, at, mask) -> torch.Tensor: ...
+
+    def prefill(self, stack, x, cos, sin, cache: KVCache, slot: int, start: int) -> torch.Tensor: ...
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -358,8 +363,7 @@ class DecoderStack(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
         self.version = 0  # bumped by every load-time rewrite: traced steps (jit.py) are retaken
-        # ortblocks.LayerBlocks where every matrix runs as onnxruntime graphs spanning layer boundaries
-        self.blocks: Optional["LayerBlocks"] = None
+        self.blocks: Optional[FusedLayers] = None  # set by ortblocks.attach (all-8-bit onnxruntime stacks)
 
     def fuse(self) -> None:
         """Load-time: fused q/k/v and gate/up matrices, 2-D decode paths and fast norms in every layer."""
