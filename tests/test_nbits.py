@@ -173,6 +173,7 @@ def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voi
         found = [m for m in test.talker.modules() if isinstance(m, nbits.NBitsLinear)]
         assert found and all(m.bits == 8 for m in found)
         assert isinstance(test.talker.codec_head, nbits.NBitsLinear)  # the heads too: no fp16 matrices
+        assert test.talker.model.blocks is not None  # one graph per layer (ortblocks.py, test_ortblocks.py)
     except BaseException:
         ref.close()
         test.close()
@@ -200,7 +201,7 @@ def test_a_layer_takes_its_session_with_it():
     import gc
 
     layer = nbits.NBitsLinear(nn.Linear(64, 32), threads=1, bits=8)
-    handle = layer.handle
+    handle = layer.session_handle()
     assert nbits._SESSIONS[handle] is not None
     del layer
     gc.collect()

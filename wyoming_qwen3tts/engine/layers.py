@@ -37,6 +37,14 @@ class Matrix(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+class FusedLayers(Protocol):
+    """A stack's layer loops run elsewhere (ortblocks.LayerBlocks: onnxruntime graphs per layer boundary)."""
+
+    def decode(self, stack, x, cos, sin, cache: KVCache, at, mask) -> torch.Tensor: ...
+
+    def prefill(self, stack, x, cos, sin, cache: KVCache, slot: int, start: int) -> torch.Tensor: ...
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The reference's RMSNorm (normalise in fp32, cast back, then scale), bit-identical to
     `w * (h * rsqrt(mean(h^2) + eps)).to(dtype)`."""
@@ -217,14 +225,28 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """n equal-length sequences (x: [n, T, H]) written to slots slot..slot+n-1 at positions
         start..start+T-1, with causal attention over everything cached before them. cos/sin: [T, 1, D]."""
-        qk, v = self._split(self._qkv()(x))
+        return self.o_proj(self.attend_prefill(self._qkv()(x), cos, sin, cache, layer, slot, start))
+
+    def attend_prefill(
+        self,
+        qkv: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        slot: int,
+        start: int,
+    ) -> torch.Tensor:
+        """`prefill` from the fused q/k/v projection [n, T, (heads + 2 kv_heads) D] to the attention output
+        before o_proj [n, T, heads D]."""
+        qk, v = self._split(qkv)
         qk = self._rotated(qk, cos, sin)
         q, k, v = (
             qk[:, :, : self.heads].transpose(1, 2),
             qk[:, :, self.heads :].transpose(1, 2),
             v.transpose(1, 2),
         )
-        n, t = x.shape[0], x.shape[1]
+        n, t = qkv.shape[0], qkv.shape[1]
         end = start + t
         cache.k[layer, slot : slot + n, :, start:end] = k
         cache.v[layer, slot : slot + n, :, start:end] = v
@@ -237,11 +259,11 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=self.scale)
         else:
             allowed = (
-                torch.arange(end, device=x.device)[None, :]
-                <= torch.arange(start, end, device=x.device)[:, None]
+                torch.arange(end, device=qkv.device)[None, :]
+                <= torch.arange(start, end, device=qkv.device)[:, None]
             )
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=self.scale)
-        return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
+        return out.transpose(1, 2).reshape(n, t, -1)
 
     def decode(
         self,
@@ -256,8 +278,22 @@ class Attention(nn.Module):
         """One new token for each of B rows (x [B, H], rows = slots 0..B-1) -> [B, H], attending over the
         first L cache entries (mask [B, 1, 1, L] bool). `at`: the write index shared by all rows (an int),
         or a [B] tensor of per-row positions."""
-        b = x.shape[0]
-        qk, v = self._split(self._qkv().mm(x))
+        return self.o_proj.mm(self.attend(self._qkv().mm(x), cos, sin, cache, layer, at, mask))
+
+    def attend(
+        self,
+        qkv: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        at: "int | torch.Tensor",
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """`decode` from the fused q/k/v projection [B, (heads + 2 kv_heads) D] to the attention output
+        before o_proj [B, heads D]."""
+        b = qkv.shape[0]
+        qk, v = self._split(qkv)
         qk = self._rotated(qk, cos, sin)
         k = qk.narrow(1, self.heads, self.kv_heads)
         if isinstance(at, int):
@@ -267,7 +303,7 @@ class Attention(nn.Module):
         # GQA without copying the cache: the queries that share a kv head become extra query rows.
         q = qk.narrow(1, 0, self.heads).unflatten(1, (self.kv_heads, -1))
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-        return self.o_proj.mm(out.view(b, self.heads * self.head_dim))
+        return out.view(b, self.heads * self.head_dim)
 
 
 class SwiGLU(nn.Module):
@@ -327,6 +363,7 @@ class DecoderStack(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
         self.version = 0  # bumped by every load-time rewrite: traced steps (jit.py) are retaken
+        self.blocks: Optional[FusedLayers] = None  # set by ortblocks.attach (all-8-bit onnxruntime stacks)
 
     def fuse(self) -> None:
         """Load-time: fused q/k/v and gate/up matrices, 2-D decode paths and fast norms in every layer."""
@@ -363,6 +400,8 @@ class DecoderStack(nn.Module):
         end = start + x.shape[1]
         cos, sin = self.rotary.tables(max(end, cache.max_len), x.dtype, x.device)
         cos, sin = cos[start:end, None], sin[start:end, None]
+        if self.blocks is not None:
+            return self.blocks.prefill(self, x, cos, sin, cache, slot, start)
         for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.prefill(x, cos, sin, cache, i, slot, start)
         return self.norm(x)
@@ -387,6 +426,8 @@ class DecoderStack(nn.Module):
         cos, sin = cos_table[positions], sin_table[positions]
         # An all-true mask rather than none: SDPA's unmasked kernel rounds differently in fp32.
         mask = torch.ones((x.shape[0], 1, 1, positions + 1), dtype=torch.bool, device=x.device)
+        if self.blocks is not None:
+            return self.blocks.decode(self, x, cos, sin, cache, positions, mask)
         for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.decode(x, cos, sin, cache, i, positions, mask)
         return self.norm(x)
@@ -401,6 +442,8 @@ class DecoderStack(nn.Module):
         # Additive mask, made once per step (SDPA would turn a bool mask into this in every layer).
         hidden = (span.unsqueeze(0) > positions.unsqueeze(1)).unsqueeze(1).unsqueeze(1)
         mask = torch.zeros(hidden.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden, -math.inf)
+        if self.blocks is not None:
+            return self.blocks.decode(self, x, cos, sin, cache, positions, mask)
         for i, layer in enumerate(cast("list[DecoderLayer]", self.layers)):
             x = layer.decode(x, cos, sin, cache, i, positions, mask)
         return self.norm(x)

@@ -37,7 +37,17 @@ def available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def _release(handle: int) -> None:
+def register(session: Any) -> int:
+    """A handle for ``session`` (what the custom ops take); released when its owner goes (`release`)."""
+    _SESSIONS.append(session)
+    return len(_SESSIONS) - 1
+
+
+def session(handle: int) -> Any:
+    return _SESSIONS[handle]
+
+
+def release(handle: int) -> None:
     _SESSIONS[handle] = None
 
 
@@ -48,9 +58,9 @@ def _run(x: torch.Tensor, handle: int) -> torch.Tensor:
 # `qwen3tts::nbits_mm(x [M, K] float32, handle, out_features) -> [M, N] float32` through session `handle`.
 # Registered with torch.library.Library rather than `custom_op`: the dispatcher call costs ~13 us instead of
 # ~35 us, and a frame makes ~430 of them (measured here: 8-bit talker and code predictor).
-_LIB = torch.library.Library("qwen3tts", "DEF")
-_LIB.define("nbits_mm(Tensor x, int handle, int out_features) -> Tensor")
-_LIB.impl("nbits_mm", lambda x, handle, out_features: _run(x, handle), "CPU")
+LIBRARY = torch.library.Library("qwen3tts", "DEF")  # ortblocks.py defines its op here too
+LIBRARY.define("nbits_mm(Tensor x, int handle, int out_features) -> Tensor")
+LIBRARY.impl("nbits_mm", lambda x, handle, out_features: _run(x, handle), "CPU")
 
 
 @torch.library.register_fake("qwen3tts::nbits_mm")
@@ -98,15 +108,17 @@ def _codes(w: torch.Tensor, bits: int, block: int) -> tuple[torch.Tensor, torch.
     return codes, scale.reshape(n, k // block)
 
 
-def _session(
-    packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: int, bits: int, block: int
-) -> Any:
-    from onnx import TensorProto, helper
+def matmul_node(
+    x: str, y: str, prefix: str, packed: np.ndarray, scales: np.ndarray, n: int, k: int, bits: int, block: int
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """A MatMulNBits node y = x @ W^T and its weight initializers (named ``prefix`` + b / scales)."""
+    from onnx import helper
 
+    weights = {f"{prefix}b": packed, f"{prefix}scales": scales.reshape(-1)}
     node = helper.make_node(
         "MatMulNBits",
-        ["x", "b", "scales"],
-        ["y"],
+        [x, *weights],
+        [y],
         domain="com.microsoft",
         K=k,
         N=n,
@@ -114,7 +126,15 @@ def _session(
         block_size=block,
         accuracy_level=ACCURACY_LEVEL,
     )
-    weights = {"b": packed, "scales": scales.reshape(-1)}
+    return node, weights
+
+
+def _session(
+    packed: np.ndarray, scales: np.ndarray, n: int, k: int, threads: int, bits: int, block: int
+) -> Any:
+    from onnx import TensorProto, helper
+
+    node, weights = matmul_node("x", "y", "", packed, scales, n, k, bits, block)
     graph = helper.make_graph(
         [node],
         "nbits",
@@ -163,7 +183,10 @@ def session_of(graph: Any, threads: int, external: Optional[dict[str, np.ndarray
 
 class NBitsLinear(nn.Module):
     """A Linear with block-quantized weights (4-bit blocks of 32, or 8-bit blocks of `BLOCK_8BIT`), run by
-    onnxruntime's MatMulNBits with 8-bit activations quantized per block (float32 in and out)."""
+    onnxruntime's MatMulNBits with 8-bit activations quantized per block (float32 in and out).
+
+    Its session is made on first use (or by `materialize`), so that a layer's matrices can instead be
+    handed to one larger graph (ortblocks.py, `node`): each weight is prepacked by exactly one session."""
 
     def __init__(
         self, linear: nn.Linear, threads: Optional[int] = None, bits: int = 4, block: Optional[int] = None
@@ -174,15 +197,51 @@ class NBitsLinear(nn.Module):
         if not fits(k, block):
             raise ValueError(f"in_features {k} is not a multiple of {block}")
         self.in_features, self.out_features, self.bits, self.block = k, n, bits, block
-        packed, scales = quantize_blocks(linear.weight.detach(), bits, block)
-        self.nbytes = packed.nbytes + scales.nbytes
-        self.handle = len(_SESSIONS)
-        _SESSIONS.append(_session(packed, scales, n, k, threads or torch.get_num_threads(), bits, block))
-        # The session (and its packed weights) goes with the module: an engine unloaded by the model pool
-        # must not leave its weights behind.
-        weakref.finalize(self, _release, self.handle)
+        self._weights: Optional[tuple[np.ndarray, np.ndarray]] = quantize_blocks(
+            linear.weight.detach(), bits, block
+        )
+        self.nbytes = sum(a.nbytes for a in self._weights)
+        self._threads = threads or torch.get_num_threads()
+        self._handle: Optional[int] = None
+        self.taken = False  # the weights went into another graph (`node`): this module cannot run
         self.bias: Optional[torch.Tensor]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def session_handle(self) -> int:
+        """The handle of this matrix's own session (made now if need be). A method, not a property: the
+        tracer probes every attribute of a module (hasattr), which must not make or refuse a session."""
+        if self._handle is None:
+            self.materialize()
+        assert self._handle is not None
+        return self._handle
+
+    def materialize(self) -> None:
+        """Makes this matrix's own session now (load time); drops the quantized arrays it was built from."""
+        if self._handle is not None:
+            return
+        if self.taken or self._weights is None:
+            raise RuntimeError("this matrix was fused into an onnxruntime graph (ortblocks.py)")
+        packed, scales = self._weights
+        n, k = self.out_features, self.in_features
+        self._handle = register(_session(packed, scales, n, k, self._threads, self.bits, self.block))
+        self._weights = None
+        # The session (and its packed weights) goes with the module: an engine unloaded by the model pool
+        # must not leave its weights behind.
+        weakref.finalize(self, release, self._handle)
+
+    def node(self, x: str, y: str, prefix: str) -> tuple[Any, dict[str, np.ndarray]]:
+        """This matrix as a MatMulNBits node of another graph; the module gives up running it itself."""
+        if self._weights is None or self.bias is not None:
+            raise RuntimeError("only an unused bias-free matrix can join another graph")
+        self.taken = True
+        return matmul_node(
+            x, y, prefix, *self._weights, self.out_features, self.in_features, self.bits, self.block
+        )
+
+    def release_weights(self) -> None:
+        """After `node`'s graph has its session: the arrays are the session's (prepacked), not ours."""
+        if self.taken:
+            self._weights = None
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, K] -> [B, N], one row per request of a decode step: each row run on its own, as MLAS picks
@@ -200,7 +259,9 @@ class NBitsLinear(nn.Module):
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] in one kernel call, in x's dtype."""
-        out = nbits_mm(x.float(), self.handle, self.out_features)
+        if self.taken:
+            raise RuntimeError("this matrix was fused into an onnxruntime graph (ortblocks.py)")
+        out = nbits_mm(x.float(), self.session_handle(), self.out_features)
         if self.bias is not None:
             out = out + self.bias
         return out if x.dtype == torch.float32 else out.to(x.dtype)
@@ -209,7 +270,7 @@ class NBitsLinear(nn.Module):
         """The weight the kernel multiplies with (float32 [N, K]): the identity through it (the 8-bit
         activation rounding is exact for one-hot rows)."""
         eye = torch.eye(self.in_features)
-        return nbits_mm(eye, self.handle, self.out_features).t().contiguous()
+        return nbits_mm(eye, self.session_handle(), self.out_features).t().contiguous()
 
     def extra_repr(self) -> str:
         return (

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..core.vocab import QUANTIZE_MODES as QUANT_MODES  # none, int8, int4 (what an engine runs)
-from . import nbits
+from . import nbits, ortblocks
 from .memory import drop_file_pages
 from .nbits import BLOCK as NBITS_BLOCK
 from .nbits import BLOCK_8BIT, NBitsLinear
@@ -375,6 +375,11 @@ def prepare_talker(
             if not (mode == "none" and linear is talker.codec_head):
                 saved += _replace(owner, name, convert(linear, is_head, name))
     drop_file_pages(originals, mapped or set())
+    for stack in (talker.model, talker.code_predictor.model):
+        ortblocks.attach(stack)  # all-8-bit onnxruntime stacks: one graph per layer boundary
+    for module in talker.modules():
+        if isinstance(module, NBitsLinear) and not module.taken:
+            module.materialize()  # its own session now, at load time, rather than on the first request
     talker.model.version += 1
     talker.code_predictor.model.version += 1
     if mode != "none":
