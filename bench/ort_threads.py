@@ -132,7 +132,8 @@ def engines_ab(args: argparse.Namespace) -> int:
     for busy in (int(b) for b in args.busy.split(",")):
         procs = busy_processes(busy)
         try:
-            a, b = [], []
+            a: list[float] = []
+            b: list[float] = []
             for i in range(args.pairs):
                 order = ((0, a), (1, b)) if i % 2 == 0 else ((1, b), (0, a))
                 for index, out in order:
@@ -175,7 +176,8 @@ def main() -> int:
         for busy in (int(b) for b in args.busy.split(",")):
             procs = busy_processes(busy)
             try:
-                a, b = [], []
+                a: list[float] = []
+                b: list[float] = []
                 for i in range(args.pairs):
                     order = ((one, a), (two, b)) if i % 2 == 0 else ((two, b), (one, a))
                     for layers, out in order:
