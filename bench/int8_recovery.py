@@ -7,6 +7,14 @@ Each variant is one `+`-joined list of switches, applied to the quantizer before
 (a measurement tool: it patches engine.quant / engine.layers in this process only, nothing ships):
 
 * ``fbgemm``: `auto`'s fbgemm path unchanged (o_proj and down_proj fp16);
+* ``qnnpack``: the ARM64 class's dynamic int8 path, as `auto` runs it there without onnxruntime: the CPU is
+  reported as ARM64 to the compute plan, so the converter builds QNNPACK `DynamicInt8Linear`s for every
+  matrix (8-bit activations, no fp16 matrices); x86-64 wheels carry QNNPACK's SSE2 kernels, whose integer
+  arithmetic is the NEON kernels';
+* ``kleidi4``: every transformer matrix through `torch._dyn_quant_matmul_4bit` (KleidiAI's scheme on aarch64:
+  4-bit symmetric weights per block of 32, activations 8-bit asymmetric per row; x86-64 runs PyTorch's
+  reference path of the same arithmetic, ~100x slower than a real kernel: use few frames); the heads follow
+  the other switches (``qnnpack+kleidi4``: QNNPACK int8 heads, as an ARM64 int4 mode would keep them);
 * ``allint8``: no fp16 matrices (default `auto` keeps o_proj and down_proj fp16); ``o16``: only o_proj fp16;
 * ``haddN``: down_proj's input rotated online by a block-diagonal Hadamard matrix (blocks of N), the inverse
   rotation folded into its weight before quantization (QuaRot-style), so fbgemm's per-row 7-bit activation
@@ -48,14 +56,69 @@ def hadamard(n: int) -> Any:
     return h / h.shape[0] ** 0.5
 
 
+def dyn_quant_4bit(linear: Any, group: int = 32) -> Any:
+    """A Linear through `torch._dyn_quant_matmul_4bit` (codes -8..7 stored +8, two per byte, low nibble
+    first; scale = block absmax / 7 as nbits.quantize_blocks)."""
+    import torch
+    from torch import nn
+
+    class DynQuant4Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = linear.weight.detach().float()
+            n, k = w.shape
+            self.in_features, self.out_features = k, n
+            blocks = w.reshape(n, k // group, group)
+            scale = (blocks.abs().amax(-1) / 7).clamp(min=torch.finfo(torch.float32).tiny)
+            codes = (torch.round(blocks / scale[..., None]).clamp(-8, 7) + 8).to(torch.uint8).reshape(n, k)
+            packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()
+            bias = None if linear.bias is None else linear.bias.detach().float()
+            self.register_buffer(
+                "packed", torch.ops.aten._dyn_quant_pack_4bit_weight(packed, scale, bias, group, k, n)
+            )
+
+        def _call(self, x: Any) -> Any:
+            out = torch.ops.aten._dyn_quant_matmul_4bit(
+                x.float().contiguous(), self.packed, group, self.in_features, self.out_features
+            )
+            return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+        def mm(self, x: Any) -> Any:
+            return torch.cat([self._call(row) for row in x.split(1)]) if x.shape[0] > 1 else self._call(x)
+
+        def forward(self, x: Any) -> Any:
+            return self._call(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+    return DynQuant4Linear()
+
+
 def apply_variant(switches: set[str]) -> None:
     import torch
     from torch import nn
 
-    from wyoming_qwen3tts.engine import layers, nbits, policy, quant
+    from wyoming_qwen3tts.engine import cpu, layers, nbits, policy, quant
 
     if "ort8" not in switches:  # the fbgemm variants, whatever `auto` picks on this CPU
         os.environ[policy.INT8_KERNEL_ENV] = "dynamic"
+    if "kleidi4" in switches:
+        base = quant.converter
+
+        def kleidi(*args: Any, **kwargs: Any) -> Any:
+            convert = base(*args, **kwargs)
+
+            def one(linear: nn.Linear, is_head: bool, name: str = "") -> Any:
+                return convert(linear, is_head, name) if is_head else dyn_quant_4bit(linear)
+
+            return one
+
+        quant.converter = kleidi
+    if "qnnpack" in switches:
+        arm = cpu.CpuInfo(
+            cpu_class=cpu.ARM64, model="ARM64 (emulated)", flags=frozenset(), capability="DEFAULT"
+        )
+        assert arm.int8_backend == "qnnpack", "this PyTorch build has no QNNPACK"
+        policy.cpu_info = lambda: arm  # type: ignore[assignment]
+        return
     if "ort8" in switches:
 
         os.environ[policy.INT8_KERNEL_ENV] = "onnxruntime"
@@ -205,6 +268,7 @@ def main() -> int:
     data = torch.load(ref_path, weights_only=False)
     apply_variant(set(args.variant[0].split("+")))
     engine = load("int8")
+    print(f"{args.variant[0]}: {engine.plan.describe()}", file=sys.stderr, flush=True)
     test, _ = qc.trace(engine, TEXT, data["speaker"], codes=data["codes"])
     err = qc.compare(qc.Trace(**data["trace"]), test, data["suppress"], data["t"], data["st"])
     print(args.variant[0], json.dumps({k: round(v, 5) for k, v in err.as_dict().items()}), flush=True)

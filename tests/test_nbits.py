@@ -160,6 +160,39 @@ def test_other_classes_keep_their_int8_kernel_unless_asked(cpu_class, monkeypatc
     assert p.int8_kernel != "onnxruntime" and any("cpu4bit extra is not installed" in w for w in p.warnings)
 
 
+@pytest.mark.parametrize("cpu_class", [ARM64, ARM64_BF16])
+def test_arm64_runs_8bit_nbits_only_with_the_dot_product(cpu_class, monkeypatch):
+    """MLAS's ARM64 8-bit kernel needs dotprod (Cortex-A76 / Raspberry Pi 5 and later); without it
+    (Cortex-A72 / Raspberry Pi 4) MatMulNBits would dequantize every call, so QNNPACK stays."""
+    monkeypatch.setattr(nbits, "available", lambda: True)
+    a76 = CpuInfo(cpu_class, "Cortex-A76", frozenset({"fp", "asimd", "asimddp"}), "DEFAULT")
+    p = compute_plan(CPU, "auto", "auto", a76)
+    assert (p.quantize, p.int8_kernel, p.dtype) == ("int8", "onnxruntime", torch.float32)
+    assert p.codec_dtype == (torch.bfloat16 if cpu_class == ARM64_BF16 else torch.float32) and not p.warnings
+    a72 = CpuInfo(cpu_class, "Cortex-A72", frozenset({"fp", "asimd"}), "DEFAULT")
+    assert compute_plan(CPU, "auto", "auto", a72).int8_kernel == a72.int8_backend
+    monkeypatch.setenv("WYOMING_QWEN3TTS_INT8_KERNEL", "dynamic")  # QNNPACK on request
+    assert compute_plan(CPU, "auto", "auto", a76).int8_kernel == a76.int8_backend
+    monkeypatch.delenv("WYOMING_QWEN3TTS_INT8_KERNEL")
+    monkeypatch.setattr(nbits, "available", lambda: False)  # without the cpu4bit extra
+    assert compute_plan(CPU, "auto", "auto", a76).int8_kernel == a76.int8_backend
+
+
+@pytest.mark.skipif("qnnpack" not in torch.backends.quantized.supported_engines, reason="no QNNPACK")
+def test_a_wrong_kernel_on_arm64_falls_back_to_qnnpack(monkeypatch):
+    """`nbits.kernel_ok` stays the safety net on ARM64: its own backend, not the slow weight-only one."""
+    from wyoming_qwen3tts.engine import quant
+
+    monkeypatch.setattr(nbits, "kernel_ok", lambda bits=8: False)
+    monkeypatch.setattr(
+        quant, "cpu_info", lambda: CpuInfo(ARM64, "Cortex-A76", frozenset({"asimddp"}), "DEFAULT")
+    )
+    convert = quant.converter("int8", torch.float32, pack=False, int8_kernel="onnxruntime")
+    for name in ("qkv_proj", "o_proj", "down_proj"):  # every matrix int8: no fbgemm fp16 matrices on ARM
+        layer = convert(nn.Linear(128, 64, bias=False), False, name)
+        assert isinstance(layer, DynamicInt8Linear) and layer.backend == "qnnpack"
+
+
 @needs_ort
 def test_onnxruntime_int8_engine_meets_the_int8_gates_and_speaks(tiny_custom_voice, monkeypatch):
     """Through the load path (policy -> loading -> quant.converter), as `auto` on AVX2 runs it."""

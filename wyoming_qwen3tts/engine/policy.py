@@ -11,8 +11,9 @@ them well and otherwise fall back with one warning, never silently several times
 | x86-64 AVX2 (N100, Ryzen <= 5000) | float32    | int8          | onnxruntime | float32          |
 | x86-64 AVX-512 without bf16       | float32    | int8          | fbgemm      | float32          |
 | x86-64 AVX-512 BF16 / AMX         | float32    | int8          | onnxruntime | bfloat16         |
-| ARM64 (Raspberry Pi 5)            | float32    | int8          | QNNPACK     | float32          |
-| ARM64 with bf16                   | float32    | int8          | QNNPACK     | bfloat16         |
+| ARM64 with dotprod (Pi 5)         | float32    | int8          | onnxruntime | float32          |
+| ARM64 with bf16 (and dotprod)     | float32    | int8          | onnxruntime | bfloat16         |
+| ARM64 without dotprod (Pi 4)      | float32    | int8          | QNNPACK     | float32          |
 
 fbgemm and QNNPACK are PyTorch's quantized CPU backends: int8 weights times activations quantized per row
 at run time, float32 in and out (quant.DynamicInt8Linear; under fbgemm the two output projections of each
@@ -20,7 +21,12 @@ layer keep fp16 weights, quant.FP16_UNDER_FBGEMM). On AVX2 and AVX-512 BF16, whe
 installed (the add-on image has it), int8 runs onnxruntime's MatMulNBits instead: 8-bit weights per block of
 64 times 8-bit activations scaled per block (nbits.NBitsLinear), every matrix 8-bit, well inside the gate;
 LM 0.71x (AVX2-limited) and 0.87x (AVX-512 BF16) of fbgemm's time in the same runs (bench/RESULTS.md, issue
-24). Without the extra (or if nbits.kernel_ok finds the kernel wrong on this CPU): fbgemm.
+24). On ARM64 with the dot-product instructions (`asimddp`: Cortex-A76 and later, e.g. Raspberry Pi 5) the
+same 8-bit path runs MLAS's NEON kernel (onnxruntime >= 1.23): QNNPACK's all-int8 (8-bit activations per row)
+passes the gate only narrowly (KL 0.0022, logits cosine 0.9982 against the same run's 8-bit blocks' 0.0010 /
+0.9992, bench/RESULTS.md "issue 24: ARM paths and the gate"); ARM speed is not measured. Without dotprod MLAS
+has no 8-bit kernel (MatMulNBits would dequantize to fp32 on every call): QNNPACK. Without the extra (or if
+nbits.kernel_ok finds the kernel wrong on this CPU): the class's own backend (fbgemm / QNNPACK).
 `WYOMING_QWEN3TTS_INT8_KERNEL=dynamic` forces fbgemm/QNNPACK, `=onnxruntime` MatMulNBits on any class.
 
 The convolutions of the codec decoder and the speaker encoder ("codec dtype") never run in emulated bf16: on
@@ -56,7 +62,10 @@ DTYPES = {spelling: getattr(torch, name) for spelling, name in DTYPE_NAMES.items
 INT8_KERNEL_ENV = "WYOMING_QWEN3TTS_INT8_KERNEL"
 # Where `auto` runs int8 through onnxruntime when the cpu4bit extra is installed: every matrix 8-bit passes
 # the gate there (fbgemm's 7-bit per-row activations need two fp16 matrices per layer) and the LM is faster.
-ORT_INT8_CLASSES = (AVX2, AVX512_BF16)  # measured (bench/RESULTS.md); AVX-512 without bf16 was not
+ORT_INT8_CLASSES = (AVX2, AVX512_BF16, ARM64, ARM64_BF16)  # AVX-512 without bf16 was not measured
+# CPU flags a class needs for onnxruntime's 8-bit kernel: MLAS's ARM64 8-bit kernel uses the dot product
+# instructions (ARMv8.2 dotprod); without them MatMulNBits dequantizes the weights to fp32 on every call.
+ORT_INT8_FLAGS = {ARM64: "asimddp", ARM64_BF16: "asimddp"}
 # int4 kernels: "int4pack" = PyTorch's (AVX-512 only, quant.Int4Linear); "onnxruntime" = MatMulNBits
 # (nbits.NBitsLinear), for the CPU classes PyTorch's kernel does not serve.
 ORT_INT4_CLASSES = (AVX2, ARM64, ARM64_BF16)
@@ -212,6 +221,12 @@ def _int4_kernel(cpu: CpuInfo) -> Optional[str]:
     return None
 
 
+def _ort_int8_class(cpu: CpuInfo) -> bool:
+    """`auto` runs int8 through onnxruntime on this CPU (with the cpu4bit extra)."""
+    needed = ORT_INT8_FLAGS.get(cpu.cpu_class)
+    return cpu.cpu_class in ORT_INT8_CLASSES and (needed is None or needed in cpu.flags)
+
+
 def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Optional[str]:
     forced = os.environ.get(INT8_KERNEL_ENV, "").strip().lower()
     if forced == "onnxruntime" and not nbits.available():
@@ -223,7 +238,7 @@ def _int8_kernel(cpu: CpuInfo, backend: Optional[str], notes: list[str]) -> Opti
             notes.append(f"{INT8_KERNEL_ENV}=dynamic: no fbgemm/QNNPACK backend here; using weight-only")
             return "weight-only"
         return backend if forced == "dynamic" else "weight-only"
-    if cpu.cpu_class in ORT_INT8_CLASSES and nbits.available():
+    if _ort_int8_class(cpu) and nbits.available():
         return "onnxruntime"
     if backend is not None:
         return backend

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..core.vocab import QUANTIZE_MODES as QUANT_MODES  # none, int8, int4 (what an engine runs)
 from . import nbits, ortblocks
+from .cpu import cpu_info
 from .memory import drop_file_pages
 from .nbits import BLOCK as NBITS_BLOCK
 from .nbits import BLOCK_8BIT, NBitsLinear
@@ -286,8 +287,8 @@ def converter(
     per-block activation scales pass the gate without fp16 matrices) or None / "weight-only" (Int8Linear)."""
 
     if int8_kernel == "onnxruntime" and mode != "none" and not nbits.kernel_ok(8):
-        # a kernel that multiplies wrong on this CPU: fbgemm instead (weight-only where there is none)
-        int8_kernel = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else None
+        # a kernel that multiplies wrong on this CPU: the class's own (fbgemm / QNNPACK; weight-only if none)
+        int8_kernel = cpu_info().int8_backend
 
     def int8(linear: nn.Linear, name: str) -> nn.Module:
         if int8_kernel == "onnxruntime":
