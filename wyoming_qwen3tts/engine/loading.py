@@ -183,6 +183,14 @@ def _load_decoder(
         else:
             ours[key] = tensor
     load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev)
+    del ours
+    # CPU fp32: the transposed convs that stream as packed GEMMs keep only the packed copy (no plain weight
+    # beside it; packed now rather than in the first request, which raised its peak as well).
+    freed = decoder.keep_packed_only()
+    if freed:
+        _LOGGER.debug(
+            "Codec decoder: %.0f MB of plain weights replaced by their packed copies", freed / 2**20
+        )
     return decoder.eval()
 
 

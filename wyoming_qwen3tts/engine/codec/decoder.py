@@ -163,6 +163,10 @@ class SpeechDecoder(nn.Module):
         ]
         for slot, m in enumerate(self._stateful):
             m.slot = slot
+        rate = 1  # samples per codec frame at each transposed conv's input (modules() is in forward order)
+        for trans in self.modules():
+            if isinstance(trans, CausalTransConv):
+                trans.frame_samples, rate = rate, rate * trans.stride
         self._snakes = [m for m in self.modules() if isinstance(m, SnakeBeta)]
         self._codebooks = self.quantizer.codebooks()
         self._prepared_key: tuple | None = None
@@ -201,6 +205,16 @@ class SpeechDecoder(nn.Module):
         # Cheap (storage, version) check of the weights involved: catches load_state_dict, copy_, .to().
         if self._prepared_key != self._weights_key():
             self.prepare()
+
+    def keep_packed_only(self) -> int:
+        """Transposed convs that a one-frame streaming chunk already runs as a packed GEMM (CPU fp32: the
+        upsample stages and the 1536 -> 768 block, ~92 MB on 0.6B) keep only their packed matrix, not the
+        plain weight beside it (modules.CausalTransConv.keep_packed_only). Returns the bytes freed."""
+        freed = 0
+        for m in self.modules():
+            if isinstance(m, CausalTransConv) and m.frame_samples * m.gemm_ratio <= m.conv.in_channels:
+                freed += m.keep_packed_only()
+        return freed
 
     # --- public API ---
 

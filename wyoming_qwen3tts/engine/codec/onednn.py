@@ -48,6 +48,16 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) 
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
+def transposed_weight(matrix: torch.Tensor, c_in: int, kernel_size: int, stride: int) -> torch.Tensor:
+    """The ConvTranspose1d weight [C_in, C_out, k] back from ``transposed_matrix`` (plain or packed): exact,
+    the matrix only holds the kernel's taps in another order (and zeros past the kernel's end)."""
+    if matrix.is_mkldnn:
+        matrix = matrix.to_dense()
+    rows, cols = matrix.shape
+    taps = matrix.view(rows // stride, stride, cols // c_in, c_in).permute(3, 0, 2, 1)  # [ci, co, i, j]
+    return taps.reshape(c_in, rows // stride, -1)[..., :kernel_size].contiguous()
+
+
 def transposed_matrix(weight: torch.Tensor, stride: int) -> torch.Tensor:
     """ConvTranspose1d weight [C_in, C_out, k] as one matrix [C_out * s, (m + 1) * C_in], m = ceil(k / s) - 1.
 
@@ -58,6 +68,18 @@ def transposed_matrix(weight: torch.Tensor, stride: int) -> torch.Tensor:
     taps = torch.nn.functional.pad(weight.detach(), (0, (m + 1) * stride - k))  # [C_in, C_out, (m + 1) s]
     taps = taps.view(c_in, c_out, m + 1, stride)  # [ci, co, i, j]
     return taps.permute(1, 3, 2, 0).reshape(c_out * stride, (m + 1) * c_in)
+
+
+class PackedOnly:
+    """A packed matrix that replaced its source weight for good (modules.CausalTransConv.keep_packed_only).
+
+    Never written after packing, so copies of the module (copy.deepcopy) share it."""
+
+    def __init__(self, packed: torch.Tensor) -> None:
+        self.packed = packed
+
+    def __deepcopy__(self, memo: dict) -> "PackedOnly":
+        return self
 
 
 class PackCache:
