@@ -173,16 +173,20 @@ def _load_decoder(
     with on_meta():
         decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
     mapped = file_storages(state.values())
+    # The codebook sums are only looked up (SpeechDecoder._forward widens the rows it reads): on CPU they stay
+    # in the file's dtype, memory-mapped, instead of an fp32 copy (17 MB on 0.6B; only rows in use resident).
+    keep = ("quantizer.*.embedding_sum",) if dev.type == "cpu" else ()
     ours: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if not key.startswith("decoder."):
             continue
-        if tensor.is_floating_point() and (tensor.dtype != dtype or dev.type != "cpu"):
+        kept = keep and key.endswith(".embedding_sum")
+        if tensor.is_floating_point() and not kept and (tensor.dtype != dtype or dev.type != "cpu"):
             ours[key] = tensor.to(device=dev, dtype=dtype)
             drop_file_pages([tensor], mapped)
         else:
             ours[key] = tensor
-    load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev)
+    load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev, keep_dtype=keep)
     del ours
     # CPU fp32: the transposed convs that stream as packed GEMMs keep only the packed copy (no plain weight
     # beside it; packed now rather than in the first request, which raised its peak as well).
