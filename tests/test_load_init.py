@@ -38,10 +38,17 @@ def test_decoder_built_on_meta_decodes_exactly_as_one_built_as_usual(tiny_custom
     init = torch.nn.init.kaiming_uniform_
     ours = _load_decoder(cfg, state, source, torch.float32, torch.device("cpu"))
     assert torch.nn.init.kaiming_uniform_ is init  # nothing process-wide was touched
-    tensors = list(ours.parameters()) + list(ours.buffers())
-    assert tensors and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-    # The RoPE table the constructor computes is real (made on the CPU explicitly), and the right one.
     reference = _reference(cfg, state, source)
+    named = dict(ours.named_parameters()) | dict(ours.named_buffers())
+    # The codebook sums stay as stored (only looked up); the packed transposed conv (the tiny config's first
+    # upsample stage) holds no plain weight; everything else is fp32 on the CPU.
+    sums = {k for k in named if k.endswith("embedding_sum")}
+    assert sums and all(named[k].dtype == stored for k in sums)
+    assert [k for k, t in named.items() if t.is_meta] == ["upsample.0.0.conv.weight"]
+    rest = [t for k, t in named.items() if k not in sums and not t.is_meta]
+    assert rest and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in rest)
+    assert all(torch.equal(t.float(), reference.state_dict()[k]) for k, t in ours.state_dict().items())
+    # The RoPE table the constructor computes is real (made on the CPU explicitly), and the right one.
     rope = ours.pre_transformer._inv_freq[torch.device("cpu")]
     assert not rope.is_meta
     assert torch.equal(rope, reference.pre_transformer._inv_freq[torch.device("cpu")])
