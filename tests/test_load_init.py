@@ -98,6 +98,14 @@ def test_fp32_cpu_engine_keeps_the_codec_tables_bf16_with_the_same_output(tmp_pa
         talker = engine.talker
         tables = [talker.model.codec_embedding, *talker.code_predictor.model.codec_embedding]
         assert all(t.weight.dtype == torch.bfloat16 for t in tables)
+        # Memory-mapped, not copied (only the rows looked up become resident), like the decoder's codebook
+        # sums (widened per lookup in SpeechDecoder._forward).
+        from wyoming_qwen3tts.engine.memory import file_storages
+
+        sums = [p for k, p in engine.decoder.named_parameters() if k.endswith("embedding_sum")]
+        assert sums and all(p.dtype == torch.bfloat16 for p in sums)
+        looked_up = [t.weight for t in tables] + sums
+        assert len(file_storages(looked_up)) == len({t.untyped_storage().data_ptr() for t in looked_up})
         assert talker.embed_codec(torch.tensor([[1, 2]])).dtype == torch.float32
         kept = engine.synthesize(request, timeout=300)
         for table in tables:
