@@ -190,7 +190,8 @@ def _load_decoder(
     mapped = file_storages(state.values())
     # The codebook sums are only looked up (SpeechDecoder._forward widens the rows it reads): on CPU they stay
     # in the file's dtype, memory-mapped, instead of an fp32 copy (17 MB on 0.6B; only rows in use resident).
-    keep = ("quantizer.*.embedding_sum",) if dev.type == "cpu" else ()
+    # (fp32 decoders only: a narrower decoder rounds the sums to its dtype before dividing, as it always did.)
+    keep = ("quantizer.*.embedding_sum",) if dev.type == "cpu" and dtype == torch.float32 else ()
     ours: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if not key.startswith("decoder."):
