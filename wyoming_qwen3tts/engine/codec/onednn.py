@@ -4,9 +4,10 @@ A streaming step decodes 4 frames, so the first transposed convs (upsample stage
 a 75 MB kernel) multiply a few samples by a large matrix and are bound by how fast the weights stream from
 memory. oneDNN reads a matrix stored in its own blocked layout ~2.3x faster than MKL reads the plain
 kernel at these shapes (bench/decoder.py notes), so those layers keep a packed copy of their matrix, made
-on first use and per weight version (PackCache). The convs and linears with a plain matrix get most of that
-gain without a copy (the weight as the GEMM's left operand, modules.py); compute-bound layers keep oneDNN's
-convolution.
+on first use and per weight version (PackCache); the engine's loader packs the layers that always stream
+this way at load and frees their plain weights (PackedOnly, modules.CausalTransConv.keep_packed_only).
+The convs and linears with a plain matrix get most of that gain without a copy (the weight as the GEMM's
+left operand, modules.py); compute-bound layers keep oneDNN's convolution.
 
 Only fp32 on CPU with oneDNN; anything else (CUDA, bf16, a build without mkldnn) keeps the plain path. The
 packed GEMM sums in another order than the plain one: float round-off only.
