@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -25,13 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gemv import int8_gemv_gbps, streamed_bytes  # noqa: E402  (imports torch lazily)
+from bench.gemv import streamed_bytes  # noqa: E402  (imports torch lazily)
 from bench.isa import add_isa_argument, apply_isa, isa_report  # noqa: E402
 from wyoming_qwen3tts.platform_env import apply_cpu_env  # noqa: E402  (before torch, as the server does)
 
 apply_cpu_env()
 
 NBITS_BLOCK_ENV = "BENCH_NBITS_BLOCK"
+ORT_ARENA_ENV = "BENCH_ORT_ARENA"
 TEXT = "Hello world, this is a benchmark of the speech engine on this machine."
 SHORT_TEXT = "Turn on the light."
 
@@ -75,8 +77,38 @@ class Timers:
         return statistics.median(values) if values else float("nan")
 
 
+def ort_arena_experiment() -> None:
+    """``BENCH_ORT_ARENA=1``: onnxruntime sessions with their per-session memory arena, as before issue 24's
+    memory round 3 (A/B of memory and speed; the engine turns it off)."""
+    if os.environ.get(ORT_ARENA_ENV) != "1":
+        return
+    import onnxruntime as ort
+
+    class WithArena(ort.SessionOptions):
+        def __setattr__(self, name: str, value: Any) -> None:
+            super().__setattr__(name, True if name == "enable_cpu_mem_arena" else value)
+
+    ort.SessionOptions = WithArena  # type: ignore[misc]
+
+
+def gemv_in_child() -> float:
+    """bench/gemv.py's int8 GEMV bandwidth, measured in a child process with this one's environment: its
+    250 MB of matrices would otherwise raise this worker's peak RSS (VmHWM) by as much."""
+    code = "from bench.gemv import int8_gemv_gbps; print(int8_gemv_gbps())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    return float(out.stdout.split()[-1])
+
+
 def load(args: argparse.Namespace, quantize: str):
     from wyoming_qwen3tts.engine import Engine, RunawayGuard, nbits, quant
+
+    ort_arena_experiment()
 
     if os.environ.get(NBITS_BLOCK_ENV):  # bench/ab_cpu.py: another block size for 8-bit MatMulNBits
         nbits.BLOCK_8BIT = quant.BLOCK_8BIT = int(os.environ[NBITS_BLOCK_ENV])  # type: ignore[misc]
@@ -200,7 +232,7 @@ def main() -> int:
         elif cmd[0] == "short":
             out = short(engine, voice)
         elif cmd[0] == "bandwidth":
-            out = {"gemv_gbps": int8_gemv_gbps()}
+            out = {"gemv_gbps": gemv_in_child()}
         elif cmd[0] == "quality":
             out = quality(engine, args, int(cmd[1]) if len(cmd) > 1 else 100)
         else:

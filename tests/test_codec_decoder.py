@@ -216,6 +216,47 @@ def test_packed_weights_follow_weight_changes(decoder: SpeechDecoder) -> None:
     assert (after - plain).abs().max().item() <= TOL
 
 
+def test_keep_packed_only_frees_the_plain_weight_and_decodes_the_same(decoder: SpeechDecoder) -> None:
+    # The loader's CPU fp32 decoder: transposed convs that stream as packed GEMMs hold no plain weight.
+    codes = make_codes(1, 90)
+    full, streamed = decoder.decode(codes, clamp=False), stream(decoder, codes, [1, 4, 2, 7])
+    dec = copy.deepcopy(decoder)
+    freed = dec.keep_packed_only()
+    layers = [m for m in dec.modules() if isinstance(m, CausalTransConv)]
+    released = [m for m in layers if m.conv.weight.is_meta]
+    # Tiny config: the first upsample stage (32 channels, 1 sample per frame) only; real 0.6B: three layers.
+    assert released == [dec.upsample[0][0]]
+    assert freed == sum(m.conv.weight.numel() * 4 for m in released)
+    assert all(m._packed._packed is None for m in layers)  # no second packed copy either
+    assert (dec.decode(codes, clamp=False) - full).abs().max().item() <= TOL
+    assert (stream(dec, codes, [1, 4, 2, 7]) - streamed).abs().max().item() <= TOL
+    # state_dict still yields the plain weights, exactly; loading one restores a plain weight first.
+    plain = decoder.state_dict()
+    assert all(torch.equal(v, plain[k]) for k, v in dec.state_dict().items())
+    twin = copy.deepcopy(dec)  # shares the packed matrix
+    assert torch.equal(twin.decode(codes, clamp=False), dec.decode(codes, clamp=False))
+    dec.load_state_dict(plain, strict=True)
+    assert not dec.upsample[0][0].conv.weight.is_meta
+    assert torch.equal(dec.decode(codes, clamp=False), full)
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_packed_only_transposed_conv_long_inputs(n: int) -> None:
+    # An overlapping kernel (the real 1536 -> 768 block: k 16, stride 8) packed for good takes the packed
+    # GEMM for long inputs too, where the plain layer runs conv_transpose1d.
+    layer = randomize(CausalTransConv(64, 24, 16, 8), seed=5)
+    layer.slot = 0
+    x = torch.randn(2, 64, n, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        caches = [torch.zeros(2, *layer.cache_shape())]
+        ref = torch.cat([layer(x[..., s : s + 7], caches) for s in range(0, n, 7)], dim=-1)
+        assert layer.keep_packed_only() == 64 * 24 * 16 * 4 and layer.conv.weight.is_meta
+        caches = [torch.zeros(2, *layer.cache_shape())]
+        whole = layer(x, caches)  # one call: 2 * 40 * 32 > 64 channels took conv_transpose1d before
+    assert whole.shape == ref.shape == (2, 24, n * 8)
+    assert (whole - ref).abs().max().item() <= 1e-5
+
+
 def test_decode_internal_chunking_is_exact(decoder: SpeechDecoder) -> None:
     codes = make_codes(1, 150)
     dec = copy.deepcopy(decoder)

@@ -324,3 +324,17 @@ def test_a_sequence_has_one_status_from_submit_to_finish(cv_engine, monkeypatch)
     (seq,) = {s for row in steps for s, _ in row}
     assert seq.status is SequenceStatus.FINISHED and len(seq.codes) == 4
     assert not cv_engine.scheduler.running and cv_engine.scheduler.busy == 0
+
+
+def test_heap_is_trimmed_while_a_long_request_runs(cv_engine, monkeypatch):
+    # Freed activations in glibc's thread arenas must not pile up for a whole long request (issue 24).
+    from wyoming_qwen3tts.engine import scheduler
+
+    every = scheduler.TRIM_EVERY_STEPS
+    trims: list[int] = []
+    monkeypatch.setattr(scheduler, "trim_heap", lambda: trims.append(cv_engine.scheduler.steps))
+    start = cv_engine.scheduler.steps
+    result = cv_engine.synthesize(_request(sampling=SamplingParams.greedy(max_new_tokens=2 * every + 1)))
+    assert result.codes.shape == (2 * every, 16)
+    during = [s for s in trims if start < s <= start + 2 * every]
+    assert len(during) >= 2 and all(s % every == 0 for s in during)

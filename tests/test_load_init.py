@@ -38,10 +38,17 @@ def test_decoder_built_on_meta_decodes_exactly_as_one_built_as_usual(tiny_custom
     init = torch.nn.init.kaiming_uniform_
     ours = _load_decoder(cfg, state, source, torch.float32, torch.device("cpu"))
     assert torch.nn.init.kaiming_uniform_ is init  # nothing process-wide was touched
-    tensors = list(ours.parameters()) + list(ours.buffers())
-    assert tensors and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-    # The RoPE table the constructor computes is real (made on the CPU explicitly), and the right one.
     reference = _reference(cfg, state, source)
+    named = dict(ours.named_parameters()) | dict(ours.named_buffers())
+    # The codebook sums stay as stored (only looked up); the packed transposed conv (the tiny config's first
+    # upsample stage) holds no plain weight; everything else is fp32 on the CPU.
+    sums = {k for k in named if k.endswith("embedding_sum")}
+    assert sums and all(named[k].dtype == stored for k in sums)
+    assert [k for k, t in named.items() if t.is_meta] == ["upsample.0.0.conv.weight"]
+    rest = [t for k, t in named.items() if k not in sums and not t.is_meta]
+    assert rest and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in rest)
+    assert all(torch.equal(t.float(), reference.state_dict()[k]) for k, t in ours.state_dict().items())
+    # The RoPE table the constructor computes is real (made on the CPU explicitly), and the right one.
     rope = ours.pre_transformer._inv_freq[torch.device("cpu")]
     assert not rope.is_meta
     assert torch.equal(rope, reference.pre_transformer._inv_freq[torch.device("cpu")])
@@ -91,6 +98,14 @@ def test_fp32_cpu_engine_keeps_the_codec_tables_bf16_with_the_same_output(tmp_pa
         talker = engine.talker
         tables = [talker.model.codec_embedding, *talker.code_predictor.model.codec_embedding]
         assert all(t.weight.dtype == torch.bfloat16 for t in tables)
+        # Memory-mapped, not copied (only the rows looked up become resident), like the decoder's codebook
+        # sums (widened per lookup in SpeechDecoder._forward).
+        from wyoming_qwen3tts.engine.memory import file_storages
+
+        sums = [p for k, p in engine.decoder.named_parameters() if k.endswith("embedding_sum")]
+        assert sums and all(p.dtype == torch.bfloat16 for p in sums)
+        looked_up = [t.weight for t in tables] + sums
+        assert len(file_storages(looked_up)) == len({t.untyped_storage().data_ptr() for t in looked_up})
         assert talker.embed_codec(torch.tensor([[1, 2]])).dtype == torch.float32
         kept = engine.synthesize(request, timeout=300)
         for table in tables:

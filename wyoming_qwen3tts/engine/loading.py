@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -79,7 +80,7 @@ def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str 
         int4_kernel=plan.int4_kernel,
     )
     # Rewritten weights no longer need the file's pages; the text embedding is re-mapped lazily.
-    release_file_pages(talker, state, "talker.", model_dir, remap=("model.text_embedding.weight",))
+    release_file_pages(talker, state, "talker.", model_dir, remap=_looked_up(state))
     del state
     trim_heap()  # the quantization temporaries (~250 MB on 0.6B) go back before the decoder comes in
     codec_dir = model_dir / "speech_tokenizer"
@@ -92,6 +93,20 @@ def _load(cls: Callable[[LoadedModel, ComputePlan, LoadOptions], E], model: str 
         "Model ready in %.1f s (%d KV slots x %d tokens)", time.monotonic() - started, o.slots, o.max_len
     )
     return engine
+
+
+def _looked_up(state: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """Talker tables that are only looked up (text embedding, codec tables; keys relative to ``talker.``):
+    re-mapped from the file instead of copied, so only the rows in use become resident (the codec tables:
+    69 MB of bf16 that a copy held, read twice at the load peak). release_file_pages copies any of them
+    whose dtype was changed on loading."""
+    tables = (
+        "model.text_embedding.weight",
+        "model.codec_embedding.weight",
+        "code_predictor.model.codec_embedding.*",
+    )
+    keys = (k.removeprefix("talker.") for k in state if k.startswith("talker."))
+    return tuple(k for k in keys if any(fnmatch.fnmatchcase(k, t) for t in tables))
 
 
 def _on_fresh_thread(fn: Callable[[], Any]) -> Any:
@@ -173,16 +188,29 @@ def _load_decoder(
     with on_meta():
         decoder = SpeechDecoder.from_config(cfg.codec_decoder_config)
     mapped = file_storages(state.values())
+    # The codebook sums are only looked up (SpeechDecoder._forward widens the rows it reads): on CPU they stay
+    # in the file's dtype, memory-mapped, instead of an fp32 copy (17 MB on 0.6B; only rows in use resident).
+    # (fp32 decoders only: a narrower decoder rounds the sums to its dtype before dividing, as it always did.)
+    keep = ("quantizer.*.embedding_sum",) if dev.type == "cpu" and dtype == torch.float32 else ()
     ours: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if not key.startswith("decoder."):
             continue
-        if tensor.is_floating_point() and (tensor.dtype != dtype or dev.type != "cpu"):
+        kept = keep and key.endswith(".embedding_sum")
+        if tensor.is_floating_point() and not kept and (tensor.dtype != dtype or dev.type != "cpu"):
             ours[key] = tensor.to(device=dev, dtype=dtype)
             drop_file_pages([tensor], mapped)
         else:
             ours[key] = tensor
-    load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev)
+    load_into(decoder, ours, "decoder.", source, dtype=dtype, device=dev, keep_dtype=keep)
+    del ours
+    # CPU fp32: the transposed convs that stream as packed GEMMs keep only the packed copy (no plain weight
+    # beside it; packed now rather than in the first request, which raised its peak as well).
+    freed = decoder.keep_packed_only()
+    if freed:
+        _LOGGER.debug(
+            "Codec decoder: %.0f MB of plain weights replaced by their packed copies", freed / 2**20
+        )
     return decoder.eval()
 
 

@@ -142,6 +142,7 @@ def release_file_pages(
                 else:
                     value = tensor.detach().clone()
                     copied += value.numel() * value.element_size()
+                    drop_file_pages([tensor], backed)  # the copy is enough: not both until the map goes
                 table[name] = (
                     nn.Parameter(value, requires_grad=False) if isinstance(tensor, nn.Parameter) else value
                 )

@@ -40,6 +40,10 @@ from .threads import ThreadGovernor
 _LOGGER = logging.getLogger(__name__)
 
 IDLE_EXIT_S = 2.0
+# Steps between two heap trims while requests run: freed activation blocks that glibc keeps in its thread
+# arenas made a long request's RSS drift up by up to ~170 MB on 0.6B (bench/RESULTS.md, issue 24, memory
+# round 3); a trim takes a few ms (~0.05 ms per frame at this interval).
+TRIM_EVERY_STEPS = 32
 
 
 class Scheduler:
@@ -66,6 +70,7 @@ class Scheduler:
         self._ref_states: "collections.OrderedDict[int, tuple[Any, Any]]" = collections.OrderedDict()
         self._thread: Optional[threading.Thread] = None
         self.slowdown: Optional[Slowdown] = None  # --debug-slowdown: tests and the playback simulator
+        self.steps = 0  # decode steps run (the heap is trimmed every TRIM_EVERY_STEPS)
 
     # -- API used by Engine (any thread) -------------------------------------------------------------------
     def submit(self, seq: Sequence) -> SpeechStream:
@@ -183,6 +188,9 @@ class Scheduler:
             computed = time.monotonic() - began - slept[0]
             time.sleep(max(0.0, self.slowdown.delay(computed) - slept[0]))
         self._postprocess(batch, out, emitted)
+        self.steps += 1
+        if self.steps % TRIM_EVERY_STEPS == 0:
+            trim_heap()
 
     def _admit(self) -> None:
         """WAITING -> RUNNING while a slot is free: prompt, frame bound, decoder state, prefill."""

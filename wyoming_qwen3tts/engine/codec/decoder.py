@@ -163,11 +163,15 @@ class SpeechDecoder(nn.Module):
         ]
         for slot, m in enumerate(self._stateful):
             m.slot = slot
+        rate = 1  # samples per codec frame at each transposed conv's input (modules() is in forward order)
+        for trans in self.modules():
+            if isinstance(trans, CausalTransConv):
+                trans.frame_samples, rate = rate, rate * trans.stride
         self._snakes = [m for m in self.modules() if isinstance(m, SnakeBeta)]
         self._codebooks = self.quantizer.codebooks()
         self._prepared_key: tuple | None = None
         self._prepared_src: list[torch.Tensor] = []
-        self._table = torch.empty(0, device="cpu")  # real even when built on the meta device
+        self._usage = torch.empty(0, 1, device="cpu")  # real even when built on the meta device
         self.decode_chunk_frames = 64  # exact internal chunking of decode(): bounds activation memory
 
     @classmethod
@@ -187,9 +191,12 @@ class SpeechDecoder(nn.Module):
 
     @torch.no_grad()
     def prepare(self) -> None:
-        """(Re)compute the cached codebook table and SnakeBeta factors from the current weights."""
-        dtype = self._codebooks[0].embedding_sum.dtype
-        self._table = torch.cat([cb.vectors() for cb in self._codebooks]).to(dtype)
+        """(Re)compute the codebooks' clamped usage counts and the SnakeBeta factors from the weights."""
+        # The lookup divides by the clamped usage counts as EuclideanCodebook.vectors() does (same dtype).
+        work = torch.promote_types(self._codebooks[0].embedding_sum.dtype, torch.float32)
+        self._usage = torch.cat([cb.cluster_usage.to(work).clamp(min=1e-5) for cb in self._codebooks])[
+            :, None
+        ]
         for s in self._snakes:
             s.refresh()
         # Holding the source storages (detach shares storage and version counter) keeps their addresses
@@ -201,6 +208,16 @@ class SpeechDecoder(nn.Module):
         # Cheap (storage, version) check of the weights involved: catches load_state_dict, copy_, .to().
         if self._prepared_key != self._weights_key():
             self.prepare()
+
+    def keep_packed_only(self) -> int:
+        """Transposed convs that a one-frame streaming chunk already runs as a packed GEMM (CPU fp32: the
+        upsample stages and the 1536 -> 768 block, ~92 MB on 0.6B) keep only their packed matrix, not the
+        plain weight beside it (modules.CausalTransConv.keep_packed_only). Returns the bytes freed."""
+        freed = 0
+        for m in self.modules():
+            if isinstance(m, CausalTransConv) and m.frame_samples * m.gemm_ratio <= m.conv.in_channels:
+                freed += m.keep_packed_only()
+        return freed
 
     # --- public API ---
 
@@ -288,13 +305,20 @@ class SpeechDecoder(nn.Module):
 
     def _forward(self, codes: torch.Tensor, state: DecoderState, clamp: bool) -> torch.Tensor:
         b, q, n = codes.shape
-        dtype = self._table.dtype
+        ref = self.pre_conv.conv.weight
+        dtype, device = ref.dtype, ref.device
         if n == 0:
-            return torch.zeros(b, 0, device=self._table.device, dtype=dtype)
-        codes = codes.to(self._table.device)
-        # All 16 lookups in one gather from the concatenated table: [B, n, 16, dim].
-        offsets = torch.arange(q, device=codes.device) * self.cfg.codebook_size
-        vectors = nn.functional.embedding(codes.transpose(1, 2) + offsets, self._table)
+            return torch.zeros(b, 0, device=device, dtype=dtype)
+        index = codes.to(device).transpose(1, 2)  # [B, n, 16]
+        # The 16 codebook vectors (embedding_sum / clamped usage) [B, n, 16, dim], divided per lookup: the
+        # same division of the same numbers as a precomputed table (so the same values), without the table
+        # (33 MB on 0.6B) and from sums a CPU engine keeps in the file's dtype, memory-mapped (loading.py).
+        sums = [
+            nn.functional.embedding(index[..., i], cb.embedding_sum) for i, cb in enumerate(self._codebooks)
+        ]
+        offsets = torch.arange(q, device=device) * self.cfg.codebook_size
+        usage = nn.functional.embedding(index + offsets, self._usage)  # [B, n, 16, 1]
+        vectors = (torch.stack(sums, dim=2).to(usage.dtype) / usage).to(dtype)
         qz = self.quantizer
         hidden = qz.rvq_first.project(vectors[:, :, 0]) + qz.rvq_rest.project(vectors[:, :, 1:].sum(dim=2))
         caches = state.convs

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, cast
+from typing import Any, Optional, cast
 
 import torch
 from torch import nn
@@ -115,13 +115,51 @@ class CausalTransConv(nn.Module):
         self.stride = stride
         self.cache_len = math.ceil(kernel_size / stride) - 1
         self.slot = -1
+        self.frame_samples = 0  # input samples per codec frame (set by SpeechDecoder)
         self._packed = onednn.PackCache()
+        self._only: Optional[onednn.PackedOnly] = None  # keep_packed_only: the packed matrix, no plain weight
+        self.register_state_dict_post_hook(_plain_in_state_dict)
+        self.register_load_state_dict_pre_hook(_unpack_before_load)
 
     # Overlapping kernels use the GEMM below when B * n * gemm_ratio <= C_in, else conv_transpose1d.
     gemm_ratio = 32
 
     def cache_shape(self) -> tuple[int, int]:
         return (self.conv.in_channels, self.cache_len)
+
+    def keep_packed_only(self) -> int:
+        """Packs the weight for good and frees the plain one; returns the bytes freed (0: not packable).
+
+        For the layers whose streaming chunks always take the packed GEMM (SpeechDecoder.keep_packed_only),
+        the plain weight is only read by long inputs' deconvolution: those take the packed GEMM as well (the
+        same products, summed in another order: float round-off). ``state_dict`` still yields the plain
+        weight (rebuilt exactly from the packed one), and ``load_state_dict`` restores a plain weight first.
+        """
+        weight = self.conv.weight
+        if self._only is not None or not onednn.can_pack(weight):
+            return 0
+        matrix = onednn.transposed_matrix(weight, self.stride)  # a copy
+        freed = weight.numel() * weight.element_size()
+        # A meta Parameter keeps the shape (new_state, module_bytes); the storage goes before packing, so
+        # the layer is never held three times.
+        self.conv.weight = nn.Parameter(torch.empty(weight.shape, device="meta"), requires_grad=False)
+        del weight
+        packed = onednn.pack(matrix)
+        assert packed is not None  # can_pack held
+        self._only = onednn.PackedOnly(packed)
+        self._packed = onednn.PackCache()
+        return freed
+
+    def _plain(self) -> torch.Tensor:
+        assert self._only is not None
+        c_in, _, k = self.conv.weight.shape
+        return onednn.transposed_weight(self._only.packed, c_in, k, self.stride)
+
+    def unpack(self) -> None:
+        """Undoes keep_packed_only: the plain weight again (exact), packed on first use like any layer."""
+        if self._only is not None:
+            self.conv.weight = nn.Parameter(self._plain(), requires_grad=False)
+            self._only = None
 
     def forward(self, x: torch.Tensor, caches: Caches) -> torch.Tensor:
         b, c_in, n = x.shape
@@ -130,11 +168,14 @@ class CausalTransConv(nn.Module):
             cache = caches[self.slot]
             x = torch.cat((cache, x), dim=-1)
             cache.copy_(x[..., -m:])
-            if b * n * self.gemm_ratio > c_in:  # long inputs: oneDNN's deconvolution is faster
+            if self._only is None and b * n * self.gemm_ratio > c_in:  # long: oneDNN's deconvolution
                 return self.conv(x)[..., m * s : (m + n) * s]
         bias = self.conv.bias
         weight = self.conv.weight
-        packed = self._packed.get(lambda: onednn.transposed_matrix(weight, s), weight)
+        if self._only is not None:
+            packed: Optional[torch.Tensor] = self._only.packed
+        else:
+            packed = self._packed.get(lambda: onednn.transposed_matrix(weight, s), weight)
         if packed is not None:
             # CPU fp32: one packed GEMM over [x_t, x_t-1, .., x_t-m] (onednn.transposed_matrix), no
             # overlap-add.
@@ -157,6 +198,17 @@ class CausalTransConv(nn.Module):
             out = out + taps[:, m - i : m - i + n, :, i * s : (i + 1) * s]
         out = out.permute(0, 2, 1, 3).reshape(b, c_out, n * s)  # a copy (or a view of the temporary taps)
         return out if bias is None else out.add_(bias[:, None])
+
+
+def _plain_in_state_dict(module: nn.Module, state: dict, prefix: str, _meta: Any) -> None:
+    layer = cast(CausalTransConv, module)
+    if layer._only is not None and prefix + "conv.weight" in state:
+        state[prefix + "conv.weight"] = layer._plain()
+
+
+def _unpack_before_load(module: nn.Module, *_: Any) -> None:
+    # Loaded into in place (or replaced with assign=True), the weight must be a real one first.
+    cast(CausalTransConv, module).unpack()
 
 
 class SnakeBeta(nn.Module):

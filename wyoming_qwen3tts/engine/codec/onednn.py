@@ -4,9 +4,10 @@ A streaming step decodes 4 frames, so the first transposed convs (upsample stage
 a 75 MB kernel) multiply a few samples by a large matrix and are bound by how fast the weights stream from
 memory. oneDNN reads a matrix stored in its own blocked layout ~2.3x faster than MKL reads the plain
 kernel at these shapes (bench/decoder.py notes), so those layers keep a packed copy of their matrix, made
-on first use and per weight version (PackCache). The convs and linears with a plain matrix get most of that
-gain without a copy (the weight as the GEMM's left operand, modules.py); compute-bound layers keep oneDNN's
-convolution.
+on first use and per weight version (PackCache); the engine's loader packs the layers that always stream
+this way at load and frees their plain weights (PackedOnly, modules.CausalTransConv.keep_packed_only).
+The convs and linears with a plain matrix get most of that gain without a copy (the weight as the GEMM's
+left operand, modules.py); compute-bound layers keep oneDNN's convolution.
 
 Only fp32 on CPU with oneDNN; anything else (CUDA, bf16, a build without mkldnn) keeps the plain path. The
 packed GEMM sums in another order than the plain one: float round-off only.
@@ -48,6 +49,16 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) 
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
+def transposed_weight(matrix: torch.Tensor, c_in: int, kernel_size: int, stride: int) -> torch.Tensor:
+    """The ConvTranspose1d weight [C_in, C_out, k] back from ``transposed_matrix`` (plain or packed): exact,
+    the matrix only holds the kernel's taps in another order (and zeros past the kernel's end)."""
+    if matrix.is_mkldnn:
+        matrix = matrix.to_dense()
+    rows, cols = matrix.shape
+    taps = matrix.view(rows // stride, stride, cols // c_in, c_in).permute(3, 0, 2, 1)  # [ci, co, i, j]
+    return taps.reshape(c_in, rows // stride, -1)[..., :kernel_size].contiguous()
+
+
 def transposed_matrix(weight: torch.Tensor, stride: int) -> torch.Tensor:
     """ConvTranspose1d weight [C_in, C_out, k] as one matrix [C_out * s, (m + 1) * C_in], m = ceil(k / s) - 1.
 
@@ -58,6 +69,18 @@ def transposed_matrix(weight: torch.Tensor, stride: int) -> torch.Tensor:
     taps = torch.nn.functional.pad(weight.detach(), (0, (m + 1) * stride - k))  # [C_in, C_out, (m + 1) s]
     taps = taps.view(c_in, c_out, m + 1, stride)  # [ci, co, i, j]
     return taps.permute(1, 3, 2, 0).reshape(c_out * stride, (m + 1) * c_in)
+
+
+class PackedOnly:
+    """A packed matrix that replaced its source weight for good (modules.CausalTransConv.keep_packed_only).
+
+    Never written after packing, so copies of the module (copy.deepcopy) share it."""
+
+    def __init__(self, packed: torch.Tensor) -> None:
+        self.packed = packed
+
+    def __deepcopy__(self, memo: dict) -> "PackedOnly":
+        return self
 
 
 class PackCache:
