@@ -15,15 +15,15 @@ decode (one call per row, as NBitsLinear.mm: MLAS rounds several rows differentl
 request). The norms run in onnxruntime's fp32 (Skip)SimplifiedLayerNormalization: the same formula as
 layers.rms_norm, summed in another order (float round-off, ~1e-6).
 
-Only fp32 activations on CPU with every layer's four matrices 8-bit NBitsLinear (`auto` on AVX2 / AVX-512
-BF16 with the cpu4bit extra); anything else keeps the per-matrix path.
+Only fp32 activations on CPU with every layer's four matrices 8-bit NBitsLinear (`auto` on AVX2, AVX-512
+BF16 and ARM64 with dotprod, with the cpu4bit extra); anything else keeps the per-matrix path.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from . import nbits
 
 if TYPE_CHECKING:
     from .kvcache import KVCache
-    from .layers import DecoderLayer, DecoderStack
+    from .layers import Attention, DecoderLayer, DecoderStack
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ class _Graph:
             initializer=[nbits._external(n, a) for n, a in self.external.items()]
             + [numpy_helper.from_array(a, n) for n, a in self.constants.items()],
         )
-        handle = nbits.register(nbits.session_of(graph, threads, self.external))
-        return handle
+        return nbits.register(nbits.session_of(graph, threads, self.external))
 
 
 def _node(op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs: Any) -> Any:
@@ -186,6 +185,8 @@ class LayerBlocks:
         self.head = head.session(threads)
 
         self.blocks: list[int] = []
+        # Output widths of each layer's graph: (x, next qkv), the last one only the final-norm hidden states.
+        self.widths = [[self.hidden, self.qkv_width]] * (len(layers) - 1) + [[self.hidden]]
         for i, (layer, (_, o_proj, gate_up, down)) in enumerate(zip(layers, mats)):
             g = _Graph(f"l{i}_")
             a, x = g.input(self.attn_width), g.input(self.hidden)
@@ -216,15 +217,7 @@ class LayerBlocks:
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """DecoderStack.decode's layer loop, x [B, H] -> final-norm [B, H]: a call per row and layer."""
-        layers = cast("list[DecoderLayer]", list(stack.layers))
-        (qkv,) = run_graph([x], self.head, [self.qkv_width], 1)
-        for i, layer in enumerate(layers):
-            a = layer.self_attn.attend(qkv, cos, sin, cache, i, at, mask)
-            if i == len(layers) - 1:
-                (x,) = run_graph([a, x], self.blocks[i], [self.hidden], 1)
-            else:
-                x, qkv = run_graph([a, x], self.blocks[i], [self.hidden, self.qkv_width], 1)
-        return x
+        return self._layers(stack, x, 1, lambda attn, qkv, i: attn.attend(qkv, cos, sin, cache, i, at, mask))
 
     def prefill(
         self,
@@ -237,16 +230,28 @@ class LayerBlocks:
         start: int,
     ) -> torch.Tensor:
         """DecoderStack.prefill's layer loop (x [n, T, H] -> final-norm [n, T, H]), one call per request."""
-        layers = cast("list[DecoderLayer]", list(stack.layers))
         n, t, hidden = x.shape
-        rows = x.reshape(n * t, hidden)
-        (qkv,) = run_graph([rows], self.head, [self.qkv_width], t)
-        for i, layer in enumerate(layers):
-            a = layer.self_attn.attend_prefill(qkv.view(n, t, -1), cos, sin, cache, i, slot, start)
-            widths = [self.hidden] if i == len(layers) - 1 else [self.hidden, self.qkv_width]
-            outs = run_graph([a.reshape(n * t, -1), rows], self.blocks[i], widths, t)
+
+        def attend(attn: "Attention", qkv: torch.Tensor, i: int) -> torch.Tensor:
+            heads = attn.attend_prefill(qkv.view(n, t, -1), cos, sin, cache, i, slot, start)
+            return heads.reshape(n * t, -1)
+
+        return self._layers(stack, x.reshape(n * t, hidden), t, attend).view(n, t, hidden)
+
+    def _layers(
+        self,
+        stack: "DecoderStack",
+        rows: torch.Tensor,
+        group: int,
+        attend: Callable[["Attention", torch.Tensor, int], torch.Tensor],
+    ) -> torch.Tensor:
+        """rows [M, H] through the head graph, then per layer `attend` (fused qkv -> attention output, in
+        PyTorch) and the layer's graph; `group` rows per graph call (run_graph)."""
+        (qkv,) = run_graph([rows], self.head, [self.qkv_width], group)
+        for i, layer in enumerate(cast("list[DecoderLayer]", list(stack.layers))):
+            outs = run_graph([attend(layer.self_attn, qkv, i), rows], self.blocks[i], self.widths[i], group)
             rows, qkv = outs[0], outs[-1]
-        return rows.view(n, t, hidden)
+        return rows
 
 
 def _release_all(handles: list[int]) -> None:
