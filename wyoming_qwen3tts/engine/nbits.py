@@ -57,7 +57,8 @@ def _run(x: torch.Tensor, handle: int) -> torch.Tensor:
 
 # `qwen3tts::nbits_mm(x [M, K] float32, handle, out_features) -> [M, N] float32` through session `handle`.
 # Registered with torch.library.Library rather than `custom_op`: the dispatcher call costs ~13 us instead of
-# ~35 us, and a frame makes ~430 of them (measured here: 8-bit talker and code predictor).
+# ~35 us, and a frame makes ~430 of them with one session per matrix (8-bit talker and code predictor; ~135
+# with ortblocks.py's graphs, which are called the same way).
 LIBRARY = torch.library.Library("qwen3tts", "DEF")  # ortblocks.py defines its op here too
 LIBRARY.define("nbits_mm(Tensor x, int handle, int out_features) -> Tensor")
 LIBRARY.impl("nbits_mm", lambda x, handle, out_features: _run(x, handle), "CPU")
@@ -174,7 +175,7 @@ def session_of(graph: Any, threads: int, external: Optional[dict[str, np.ndarray
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Threads sleep between calls instead of spinning: other add-ons share the cores (see platform_env.py).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # No per-session memory arena: each of the ~150 sessions would keep the largest buffers it ever needed
+    # No per-session memory arena: each of the ~50-150 sessions would keep the largest buffers it ever needed
     # (a prompt's activations) for good: +180 MB live, +70 MB resident after one request (issue 24).
     opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 3
@@ -262,8 +263,6 @@ class NBitsLinear(nn.Module):
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] in one kernel call, in x's dtype."""
-        if self.taken:
-            raise RuntimeError("this matrix was fused into an onnxruntime graph (ortblocks.py)")
         out = nbits_mm(x.float(), self.session_handle(), self.out_features)
         if self.bias is not None:
             out = out + self.bias
@@ -298,7 +297,8 @@ def kernel_ok(bits: int = 8) -> bool:
             linear.weight.copy_(torch.randn(192, 512, generator=gen))
         x = torch.randn(1, 512, generator=gen)
         layer = NBitsLinear(linear, threads=1, bits=bits)
-        codes, scales = quantize_blocks(linear.weight, bits, layer.block)
+        assert layer._weights is not None  # the arrays its session is made from (on the first call below)
+        codes, scales = layer._weights
         if bits == 4:
             codes = np.stack([codes & 0xF, codes >> 4], axis=-1)
         weight = torch.from_numpy(codes.astype(np.float32)).reshape(192, -1, layer.block) - 2 ** (bits - 1)
