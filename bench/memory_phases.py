@@ -122,24 +122,14 @@ def main() -> int:
     apply_cpu_env()
     import torch
 
-    from bench.cpu_worker import ort_arena_experiment
-
-    ort_arena_experiment()  # BENCH_ORT_ARENA=1: onnxruntime's arenas on (before this round)
-    from wyoming_qwen3tts.engine import ChunkPolicy, Engine, RunawayGuard, SamplingParams, SpeechRequest
+    from bench.cpu_worker import load
+    from wyoming_qwen3tts.engine import ChunkPolicy, SamplingParams, SpeechRequest
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     snapshot("start (torch imported)", start)
-    engine = Engine.load(
-        args.model,
-        device="cpu",
-        dtype="auto",
-        slots=1,
-        guard=RunawayGuard(enabled=False),
-        quantize=args.quantize,
-        adaptive_threads=True,
-    )
-    engine.runner.sampler.suppress[engine.runner.eos] = True
+    # The benchmark worker's load: as the server runs it, EOS suppressed, BENCH_ORT_ARENA=1 honoured.
+    engine = load(argparse.Namespace(model=args.model, dtype="auto"), args.quantize)
     snapshot("loaded", start)
 
     calls: dict[str, int] = {}

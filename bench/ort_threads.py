@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -102,6 +102,25 @@ def report(label: str, a: list[float], b: list[float]) -> None:
     )
 
 
+def ab_under_load(
+    args: argparse.Namespace, one: Callable[[], float], two: Callable[[], float], label: str
+) -> None:
+    """For each --busy count: --pairs runs of each config, alternating which goes first, reported pair by
+    pair (1 thread first, as `report` reads them)."""
+    for busy in (int(b) for b in args.busy.split(",")):
+        procs = busy_processes(busy)
+        try:
+            a: list[float] = []
+            b: list[float] = []
+            for i in range(args.pairs):
+                order = ((one, a), (two, b)) if i % 2 == 0 else ((two, b), (one, a))
+                for run, out in order:
+                    out.append(run())
+        finally:
+            stop(procs)
+        report(f"busy={busy}: {label}", a, b)
+
+
 def engines_ab(args: argparse.Namespace) -> int:
     import torch
 
@@ -129,18 +148,8 @@ def engines_ab(args: argparse.Namespace) -> int:
 
     for engine in engines:
         run(engine)  # warm-up
-    for busy in (int(b) for b in args.busy.split(",")):
-        procs = busy_processes(busy)
-        try:
-            a: list[float] = []
-            b: list[float] = []
-            for i in range(args.pairs):
-                order = ((0, a), (1, b)) if i % 2 == 0 else ((1, b), (0, a))
-                for index, out in order:
-                    out.append(run(engines[index]))
-        finally:
-            stop(procs)
-        report(f"busy={busy}: ms per frame (whole request, {args.frames} frames)", a, b)
+    label = f"ms per frame (whole request, {args.frames} frames)"
+    ab_under_load(args, lambda: run(engines[0]), lambda: run(engines[1]), label)
     for engine in engines:
         engine.close()
     return 0
@@ -173,18 +182,12 @@ def main() -> int:
     with torch.inference_mode():
         for layers in (one, two):
             step(layers, xs)  # first runs: workspaces
-        for busy in (int(b) for b in args.busy.split(",")):
-            procs = busy_processes(busy)
-            try:
-                a: list[float] = []
-                b: list[float] = []
-                for i in range(args.pairs):
-                    order = ((one, a), (two, b)) if i % 2 == 0 else ((two, b), (one, a))
-                    for layers, out in order:
-                        out.append(timed(layers, xs, args.steps))
-            finally:
-                stop(procs)
-            report(f"busy={busy}: ms per talker step ({args.layers} layers)", a, b)
+        ab_under_load(
+            args,
+            lambda: timed(one, xs, args.steps),
+            lambda: timed(two, xs, args.steps),
+            f"ms per talker step ({args.layers} layers)",
+        )
     return 0
 
 
